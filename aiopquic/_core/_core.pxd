@@ -1,0 +1,141 @@
+# Declarations of the C bridge (bridge.h) and of the extension types.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "<sys/socket.h>":
+    struct sockaddr:
+        unsigned short sa_family
+
+
+cdef extern from "bridge.h" nogil:
+    ctypedef struct aq_endpoint_t:
+        pass
+
+    ctypedef struct aq_node_t:
+        int kind
+        void* py_obj
+
+    ctypedef struct aq_conn_t:
+        aq_node_t node
+        int is_client
+        char alpn[256]
+        char local_addr[128]
+        char peer_addr[128]
+        uint64_t remote_max_datagram
+        uint64_t local_error
+        uint64_t remote_error
+        uint64_t local_app_error
+        uint64_t remote_app_error
+        char* remote_reason
+        int was_ready
+        uint64_t dg_tx_dropped
+        uint64_t dg_rx_dropped
+
+    ctypedef struct aq_ring_t:
+        size_t cap
+
+    ctypedef struct aq_stream_t:
+        aq_node_t node
+        aq_conn_t* conn
+        uint64_t stream_id
+        aq_ring_t rx
+        aq_ring_t tx
+        int rx_fin
+        int rx_reset
+        uint64_t rx_reset_code
+        int tx_stopped
+        uint64_t tx_stop_code
+
+    ctypedef struct aq_dgram_t:
+        size_t len
+        uint8_t data[1]
+
+    ctypedef struct aq_config_t:
+        int is_server
+        const char* certfile
+        const char* keyfile
+        const char* cafile
+        int verify
+        const char* const* alpns
+        size_t n_alpns
+        uint64_t idle_timeout_ms
+        uint64_t handshake_timeout_us
+        uint64_t max_data
+        uint64_t max_stream_data
+        uint64_t send_buffer
+        uint64_t max_streams_bidi
+        uint64_t max_streams_uni
+        uint64_t max_datagram_frame_size
+        uint64_t datagram_queue
+        const char* congestion_control
+        const char* keylog_file
+        const char* qlog_dir
+        int socket_buffer_size
+        uint32_t max_connections
+
+    enum:
+        AQ_KIND_CONN
+        AQ_KIND_STREAM
+        AQ_EV_NEW
+        AQ_EV_RX
+        AQ_EV_RESET
+        AQ_EV_STOP
+        AQ_EV_TX
+        AQ_EV_READY
+        AQ_EV_CLOSED
+        AQ_EV_DGRAM
+        AQ_EV_CLOSE_SENT
+
+    aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
+    int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,
+                          char* err, size_t errlen)
+    int aq_endpoint_fd(aq_endpoint_t* ep)
+    int aq_endpoint_port(aq_endpoint_t* ep)
+    int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
+    void aq_endpoint_stop(aq_endpoint_t* ep)
+    void aq_endpoint_free(aq_endpoint_t* ep)
+
+    size_t aq_drain_begin(aq_endpoint_t* ep)
+    aq_node_t* aq_drain_next(aq_endpoint_t* ep, uint32_t* flags)
+    void aq_node_ref(aq_node_t* n)
+    void aq_node_unref(aq_node_t* n)
+
+    aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const sockaddr* peer,
+                                  const char* sni, const char* alpn)
+    void aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us)
+    int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t length)
+    aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm)
+    void aq_dgram_free(aq_dgram_t* d)
+
+    aq_stream_t* aq_stream_new_local(aq_conn_t* c, int is_uni)
+    size_t aq_stream_readable(aq_stream_t* s)
+    size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max_bytes)
+    int aq_stream_rx_arm(aq_stream_t* s)
+    size_t aq_stream_writable(aq_stream_t* s)
+    size_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length)
+    size_t aq_stream_tx_arm(aq_stream_t* s)
+    size_t aq_stream_unsent(aq_stream_t* s)
+    void aq_stream_send_fin(aq_stream_t* s)
+    void aq_stream_reset(aq_stream_t* s, uint64_t code)
+    void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)
+
+
+cdef class Endpoint:
+    cdef aq_endpoint_t* ep
+    cdef readonly bint is_server
+    cdef readonly bint closed
+    cdef bint started
+
+
+cdef class ConnHandle:
+    cdef aq_conn_t* c
+    cdef readonly Endpoint endpoint
+    cdef public object owner
+
+
+cdef class StreamHandle:
+    cdef aq_stream_t* s
+    cdef readonly ConnHandle conn
+    cdef public object owner
+    cdef readonly uint64_t stream_id
+    cdef readonly size_t tx_threshold

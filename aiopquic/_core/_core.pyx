@@ -1,0 +1,424 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Python face of the C bridge: one network thread per :class:`Endpoint`.
+
+Nothing here knows about anyio.  The ``quic`` package above waits on
+:meth:`Endpoint.fileno` and calls :meth:`Endpoint.drain`, which returns the
+``(handle, flags)`` pairs raised since the last call.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+import ipaddress
+import socket
+
+EV_NEW = AQ_EV_NEW
+EV_RX = AQ_EV_RX
+EV_RESET = AQ_EV_RESET
+EV_STOP = AQ_EV_STOP
+EV_TX = AQ_EV_TX
+EV_READY = AQ_EV_READY
+EV_CLOSED = AQ_EV_CLOSED
+EV_DGRAM = AQ_EV_DGRAM
+EV_CLOSE_SENT = AQ_EV_CLOSE_SENT
+#: Local error of a client connection picoquic refused to start.
+ERROR_START_FAILED = 0x10000000
+
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        pass
+
+    struct in6_addr:
+        pass
+
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+
+    unsigned short htons(unsigned short)
+    unsigned short ntohs(unsigned short)
+
+
+cdef extern from "<arpa/inet.h>":
+    int inet_pton(int af, const char* src, void* dst)
+    const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
+
+
+cdef union sockaddr_any:
+    sockaddr sa
+    sockaddr_in v4
+    sockaddr_in6 v6
+
+
+cdef int _to_sockaddr(str host, int port, sockaddr_any* out) except -1:
+    """Fill ``out`` from a numeric IPv4/IPv6 address and a port."""
+    memset(out, 0, sizeof(sockaddr_any))
+    ip = ipaddress.ip_address(host)
+    raw = host.encode()
+    if ip.version == 6:
+        out.v6.sin6_family = socket.AF_INET6
+        out.v6.sin6_port = htons(port)
+        inet_pton(socket.AF_INET6, raw, &out.v6.sin6_addr)
+    else:
+        out.v4.sin_family = socket.AF_INET
+        out.v4.sin_port = htons(port)
+        inet_pton(socket.AF_INET, raw, &out.v4.sin_addr)
+    return 0
+
+
+cdef object _from_sockaddr(const sockaddr* sa):
+    """Return ``(host, port)`` for an IPv4/IPv6 address, or None."""
+    cdef char buf[64]
+    cdef const sockaddr_in* v4
+    cdef const sockaddr_in6* v6
+    if sa.sa_family == socket.AF_INET:
+        v4 = <const sockaddr_in*>sa
+        inet_ntop(socket.AF_INET, &v4.sin_addr, buf, sizeof(buf))
+        return (buf.decode(), ntohs(v4.sin_port))
+    if sa.sa_family == socket.AF_INET6:
+        v6 = <const sockaddr_in6*>sa
+        inet_ntop(socket.AF_INET6, &v6.sin6_addr, buf, sizeof(buf))
+        return (buf.decode(), ntohs(v6.sin6_port))
+    return None
+
+
+cdef bytes _opt(object value):
+    return None if value is None else str(value).encode()
+
+
+cdef class Endpoint:
+    """A picoquic context, its UDP socket and its network thread."""
+
+    def __cinit__(
+        self,
+        *,
+        bint is_server,
+        alpns,
+        certfile=None,
+        keyfile=None,
+        cafile=None,
+        bint verify=True,
+        uint64_t idle_timeout_ms=30000,
+        uint64_t handshake_timeout_us=10000000,
+        uint64_t max_data=16 << 20,
+        uint64_t max_stream_data=1 << 20,
+        uint64_t send_buffer=1 << 20,
+        uint64_t max_streams_bidi=128,
+        uint64_t max_streams_uni=128,
+        uint64_t max_datagram_frame_size=0,
+        uint64_t datagram_queue=1024,
+        congestion_control="newreno",
+        keylog_file=None,
+        qlog_dir=None,
+        int socket_buffer_size=4 << 20,
+        uint32_t max_connections=1024,
+    ):
+        cdef aq_config_t cfg
+        cdef char err[256]
+        cdef bytes b_cert = _opt(certfile), b_key = _opt(keyfile), b_ca = _opt(cafile)
+        cdef bytes b_cc = _opt(congestion_control), b_keylog = _opt(keylog_file)
+        cdef bytes b_qlog = _opt(qlog_dir)
+        cdef list b_alpns = [a.encode() for a in alpns]
+        cdef const char** alpn_ptrs = <const char**>malloc((len(b_alpns) + 1) * sizeof(char*))
+        if alpn_ptrs == NULL:
+            raise MemoryError()
+        memset(&cfg, 0, sizeof(cfg))
+        try:
+            for i, a in enumerate(b_alpns):
+                alpn_ptrs[i] = <const char*>a
+            cfg.is_server = is_server
+            cfg.certfile = NULL if b_cert is None else <const char*>b_cert
+            cfg.keyfile = NULL if b_key is None else <const char*>b_key
+            cfg.cafile = NULL if b_ca is None else <const char*>b_ca
+            cfg.verify = verify
+            cfg.alpns = alpn_ptrs
+            cfg.n_alpns = len(b_alpns)
+            cfg.idle_timeout_ms = idle_timeout_ms
+            cfg.handshake_timeout_us = handshake_timeout_us
+            cfg.max_data = max_data
+            cfg.max_stream_data = max_stream_data
+            cfg.send_buffer = send_buffer
+            cfg.max_streams_bidi = max_streams_bidi
+            cfg.max_streams_uni = max_streams_uni
+            cfg.max_datagram_frame_size = max_datagram_frame_size
+            cfg.datagram_queue = datagram_queue
+            cfg.congestion_control = <const char*>b_cc
+            cfg.keylog_file = NULL if b_keylog is None else <const char*>b_keylog
+            cfg.qlog_dir = NULL if b_qlog is None else <const char*>b_qlog
+            cfg.socket_buffer_size = socket_buffer_size
+            cfg.max_connections = max_connections
+            self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
+        finally:
+            free(alpn_ptrs)
+        if self.ep == NULL:
+            raise ValueError(err.decode(errors="replace"))
+        self.is_server = is_server
+
+    def __dealloc__(self):
+        if self.ep != NULL:
+            with nogil:
+                aq_endpoint_free(self.ep)
+            self.ep = NULL
+
+    def start(self, str host, int port, int timeout_ms=5000):
+        """Bind ``host``:``port`` (numeric), start the thread, return the bound port."""
+        cdef sockaddr_any addr
+        cdef char err[256]
+        cdef int bound
+        if self.started or self.closed:
+            raise RuntimeError("endpoint already started")
+        _to_sockaddr(host, port, &addr)
+        with nogil:
+            bound = aq_endpoint_start(self.ep, &addr.sa, timeout_ms, err, sizeof(err))
+        if bound < 0:
+            self.closed = True
+            raise OSError(err.decode(errors="replace"))
+        self.started = True
+        return bound
+
+    def fileno(self):
+        """The wake fd: readable when :meth:`drain` has something to return."""
+        return aq_endpoint_fd(self.ep)
+
+    @property
+    def port(self):
+        return aq_endpoint_port(self.ep)
+
+    def thread_error(self):
+        """The network thread's return code if it has stopped, else None."""
+        cdef int rc = 0
+        if aq_endpoint_thread_exited(self.ep, &rc):
+            return rc
+        return None
+
+    def drain(self):
+        """Return the ``(handle, flags)`` pairs raised since the last call."""
+        cdef list out = []
+        cdef aq_node_t* n
+        cdef uint32_t flags = 0
+        cdef object handle
+        if self.ep == NULL:
+            return out
+        aq_drain_begin(self.ep)
+        while True:
+            n = aq_drain_next(self.ep, &flags)
+            if n == NULL:
+                break
+            try:
+                if flags == 0:
+                    continue
+                if n.py_obj != NULL:
+                    handle = <object>n.py_obj
+                elif n.kind == AQ_KIND_STREAM and flags & AQ_EV_NEW:
+                    handle = _wrap_stream(self, <aq_stream_t*>n)
+                elif n.kind == AQ_KIND_CONN and flags & AQ_EV_READY:
+                    handle = _wrap_conn(self, <aq_conn_t*>n)
+                else:
+                    continue  # nobody listens to this object any more
+                out.append((handle, flags))
+            finally:
+                aq_node_unref(n)
+        return out
+
+    def connect(self, str host, int port, server_name, alpn):
+        """Start a client connection to numeric ``host``:``port``; return its handle."""
+        cdef sockaddr_any addr
+        cdef aq_conn_t* c
+        cdef bytes b_sni = _opt(server_name)
+        cdef bytes b_alpn = _opt(alpn)
+        self._check_open()
+        _to_sockaddr(host, port, &addr)
+        c = aq_conn_new_client(self.ep, &addr.sa,
+                               NULL if b_sni is None else <const char*>b_sni,
+                               NULL if b_alpn is None else <const char*>b_alpn)
+        if c == NULL:
+            raise MemoryError()
+        handle = _wrap_conn(self, c)
+        aq_node_unref(&c.node)  # the handle holds its own reference
+        return handle
+
+    def close(self):
+        """Stop the thread (joining it), close the socket, free picoquic."""
+        if self.closed:
+            return
+        self.closed = True
+        with nogil:
+            aq_endpoint_stop(self.ep)
+
+    def _check_open(self):
+        if self.closed or not self.started:
+            raise RuntimeError("endpoint is not running")
+
+
+cdef ConnHandle _wrap_conn(Endpoint endpoint, aq_conn_t* c):
+    cdef ConnHandle h = ConnHandle.__new__(ConnHandle)
+    h.c = c
+    h.endpoint = endpoint
+    aq_node_ref(&c.node)
+    c.node.py_obj = <void*>h
+    return h
+
+
+cdef StreamHandle _wrap_stream(Endpoint endpoint, aq_stream_t* s):
+    cdef StreamHandle h = StreamHandle.__new__(StreamHandle)
+    cdef aq_conn_t* c = s.conn
+    h.conn = <ConnHandle>c.node.py_obj if c.node.py_obj != NULL else _wrap_conn(endpoint, c)
+    h.s = s
+    h.stream_id = s.stream_id
+    h.tx_threshold = s.tx.cap // 4
+    aq_node_ref(&s.node)
+    s.node.py_obj = <void*>h
+    return h
+
+
+cdef class ConnHandle:
+    """One QUIC connection as the bridge sees it."""
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            self.c.node.py_obj = NULL
+            aq_node_unref(&self.c.node)
+            self.c = NULL
+
+    @property
+    def is_client(self):
+        return bool(self.c.is_client)
+
+    @property
+    def alpn(self):
+        return self.c.alpn.decode(errors="replace") or None
+
+    @property
+    def local_address(self):
+        return _from_sockaddr(<sockaddr*>&self.c.local_addr)
+
+    @property
+    def peer_address(self):
+        return _from_sockaddr(<sockaddr*>&self.c.peer_addr)
+
+    @property
+    def max_datagram_size(self):
+        """Largest DATAGRAM frame payload both sides accept (0 = datagrams off)."""
+        return self.c.remote_max_datagram
+
+    @property
+    def close_info(self):
+        """``(local_error, remote_error, local_app_error, remote_app_error, reason)``."""
+        cdef aq_conn_t* c = self.c
+        reason = c.remote_reason.decode(errors="replace") if c.remote_reason != NULL else ""
+        return (c.local_error, c.remote_error, c.local_app_error, c.remote_app_error, reason)
+
+    @property
+    def datagrams_dropped(self):
+        """``(sent, received)`` datagrams dropped because a queue was full."""
+        return (self.c.dg_tx_dropped, self.c.dg_rx_dropped)
+
+    def open_stream(self, bint uni):
+        cdef aq_stream_t* s
+        self.endpoint._check_open()
+        s = aq_stream_new_local(self.c, uni)
+        if s == NULL:
+            raise MemoryError()
+        h = _wrap_stream(self.endpoint, s)
+        aq_node_unref(&s.node)
+        return h
+
+    def close(self, uint64_t code, str reason, double linger=0.0):
+        """Ask for CONNECTION_CLOSE; wait up to ``linger`` s for sent data to be acked first."""
+        if not self.endpoint.closed:
+            aq_conn_close(self.c, code, reason.encode(), <uint64_t>(linger * 1e6))
+
+    def send_datagram(self, const uint8_t[::1] data):
+        """Queue a datagram; return True if the oldest queued one was dropped for it."""
+        cdef int r
+        self.endpoint._check_open()
+        r = aq_conn_send_datagram(self.c, &data[0] if data.shape[0] else NULL, data.shape[0])
+        if r < 0:
+            raise MemoryError()
+        return r == 1
+
+    def receive_datagram(self):
+        """Pop one received datagram, or return None (and arm EV_DGRAM)."""
+        cdef aq_dgram_t* d = aq_conn_pop_datagram(self.c, 1)
+        if d == NULL:
+            return None
+        try:
+            return PyBytes_FromStringAndSize(<char*>d.data, d.len)
+        finally:
+            aq_dgram_free(d)
+
+
+cdef class StreamHandle:
+    """One QUIC stream as the bridge sees it: two byte rings and some flags."""
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            self.s.node.py_obj = NULL
+            aq_node_unref(&self.s.node)
+            self.s = NULL
+
+    @property
+    def fin_received(self):
+        return bool(self.s.rx_fin)
+
+    @property
+    def reset_code(self):
+        """The peer's RESET_STREAM code, or None."""
+        return self.s.rx_reset_code if self.s.rx_reset else None
+
+    @property
+    def stop_code(self):
+        """The peer's STOP_SENDING code, or None."""
+        return self.s.tx_stop_code if self.s.tx_stopped else None
+
+    @property
+    def unsent(self):
+        """Bytes still in the send ring."""
+        return aq_stream_unsent(self.s)
+
+    def read(self, size_t max_bytes):
+        """Return up to ``max_bytes`` bytes, or None when the ring is empty (arms EV_RX)."""
+        cdef size_t n = aq_stream_readable(self.s)
+        cdef bytes out
+        if n == 0:
+            if not aq_stream_rx_arm(self.s):
+                return None
+            n = aq_stream_readable(self.s)
+            if n == 0:
+                return None
+        if n > max_bytes:
+            n = max_bytes
+        out = PyBytes_FromStringAndSize(NULL, n)
+        aq_stream_read(self.s, <uint8_t*>PyBytes_AS_STRING(out), n)
+        return out
+
+    def write(self, const uint8_t[::1] data):
+        """Copy as much of ``data`` as fits into the send ring; return the count."""
+        if data.shape[0] == 0:
+            return 0
+        return aq_stream_write(self.s, &data[0], data.shape[0])
+
+    def tx_arm(self):
+        """Arm EV_TX and return the room in the send ring now."""
+        return aq_stream_tx_arm(self.s)
+
+    def send_fin(self):
+        aq_stream_send_fin(self.s)
+
+    def reset(self, uint64_t code):
+        if not self.conn.endpoint.closed:
+            aq_stream_reset(self.s, code)
+
+    def stop_sending(self, uint64_t code):
+        if not self.conn.endpoint.closed:
+            aq_stream_stop_sending(self.s, code)

@@ -1,0 +1,94 @@
+"""Throwaway certificates for demos and tests: a CA and leaf certificates it signs."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+from pathlib import Path
+
+__all__ = ["CertificateSet", "make_certificates"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSet:
+    """Paths of a CA certificate and of a server certificate + key it signed."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+def make_certificates(
+    directory: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"), *, prefix: str = ""
+) -> CertificateSet:
+    """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (ECDSA P-256) into ``directory``.
+
+    Needs the ``cryptography`` package (``pip install cryptography``).
+    """
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("making certificates needs the cryptography package: pip install cryptography") from exc
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aiopquic throwaway CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = CertificateSet(
+        cafile=directory / f"{prefix}ca.pem",
+        certfile=directory / f"{prefix}cert.pem",
+        keyfile=directory / f"{prefix}key.pem",
+    )
+    paths.cafile.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths

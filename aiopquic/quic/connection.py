@@ -1,0 +1,427 @@
+"""A QUIC connection: streams, datagrams and closing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Union
+
+import anyio
+
+from .._core import (
+    ERROR_START_FAILED,
+    EV_CLOSE_SENT,
+    EV_CLOSED,
+    EV_DGRAM,
+    EV_NEW,
+    EV_READY,
+    ConnHandle,
+    StreamHandle,
+)
+from .errors import (
+    PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
+    PICOQUIC_ERROR_IDLE_TIMEOUT,
+    PICOQUIC_ERROR_STATELESS_RESET,
+    ConnectionClosed,
+    HandshakeError,
+    QuicError,
+    describe_transport_error,
+)
+from .stream import QuicReceiveStream, QuicSendStream, QuicStream
+
+if TYPE_CHECKING:
+    from .config import QuicConfig
+    from .endpoint import QuicEndpoint
+
+__all__ = ["AnyQuicStream", "QuicConnection", "QuicConnectionStats"]
+
+logger = logging.getLogger("aiopquic.quic")
+
+#: What ``accept_stream()`` returns: a bidirectional stream or a peer's uni stream.
+AnyQuicStream = Union[QuicStream, QuicReceiveStream]
+_AnyStream = Union[QuicStream, QuicReceiveStream, QuicSendStream]
+
+#: Application error code sent when the body of ``async with conn`` raises.
+ERROR_CODE_ON_EXCEPTION = 1
+
+_CERT_HINTS = {
+    0x12A: "the server certificate was rejected (bad_certificate): its names do not "
+    "include {server_name!r}, or it is malformed; connect with the name in the "
+    "certificate, or set server_name=",
+    0x130: "the server certificate is not signed by a trusted CA (unknown_ca): pass "
+    "cafile= with the CA that issued it, or verify=False to skip verification",
+    0x12D: "the server certificate has expired (certificate_expired)",
+    0x12C: "the server certificate was revoked (certificate_revoked)",
+    0x178: "the peer accepts none of the offered ALPN protocols {alpn} "
+    "(no_application_protocol): offer one the peer supports",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuicConnectionStats:
+    """Counters of one connection, as seen by the application."""
+
+    bytes_sent: int
+    bytes_received: int
+    datagrams_sent: int
+    datagrams_received: int
+    datagrams_dropped_on_send: int
+    datagrams_dropped_on_receive: int
+    streams_opened: int
+    streams_accepted: int
+
+
+class QuicConnection:
+    """An established QUIC connection.
+
+    Use it as ``async with conn:`` so it is closed however the block ends.
+    Iterate it (``async for stream in conn``) to accept the peer's streams.
+    """
+
+    def __init__(self, handle: ConnHandle, endpoint: QuicEndpoint, config: QuicConfig) -> None:
+        self._h = handle
+        self._endpoint = endpoint
+        self._config = config
+        handle.owner = self
+        self._streams: dict[int, _AnyStream] = {}
+        self._incoming: deque[AnyQuicStream] = deque()
+        self._accept_waiter: anyio.Event | None = None
+        self._datagram_waiter: anyio.Event | None = None
+        self._handshake_done = anyio.Event()
+        self._close_sent = anyio.Event()
+        self._closed = anyio.Event()
+        self._ready = False
+        self._closed_exc: ConnectionClosed | None = None
+        self._closing_locally = False
+        self._local_close_code = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._datagrams_sent = 0
+        self._datagrams_received = 0
+        self._streams_opened = 0
+        self._streams_accepted = 0
+
+    # -- properties -----------------------------------------------------
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The application protocol both sides agreed on."""
+        return self._h.alpn
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of our end."""
+        return self._h.local_address
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the peer."""
+        return self._h.peer_address
+
+    @property
+    def is_client(self) -> bool:
+        """True on the side that opened the connection."""
+        return self._h.is_client
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest datagram payload :meth:`send_datagram` takes (0 = datagrams off)."""
+        return min(self._h.max_datagram_size, 1200)
+
+    @property
+    def stats(self) -> QuicConnectionStats:
+        """Counters of bytes, datagrams and streams so far."""
+        dropped_send, dropped_receive = self._h.datagrams_dropped
+        return QuicConnectionStats(
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            datagrams_sent=self._datagrams_sent,
+            datagrams_received=self._datagrams_received,
+            datagrams_dropped_on_send=dropped_send,
+            datagrams_dropped_on_receive=dropped_receive,
+            streams_opened=self._streams_opened,
+            streams_accepted=self._streams_accepted,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed or closing, by either side."""
+        return self._closed_exc is not None or self._closing_locally
+
+    def __repr__(self) -> str:
+        side = "client" if self.is_client else "server"
+        state = "closed" if self.closed else "open"
+        return f"<QuicConnection {side} {self.remote_address} {state}>"
+
+    # -- streams --------------------------------------------------------
+
+    async def open_stream(self) -> QuicStream:
+        """Open a bidirectional stream (the peer learns of it with the first byte)."""
+        await anyio.lowlevel.checkpoint()
+        self._raise_if_closed()
+        stream = QuicStream(self._h.open_stream(False), self)
+        self._streams[stream.stream_id] = stream
+        self._streams_opened += 1
+        return stream
+
+    async def open_uni_stream(self) -> QuicSendStream:
+        """Open a unidirectional (send-only) stream."""
+        await anyio.lowlevel.checkpoint()
+        self._raise_if_closed()
+        stream = QuicSendStream(self._h.open_stream(True), self)
+        self._streams[stream.stream_id] = stream
+        self._streams_opened += 1
+        return stream
+
+    async def accept_stream(self) -> AnyQuicStream:
+        """Wait for the next stream the peer opens.
+
+        Returns a :class:`QuicStream` (bidirectional) or a :class:`QuicReceiveStream`
+        (the peer's unidirectional stream). Raises :class:`ConnectionClosed` once
+        the connection is closed. A cancelled call loses no stream.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while not self._incoming:
+            self._raise_if_closed()
+            if self._accept_waiter is not None:
+                raise anyio.BusyResourceError("accepting streams from")
+            self._accept_waiter = event = anyio.Event()
+            try:
+                await self._wait_event(event)
+            finally:
+                self._accept_waiter = None
+        stream = self._incoming.popleft()
+        self._streams_accepted += 1
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        return stream
+
+    def __aiter__(self) -> QuicConnection:
+        return self
+
+    async def __anext__(self) -> AnyQuicStream:
+        """The next incoming stream; iteration ends when the connection closes cleanly."""
+        try:
+            return await self.accept_stream()
+        except (ConnectionClosed, anyio.ClosedResourceError) as exc:
+            if isinstance(exc, ConnectionClosed) and (exc.error_code or exc.transport_error):
+                raise
+            raise StopAsyncIteration from None
+
+    # -- datagrams ------------------------------------------------------
+
+    async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Send an unreliable datagram.
+
+        Never blocks: when the send queue is full the oldest queued datagram is
+        dropped (and counted in :attr:`stats`). Raises :class:`ValueError` if
+        ``data`` is larger than :attr:`max_datagram_size`.
+        """
+        await anyio.lowlevel.checkpoint()
+        self._raise_if_closed()
+        limit = self.max_datagram_size
+        if limit == 0:
+            raise QuicError(
+                "datagrams are off on this connection: set max_datagram_frame_size "
+                "in the QuicConfig of both peers"
+            )
+        if len(data) > limit:
+            raise ValueError(f"datagram of {len(data)} bytes exceeds max_datagram_size ({limit})")
+        self._h.send_datagram(bytes(data))
+        self._datagrams_sent += 1
+
+    async def receive_datagram(self) -> bytes:
+        """Wait for the next datagram from the peer."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            data = self._h.receive_datagram()
+            if data is not None:
+                self._datagrams_received += 1
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            self._raise_if_closed()
+            if self._datagram_waiter is not None:
+                raise anyio.BusyResourceError("receiving datagrams from")
+            self._datagram_waiter = event = anyio.Event()
+            try:
+                await self._wait_event(event)
+            finally:
+                self._datagram_waiter = None
+
+    # -- closing --------------------------------------------------------
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close now: CONNECTION_CLOSE with ``error_code`` and ``reason`` goes out at once.
+
+        Bytes not yet sent are dropped. Use :meth:`aclose` to let them go first.
+        """
+        self._start_close(error_code, reason, linger=0.0)
+
+    async def aclose(self) -> None:
+        """Close gracefully: wait (up to ``config.close_timeout``) for sent data to be
+        acknowledged, then send CONNECTION_CLOSE (code 0) and wait until it is out."""
+        self._start_close(0, "", linger=self._config.close_timeout)
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._config.close_timeout + 1.0):
+                await self._close_sent.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, by either side."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> QuicConnection:
+        await self._endpoint.enter_connection()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, (anyio.get_cancelled_exc_class(), QuicError)):
+            self.close(ERROR_CODE_ON_EXCEPTION, f"{type(exc).__name__} in the application")
+        await self.aclose()
+        await self._endpoint._connection_exited(self)
+
+    def _start_close(self, error_code: int, reason: str, *, linger: float) -> None:
+        if error_code < 0 or error_code >= 1 << 62:
+            raise ValueError("error_code must be from 0 to 2**62 - 1")
+        if self._closing_locally or self._closed_exc is not None:
+            return
+        self._closing_locally = True
+        self._local_close_code = error_code
+        self._h.close(error_code, reason, linger)
+        self._wake_all()
+
+    def _raise_if_closed(self) -> None:
+        if self._closed_exc is not None and not self._closing_locally:
+            raise self._closed_exc
+        if self._closing_locally:
+            raise anyio.ClosedResourceError("this connection was closed by us")
+
+    async def _wait_event(self, event: anyio.Event) -> None:
+        if not self._endpoint.dispatching:
+            raise RuntimeError(
+                "this connection is not running: use it inside `async with conn:` "
+                "(or `async with open_quic_connection(...) as conn:`)"
+            )
+        await event.wait()
+
+    # -- events from the endpoint's dispatcher ---------------------------
+
+    def _on_event(self, flags: int) -> None:
+        if flags & EV_READY:
+            self._ready = True
+            self._handshake_done.set()
+        if flags & EV_DGRAM and self._datagram_waiter is not None:
+            self._datagram_waiter.set()
+        if flags & EV_CLOSE_SENT:
+            self._close_sent.set()
+            self._closed.set()
+        if flags & EV_CLOSED:
+            self._on_closed()
+
+    def _on_stream_event(self, handle: StreamHandle, flags: int) -> None:
+        stream = handle.owner
+        if stream is None:
+            if not flags & EV_NEW:
+                return
+            new: AnyQuicStream
+            if handle.stream_id & 2:
+                new = QuicReceiveStream(handle, self)
+            else:
+                new = QuicStream(handle, self)
+            self._streams[new.stream_id] = new
+            self._incoming.append(new)
+            if self._accept_waiter is not None:
+                self._accept_waiter.set()
+            stream = new
+        stream._on_event(flags)
+
+    def _on_closed(self) -> None:
+        if self._closed_exc is None:
+            self._closed_exc = self._build_close_error()
+            if self._closing_locally:
+                logger.debug("%r closed", self)
+            else:
+                logger.debug("%r closed: %s", self, self._closed_exc)
+        self._handshake_done.set()
+        self._close_sent.set()
+        self._closed.set()
+        self._wake_all()
+
+    def _on_thread_failed(self, error: ConnectionClosed) -> None:
+        if self._closed_exc is None:
+            self._closed_exc = error
+        self._on_closed()
+
+    def _wake_all(self) -> None:
+        for waiter in (self._accept_waiter, self._datagram_waiter):
+            if waiter is not None:
+                waiter.set()
+        for stream in list(self._streams.values()):
+            stream._on_connection_closed()
+
+    def _forget_if_finished(self, stream: _AnyStream) -> None:
+        if stream._finished():
+            self._streams.pop(stream.stream_id, None)
+
+    def _build_close_error(self) -> ConnectionClosed:
+        local, remote, local_app, remote_app, reason = self._h.close_info
+        if self._closing_locally:
+            return ConnectionClosed(
+                f"connection closed by us (error code {self._local_close_code})",
+                error_code=self._local_close_code,
+            )
+        server_name = self._config.server_name or self._endpoint.server_name
+        hint_args = {"server_name": server_name, "alpn": list(self._config.alpn)}
+        if not self._ready:
+            if local == ERROR_START_FAILED:
+                return HandshakeError(
+                    "picoquic could not start the connection: is the CA file a valid PEM bundle?",
+                    transport_error=local,
+                )
+            if local in (PICOQUIC_ERROR_HANDSHAKE_TIMEOUT, PICOQUIC_ERROR_IDLE_TIMEOUT):
+                return HandshakeError(
+                    f"handshake timed out: no answer from {self._endpoint.peer_label} "
+                    f"within {self._config.handshake_timeout} s (is a QUIC server listening there?)",
+                    transport_error=local,
+                )
+            code, by_peer = (remote, True) if remote else (local, False)
+            hint = _CERT_HINTS.get(code)
+            detail = hint.format(**hint_args) if hint else describe_transport_error(code)
+            who = "the peer refused the handshake" if by_peer else "handshake failed"
+            return HandshakeError(f"{who}: {detail}", transport_error=code, by_peer=by_peer)
+        if local in (PICOQUIC_ERROR_IDLE_TIMEOUT, PICOQUIC_ERROR_HANDSHAKE_TIMEOUT):
+            return ConnectionClosed(
+                f"connection timed out: nothing heard from the peer for {self._config.idle_timeout} s",
+                transport_error=local,
+            )
+        if remote == PICOQUIC_ERROR_STATELESS_RESET:
+            return ConnectionClosed(
+                "the peer reset the connection (stateless reset): it lost the connection's state",
+                transport_error=remote,
+                by_peer=True,
+            )
+        if remote:
+            return ConnectionClosed(
+                f"the peer closed the connection with {describe_transport_error(remote)}"
+                + (f": {reason}" if reason else ""),
+                transport_error=remote,
+                reason=reason,
+                by_peer=True,
+            )
+        if local:
+            return ConnectionClosed(
+                f"connection failed: {describe_transport_error(local)}",
+                transport_error=local,
+            )
+        return ConnectionClosed(
+            f"the peer closed the connection (error code {remote_app}"
+            + (f", reason {reason!r})" if reason else ")"),
+            error_code=remote_app,
+            reason=reason,
+            by_peer=True,
+        )

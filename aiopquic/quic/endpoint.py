@@ -1,0 +1,156 @@
+"""An endpoint: one core ``Endpoint`` (socket + network thread) and its dispatcher.
+
+The dispatcher is one task that waits for the core's wake fd to become readable,
+drains every pending event in one call and wakes the tasks concerned.  It runs
+in the task group of whoever owns the endpoint: ``open_quic_connection``'s
+connection or ``serve_quic``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from .._core import ConnHandle, Endpoint
+from .config import QuicConfig
+from .connection import QuicConnection
+from .errors import ConnectionClosed
+
+__all__ = ["QuicEndpoint"]
+
+logger = logging.getLogger("aiopquic.quic")
+
+
+class QuicEndpoint:
+    """Routes the core's events to connections and streams (internal)."""
+
+    def __init__(
+        self,
+        core: Endpoint,
+        config: QuicConfig,
+        *,
+        on_connection: Callable[[QuicConnection], None] | None = None,
+        server_name: str | None = None,
+        peer_label: str = "the peer",
+    ) -> None:
+        self.core = core
+        self.config = config
+        self.on_connection = on_connection
+        self.server_name = server_name
+        self.peer_label = peer_label
+        self._connections: set[QuicConnection] = set()
+        self._scope: anyio.CancelScope | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        #: A client endpoint serves one connection and closes with it.
+        self.owns_connection = False
+        self._stopping = False
+
+    @property
+    def port(self) -> int:
+        return self.core.port
+
+    def add_connection(self, conn: QuicConnection) -> None:
+        self._connections.add(conn)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Dispatch events until :meth:`stop_dispatching`; immune to outer cancellation,
+        so that connections can still close cleanly while their owner is cancelled."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._scope = scope
+            task_status.started()
+            fd = self.core.fileno()
+            while True:
+                await anyio.wait_readable(fd)
+                self.dispatch()
+
+    @property
+    def dispatching(self) -> bool:
+        """True while the dispatcher task runs."""
+        return self._scope is not None and not self._scope.cancel_called
+
+    async def enter_connection(self) -> None:
+        """``async with conn`` on a client connection: start the dispatcher task."""
+        if self.owns_connection and self._task_group is None:
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+            self._task_group = task_group
+            await task_group.start(self.run)
+
+    def stop_dispatching(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def drive_until(self, done: Callable[[], bool]) -> None:
+        """Dispatch inline (no dispatcher task yet) until ``done()`` is true."""
+        fd = self.core.fileno()
+        self.dispatch()
+        while not done():
+            await anyio.wait_readable(fd)
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        """Drain the core once and deliver every event."""
+        for handle, flags in self.core.drain():
+            if isinstance(handle, ConnHandle):
+                conn = handle.owner
+                if conn is None:
+                    conn = self._adopt(handle)
+                conn._on_event(flags)
+                if conn.closed and conn._closed.is_set():
+                    self._connections.discard(conn)
+            else:
+                owner = handle.conn.owner
+                if owner is None:
+                    owner = self._adopt(handle.conn)
+                owner._on_stream_event(handle, flags)
+        if not self._stopping and self.core.thread_error() is not None:
+            self._on_thread_failed()
+
+    def _adopt(self, handle: ConnHandle) -> QuicConnection:
+        """A connection the peer opened: wrap it and hand it to the server."""
+        conn = QuicConnection(handle, self, self.config)
+        self._connections.add(conn)
+        if self.on_connection is not None:
+            self.on_connection(conn)
+        else:
+            conn.close(0x2, "not accepting connections")
+        return conn
+
+    def _on_thread_failed(self) -> None:
+        self._stopping = True
+        code = self.core.thread_error()
+        logger.error("network thread stopped with error %s; closing its connections", code)
+        error = ConnectionClosed(
+            f"the network thread stopped (picoquic error {code}): the UDP socket failed"
+        )
+        for conn in list(self._connections):
+            conn._on_thread_failed(error)
+
+    async def _connection_exited(self, conn: QuicConnection) -> None:
+        """Called when ``async with conn`` ends (the client closes its endpoint there)."""
+        self._connections.discard(conn)
+        if self.owns_connection:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection, let the closes go out, stop the thread."""
+        with anyio.CancelScope(shield=True):
+            waiting = [c for c in self._connections if not c._close_sent.is_set()]
+            for conn in waiting:
+                conn.close(0, "endpoint shutting down")
+            if waiting and self.dispatching:
+                with anyio.move_on_after(1.0):
+                    for conn in waiting:
+                        await conn._close_sent.wait()
+        self.stop_dispatching()
+        if self._task_group is not None:
+            task_group, self._task_group = self._task_group, None
+            await task_group.__aexit__(None, None, None)
+        self._stopping = True
+        self.core.close()
+        self.dispatch()  # the close events picoquic raised while freeing
+        for conn in list(self._connections):
+            conn._on_closed()
+        self._connections.clear()

@@ -1,0 +1,107 @@
+"""Server side: ``serve_quic`` and ``QuicListener``."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._core import Endpoint
+from .config import QuicConfig
+from .connection import ERROR_CODE_ON_EXCEPTION, QuicConnection
+from .endpoint import QuicEndpoint
+from .errors import ConnectionClosed
+
+__all__ = ["QuicListener", "serve_quic"]
+
+logger = logging.getLogger("aiopquic.quic.server")
+
+Handler = Callable[[QuicConnection], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuicListener:
+    """Where a running :func:`serve_quic` listens."""
+
+    #: The bound UDP port (useful when asking for port 0).
+    port: int
+    #: ``(host, port)`` of the bound socket.
+    address: tuple[str, int]
+
+
+async def _bind_address(host: str | None) -> str:
+    if host is None or host == "":
+        return "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    infos = await anyio.getaddrinfo(host, 0, type=socket.SOCK_DGRAM)
+    return str(infos[0][4][0])
+
+
+async def _run_handler(handler: Handler, conn: QuicConnection) -> None:
+    try:
+        await handler(conn)
+    except ConnectionClosed as exc:
+        logger.debug("handler of %r ended with %s", conn, exc)
+    except Exception as exc:
+        logger.exception("handler of %r raised; closing that connection", conn)
+        conn.close(ERROR_CODE_ON_EXCEPTION, f"{type(exc).__name__} in the server")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.aclose()
+
+
+async def serve_quic(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    config: QuicConfig,
+    *,
+    task_status: TaskStatus[QuicListener] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept QUIC connections on ``host``:``port`` until cancelled.
+
+    Each connection runs ``handler(conn)`` in its own task. A handler that raises
+    closes only its connection (the error is logged and the peer gets error code
+    1). Start it with ``listener = await task_group.start(serve_quic, ...)`` to
+    learn the bound port. Cancelling it closes every connection (the peers see a
+    CONNECTION_CLOSE), stops the network thread and frees the port.
+    """
+    if not isinstance(config, QuicConfig):
+        raise TypeError("config must be a QuicConfig")
+    if config.certfile is None:
+        raise ValueError("serving needs a certificate: QuicConfig(certfile=..., keyfile=...)")
+    if not 0 <= port < 65536:
+        raise ValueError(f"port must be from 0 to 65535, got {port!r}")
+    bind = await _bind_address(host)
+    core = Endpoint(**config.endpoint_options(is_server=True))
+    try:
+        bound_port = core.start(bind, port)
+    except OSError:
+        core.close()
+        raise
+    endpoint = QuicEndpoint(core, config)
+    logger.info("serving QUIC on %s port %d (ALPN %s)", bind, bound_port, ", ".join(config.alpn))
+    try:
+        async with anyio.create_task_group() as dispatch_group:
+            await dispatch_group.start(endpoint.run)
+            try:
+                async with anyio.create_task_group() as handlers:
+                    endpoint.on_connection = lambda conn: handlers.start_soon(
+                        _run_handler, handler, conn, name=f"aiopquic handler {conn.remote_address}"
+                    )
+                    task_status.started(QuicListener(port=bound_port, address=(bind, bound_port)))
+                    await anyio.sleep_forever()
+            finally:
+                endpoint.on_connection = None
+                await endpoint.aclose()
+    finally:
+        core.close()

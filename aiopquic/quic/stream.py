@@ -1,0 +1,318 @@
+"""QUIC streams as anyio byte streams.
+
+A bidirectional stream is a :class:`QuicStream` (an :class:`anyio.abc.ByteStream`);
+a unidirectional one is a :class:`QuicSendStream` or a :class:`QuicReceiveStream`,
+depending on which side opened it.  Bytes move through two rings shared with the
+network thread: ``send()`` copies into one, ``receive()`` copies out of the other.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
+
+from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
+from .errors import StreamReset
+
+if TYPE_CHECKING:
+    from .connection import QuicConnection
+
+__all__ = ["QuicReceiveStream", "QuicSendStream", "QuicStream"]
+
+DEFAULT_RECEIVE_SIZE = 65536
+
+
+class _ReceiveHalf:
+    """The receiving side of a stream: reads its ring, raises what ended it."""
+
+    __slots__ = ("_conn", "_h", "_waiter", "closed", "done")
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        self._h = handle
+        self._conn = conn
+        self._waiter: anyio.Event | None = None
+        self.closed = False  # we stopped reading (aclose or stop_sending)
+        self.done = False  # FIN consumed or reset seen: nothing more will come
+
+    async def receive(self, max_bytes: int) -> bytes:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        h = self._h
+        while True:
+            if self.closed:
+                raise anyio.ClosedResourceError("this stream's receiving side was closed by us")
+            reset_code = h.reset_code
+            if reset_code is not None:
+                self.done = True
+                raise StreamReset(
+                    f"the peer reset stream {h.stream_id} with error code {reset_code}",
+                    error_code=reset_code,
+                    stream_id=h.stream_id,
+                )
+            # Read FIN before the ring: once FIN is seen, every byte is already in.
+            fin = h.fin_received
+            data = h.read(max_bytes)
+            if data:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            if fin:
+                self.done = True
+                raise anyio.EndOfStream
+            self._conn._raise_if_closed()
+            await self._wait()
+
+    async def _wait(self) -> None:
+        if self._waiter is not None:
+            raise anyio.BusyResourceError("receiving from")
+        self._waiter = event = anyio.Event()
+        try:
+            await self._conn._wait_event(event)
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+    def stop(self, error_code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            if not self.done:
+                self._h.stop_sending(error_code)
+            self.wake()
+
+
+class _SendHalf:
+    """The sending side of a stream: queues bytes, feeds its ring as it drains."""
+
+    __slots__ = ("_conn", "_fin_pending", "_h", "_pending", "_waiter", "closed", "done")
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        self._h = handle
+        self._conn = conn
+        self._pending: deque[memoryview] = deque()
+        self._fin_pending = False
+        self._waiter: anyio.Event | None = None
+        self.closed = False  # send_eof, reset or aclose: no more send()
+        self.done = False  # FIN handed over, or reset either way
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise anyio.ClosedResourceError("this stream's sending side is closed (send_eof, reset or aclose)")
+        self._raise_if_stopped()
+        self._conn._raise_if_closed()
+
+    def _raise_if_stopped(self) -> None:
+        code = self._h.stop_code
+        if code is not None:
+            self.done = True
+            raise StreamReset(
+                f"the peer asked us to stop sending on stream {self._h.stream_id} "
+                f"(STOP_SENDING, error code {code})",
+                error_code=code,
+                stream_id=self._h.stream_id,
+            )
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        if not data:
+            return
+        # Commit all of it now: a cancelled send() still sends every byte.
+        self._pending.append(memoryview(bytes(data)))
+        self.flush()
+        while self._pending:
+            await self._wait()
+            self._raise_if_stopped()
+            self._conn._raise_if_closed()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    def flush(self) -> None:
+        """Move pending bytes (then a pending FIN) into the ring; arm a wake-up if it is full."""
+        h = self._h
+        pending = self._pending
+        while pending:
+            chunk = pending[0]
+            n = h.write(chunk)
+            if n == len(chunk):
+                pending.popleft()
+                continue
+            if n:
+                pending[0] = chunk[n:]
+            if h.tx_arm() < h.tx_threshold:
+                return
+        if self._fin_pending:
+            self._fin_pending = False
+            h.send_fin()
+
+    def send_eof(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.done = True
+        if self._pending:
+            self._fin_pending = True
+        else:
+            self._h.send_fin()
+
+    def reset(self, error_code: int) -> None:
+        if not self.done or self._pending:
+            self._pending.clear()
+            self._fin_pending = False
+            self._h.reset(error_code)
+        self.closed = self.done = True
+        self.wake()
+
+    async def _wait(self) -> None:
+        if self._waiter is not None:
+            raise anyio.BusyResourceError("sending to")
+        self._waiter = event = anyio.Event()
+        try:
+            await self._conn._wait_event(event)
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+
+class _StreamBase:
+    """What every stream kind shares: identity, event routing, bookkeeping."""
+
+    _rx: _ReceiveHalf | None
+    _tx: _SendHalf | None
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        self._handle = handle
+        self._conn = conn
+        handle.owner = self
+
+    @property
+    def stream_id(self) -> int:
+        """The QUIC stream ID."""
+        return self._handle.stream_id
+
+    @property
+    def connection(self) -> QuicConnection:
+        """The connection this stream belongs to."""
+        return self._conn
+
+    def _on_event(self, flags: int) -> None:
+        rx, tx = self._rx, self._tx
+        if rx is not None and flags & (EV_RX | EV_RESET):
+            rx.wake()
+        if tx is not None and flags & (EV_TX | EV_STOP):
+            if flags & EV_STOP:
+                tx._pending.clear()
+            else:
+                tx.flush()
+            tx.wake()
+
+    def _on_connection_closed(self) -> None:
+        if self._rx is not None:
+            self._rx.wake()
+        if self._tx is not None:
+            self._tx.wake()
+
+    def _finished(self) -> bool:
+        rx_over = self._rx is None or self._rx.done or self._rx.closed
+        tx_over = self._tx is None or (self._tx.done and not self._tx._pending)
+        return rx_over and tx_over
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.stream_id}>"
+
+
+class QuicReceiveStream(_StreamBase, ByteReceiveStream):
+    """The receiving half of a unidirectional stream the peer opened."""
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
+        self._rx = _ReceiveHalf(handle, conn)
+        self._tx = None
+
+    async def receive(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes:
+        """Return up to ``max_bytes`` bytes as soon as any are available.
+
+        Raises :class:`anyio.EndOfStream` after the peer's FIN, :class:`StreamReset`
+        if the peer reset the stream. A cancelled call loses no bytes.
+        """
+        assert self._rx is not None
+        data = await self._rx.receive(max_bytes)
+        self._conn._bytes_received += len(data)
+        return data
+
+    def stop_sending(self, error_code: int = 0) -> None:
+        """Tell the peer we will read no more (STOP_SENDING with ``error_code``)."""
+        assert self._rx is not None
+        self._rx.stop(error_code)
+        self._conn._forget_if_finished(self)
+
+    async def aclose(self) -> None:
+        """Stop reading: unread bytes are discarded and the peer is told (code 0)."""
+        self.stop_sending(0)
+        await anyio.lowlevel.checkpoint()
+
+
+class QuicSendStream(_StreamBase, ByteSendStream):
+    """A unidirectional stream we opened: send-only."""
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
+        self._rx = None
+        self._tx = _SendHalf(handle, conn)
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        """Send ``item``, waiting while the stream's send buffer is full.
+
+        All of ``item`` is queued at once: if the call is cancelled, every byte
+        is still sent (it never sends only part of it).
+        """
+        assert self._tx is not None
+        await self._tx.send(item)
+        self._conn._bytes_sent += len(item)
+
+    async def send_eof(self) -> None:
+        """Finish the stream (FIN) after the bytes already sent."""
+        assert self._tx is not None
+        self._tx.send_eof()
+        self._conn._forget_if_finished(self)
+        await anyio.lowlevel.checkpoint()
+
+    def reset(self, error_code: int = 0) -> None:
+        """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
+        assert self._tx is not None
+        self._tx.reset(error_code)
+        self._conn._forget_if_finished(self)
+
+    async def aclose(self) -> None:
+        """Finish the stream gracefully (FIN), as :meth:`send_eof`."""
+        await self.send_eof()
+
+
+class QuicStream(_StreamBase, ByteStream):
+    """A bidirectional QUIC stream."""
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
+        self._rx = _ReceiveHalf(handle, conn)
+        self._tx = _SendHalf(handle, conn)
+
+    receive = QuicReceiveStream.receive
+    stop_sending = QuicReceiveStream.stop_sending
+    send = QuicSendStream.send
+    send_eof = QuicSendStream.send_eof
+    reset = QuicSendStream.reset
+
+    async def aclose(self) -> None:
+        """Finish sending (FIN) and stop receiving; the stream is then unusable."""
+        assert self._rx is not None and self._tx is not None
+        self._tx.send_eof()
+        self._rx.stop(0)
+        self._conn._forget_if_finished(self)
+        await anyio.lowlevel.checkpoint()

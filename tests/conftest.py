@@ -1,0 +1,36 @@
+"""Shared fixtures: both anyio backends, throwaway certificates, configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiopquic import QuicConfig
+from aiopquic.cli.certs import CertificateSet, make_certificates
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test runs once on asyncio and once on trio."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    """A CA and a server certificate for localhost, 127.0.0.1 and ::1."""
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def other_certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    """A second, unrelated CA (to test untrusted chains) for the name example.org."""
+    return make_certificates(tmp_path_factory.mktemp("other-certs"), ("example.org",))
+
+
+@pytest.fixture
+def server_config(certs: CertificateSet) -> QuicConfig:
+    return QuicConfig(alpn=["test"], certfile=certs.certfile, keyfile=certs.keyfile)
+
+
+@pytest.fixture
+def client_config(certs: CertificateSet) -> QuicConfig:
+    return QuicConfig(alpn=["test"], cafile=certs.cafile)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: installs what aiopquic needs, then runs
+#   bash tools/run.sh demo   - server + client over QUIC on loopback
+#   bash tools/run.sh test   - the test suite (asyncio and trio)
+#   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
+# Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
+# fetched by the build into subprojects/ (git-ignored) and reused after that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command=${1:-}
+case "$command" in
+  demo|test|bench) shift ;;
+  *) echo "usage: bash tools/run.sh demo|test|bench [args...]" >&2; exit 2 ;;
+esac
+
+# System packages: a C compiler, OpenSSL headers, pkg-config.
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  echo "installing system packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+py=.venv/bin/python
+# Build tools first (the editable build runs without isolation), then the package.
+$py -m pip install -q --disable-pip-version-check \
+  "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" \
+  "anyio>=4.7" certifi "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy
+$py -m pip install -q --disable-pip-version-check --no-build-isolation \
+  -Cbuild-dir=build -e .
+
+case "$command" in
+  demo) exec $py -m aiopquic demo "$@" ;;
+  test) exec $py -m pytest "$@" ;;
+  bench) exec $py benchmarks/run.py "$@" ;;
+esac
