@@ -54,9 +54,11 @@ async def _connect(host: str, port: int, config: QuicConfig) -> QuicConnection:
     except BaseException:
         core.close()
         raise
-    if conn._closed_exc is not None:
+    if not conn._ready:
+        assert conn._closed_exc is not None
         core.close()
         raise conn._closed_exc
+    # Ready, perhaps already closed again by the peer: the first use will say so.
     return conn
 
 

@@ -52,6 +52,9 @@ _CERT_HINTS = {
     "certificate, or set server_name=",
     0x130: "the server certificate is not signed by a trusted CA (unknown_ca): pass "
     "cafile= with the CA that issued it, or verify=False to skip verification",
+    0x12E: "the server certificate could not be verified (certificate_unknown): usually it "
+    "is not signed by a trusted CA; pass cafile= with the CA that issued it, or "
+    "verify=False to skip verification",
     0x12D: "the server certificate has expired (certificate_expired)",
     0x12C: "the server certificate was revoked (certificate_revoked)",
     0x178: "the peer accepts none of the offered ALPN protocols {alpn} "

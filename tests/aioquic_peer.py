@@ -1,0 +1,248 @@
+"""An aioquic peer (server or client) running in its own thread and asyncio loop.
+
+aioquic only runs on asyncio, and the interop tests run on trio as well, so the
+peer always lives in a separate thread with a private event loop (one code path
+for both backends).  The test drives it with :meth:`AioquicPeer.call`, which runs
+a function or coroutine in the peer's loop and waits for its result from a
+worker thread, with a timeout; the test's own event loop keeps running
+aiopquic meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+
+T = TypeVar("T")
+
+#: Longest a single peer operation may take before the test fails.
+CALL_TIMEOUT = 5.0
+
+
+class PeerProtocol(QuicConnectionProtocol):
+    """Records every QUIC event; echoes the peer's bidi streams and datagrams if asked.
+
+    All methods run in the peer's event loop (use :meth:`AioquicPeer.call`).
+    """
+
+    def __init__(self, *args: Any, echo: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.echo = echo
+        self.received: dict[int, bytearray] = {}
+        self.ended: set[int] = set()
+        self.resets: dict[int, int] = {}
+        self.stops: dict[int, int] = {}
+        self.datagrams: list[bytes] = []
+        self.handshake: events.HandshakeCompleted | None = None
+        self.terminated: events.ConnectionTerminated | None = None
+        self._changed = asyncio.Event()
+
+    # -- events -----------------------------------------------------------
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.HandshakeCompleted):
+            self.handshake = event
+        elif isinstance(event, events.StreamDataReceived):
+            self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
+            if event.end_stream:
+                self.ended.add(event.stream_id)
+            if self.echo and not event.stream_id & 2:  # bidirectional: echo back
+                self._quic.send_stream_data(event.stream_id, event.data, event.end_stream)
+        elif isinstance(event, events.StreamReset):
+            self.resets[event.stream_id] = event.error_code
+        elif isinstance(event, events.StopSendingReceived):
+            self.stops[event.stream_id] = event.error_code
+        elif isinstance(event, events.DatagramFrameReceived):
+            self.datagrams.append(event.data)
+            if self.echo:
+                self._quic.send_datagram_frame(event.data)
+        elif isinstance(event, events.ConnectionTerminated):
+            self.terminated = event
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    # -- what the tests wait for ----------------------------------------
+
+    async def wait_handshake(self) -> events.HandshakeCompleted:
+        await self.wait_until(lambda: self.handshake is not None or self.terminated is not None)
+        assert self.handshake is not None, f"handshake failed: {self.terminated}"
+        return self.handshake
+
+    async def wait_stream(self, stream_id: int) -> bytes:
+        """The whole content of a stream the peer sent, once its FIN arrived."""
+        await self.wait_until(lambda: stream_id in self.ended)
+        return bytes(self.received[stream_id])
+
+    async def wait_first_stream(self) -> int:
+        """The ID of the first stream the peer opened towards us."""
+        await self.wait_until(lambda: bool(self.received))
+        return next(iter(self.received))
+
+    async def wait_bytes(self, stream_id: int, count: int) -> bytes:
+        await self.wait_until(lambda: len(self.received.get(stream_id, b"")) >= count)
+        return bytes(self.received[stream_id])
+
+    async def wait_reset(self, stream_id: int) -> int:
+        await self.wait_until(lambda: stream_id in self.resets)
+        return self.resets[stream_id]
+
+    async def wait_stop_sending(self, stream_id: int) -> int:
+        await self.wait_until(lambda: stream_id in self.stops)
+        return self.stops[stream_id]
+
+    async def wait_datagrams(self, count: int) -> list[bytes]:
+        await self.wait_until(lambda: len(self.datagrams) >= count)
+        return list(self.datagrams)
+
+    async def wait_terminated(self) -> events.ConnectionTerminated:
+        await self.wait_until(lambda: self.terminated is not None)
+        assert self.terminated is not None
+        return self.terminated
+
+    # -- actions ----------------------------------------------------------
+
+    def send(self, data: bytes, *, stream_id: int | None = None, uni: bool = False, end: bool = True) -> int:
+        """Send on ``stream_id`` (or a new stream); return the stream ID."""
+        if stream_id is None:
+            stream_id = self._quic.get_next_available_stream_id(is_unidirectional=uni)
+        self._quic.send_stream_data(stream_id, data, end_stream=end)
+        self.transmit()
+        return stream_id
+
+    def send_datagram(self, data: bytes) -> None:
+        self._quic.send_datagram_frame(data)
+        self.transmit()
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._quic.reset_stream(stream_id, error_code)
+        self.transmit()
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        self._quic.stop_stream(stream_id, error_code)
+        self.transmit()
+
+
+class AioquicPeer:
+    """A thread running an asyncio loop that hosts aioquic servers and clients."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aioquic peer", daemon=True)
+        self._servers: list[QuicServer] = []
+        self._clients = contextlib.AsyncExitStack()
+        self._accepted: asyncio.Queue[PeerProtocol] | None = None
+
+    # -- thread lifecycle -------------------------------------------------
+
+    def start(self) -> AioquicPeer:
+        self._thread.start()
+        if not self._ready.wait(CALL_TIMEOUT):
+            raise RuntimeError("the aioquic peer thread did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(CALL_TIMEOUT)
+        assert not self._thread.is_alive(), "the aioquic peer thread did not stop"
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._accepted = asyncio.Queue()
+        self._ready.set()
+        await self._stop.wait()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._clients.aclose(), CALL_TIMEOUT)
+        for server in self._servers:
+            server.close()
+
+    # -- running code in the peer's loop ----------------------------------
+
+    async def call(self, func: Callable[..., Any], *args: Any, timeout: float = CALL_TIMEOUT, **kwargs: Any) -> Any:
+        """Run ``func(*args, **kwargs)`` (a function or coroutine function) in the
+        peer's loop and return its result, waiting at most ``timeout`` seconds."""
+        assert self._loop is not None
+
+        async def runner() -> Any:
+            result = func(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        future = asyncio.run_coroutine_threadsafe(runner(), self._loop)
+
+        def wait() -> Any:
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise TimeoutError(
+                    f"the aioquic peer did not finish {getattr(func, '__name__', func)!s} "
+                    f"within {timeout} s"
+                ) from None
+
+        return await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
+
+    # -- server -----------------------------------------------------------
+
+    async def serve(self, configuration: QuicConfiguration, host: str = "127.0.0.1", *, echo: bool = True) -> int:
+        """Start an aioquic server; return its port."""
+        return int(await self.call(self._serve, configuration, host, echo))
+
+    async def _serve(self, configuration: QuicConfiguration, host: str, echo: bool) -> int:
+        def create_protocol(*args: Any, **kwargs: Any) -> PeerProtocol:
+            protocol = PeerProtocol(*args, echo=echo, **kwargs)
+            assert self._accepted is not None
+            self._accepted.put_nowait(protocol)
+            return protocol
+
+        server = await serve(host, 0, configuration=configuration, create_protocol=create_protocol)
+        self._servers.append(server)
+        return int(server._transport.get_extra_info("sockname")[1])
+
+    async def accepted(self) -> PeerProtocol:
+        """The next connection the aioquic server accepted, once its handshake is done."""
+        protocol: PeerProtocol = await self.call(self._next_accepted)
+        return protocol
+
+    async def _next_accepted(self) -> PeerProtocol:
+        assert self._accepted is not None
+        protocol = await self._accepted.get()
+        await protocol.wait_handshake()
+        return protocol
+
+    # -- client -----------------------------------------------------------
+
+    async def connect(self, host: str, port: int, configuration: QuicConfiguration) -> PeerProtocol:
+        """Connect an aioquic client (handshake done); it is closed by :meth:`stop`."""
+        protocol: PeerProtocol = await self.call(self._connect, host, port, configuration)
+        return protocol
+
+    async def _connect(self, host: str, port: int, configuration: QuicConfiguration) -> PeerProtocol:
+        protocol = await self._clients.enter_async_context(
+            connect(host, port, configuration=configuration, create_protocol=PeerProtocol)
+        )
+        assert isinstance(protocol, PeerProtocol)
+        await protocol.wait_handshake()
+        return protocol

@@ -1,0 +1,280 @@
+"""Connections: close codes, timeouts, ALPN, TLS verification, key log, server behaviour."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiopquic import (
+    ConnectionClosed,
+    HandshakeError,
+    QuicConfig,
+    QuicConnection,
+    open_quic_connection,
+)
+from aiopquic.cli.certs import CertificateSet
+
+from .helpers import echo_handler, read_all, running_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def _wait_closed_handler(conn: QuicConnection) -> None:
+    async with conn:
+        await conn.wait_closed()
+
+
+async def test_close_code_and_reason_reach_the_server(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    result: list[ConnectionClosed] = []
+    done = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.accept_stream()
+            result.append(info.value)
+            done.set()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                conn.close(0x42, "bye for now")
+            await done.wait()
+    (closed,) = result
+    assert closed.error_code == 0x42
+    assert closed.reason == "bye for now"
+    assert closed.by_peer
+
+
+async def test_close_code_and_reason_reach_the_client(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    async def handler(conn: QuicConnection) -> None:
+        conn.close(7, "server says no")
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                with pytest.raises(ConnectionClosed) as info:
+                    await conn.accept_stream()
+    assert info.value.error_code == 7
+    assert info.value.reason == "server says no"
+    assert info.value.by_peer
+    assert isinstance(info.value, anyio.BrokenResourceError)
+
+
+async def test_clean_close_ends_iteration(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    finished = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            async for _ in conn:
+                pass
+        finished.set()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config):
+                pass
+            await finished.wait()
+
+
+async def test_idle_timeout(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    config = dataclasses.replace(client_config, idle_timeout=0.5)
+    server = dataclasses.replace(server_config, idle_timeout=0.5)
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=config) as conn:
+                with pytest.raises(ConnectionClosed) as info:
+                    await conn.accept_stream()
+    assert "timed out" in str(info.value)
+    assert not info.value.by_peer
+
+
+async def test_alpn_negotiation_picks_a_common_protocol(certs: CertificateSet) -> None:
+    server = QuicConfig(alpn=["h3", "echo"], certfile=certs.certfile, keyfile=certs.keyfile)
+    client = QuicConfig(alpn=["unknown", "echo"], cafile=certs.cafile)
+    seen: list[str | None] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        seen.append(conn.alpn_protocol)
+        await _wait_closed_handler(conn)
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                assert conn.alpn_protocol == "echo"
+    assert seen == ["echo"]
+
+
+async def test_alpn_mismatch_is_a_handshake_error(certs: CertificateSet) -> None:
+    server = QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=certs.keyfile)
+    client = QuicConfig(alpn=["echo"], cafile=certs.cafile)
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server) as listener:
+            with pytest.raises(HandshakeError) as info:
+                async with open_quic_connection("localhost", listener.port, config=client):
+                    pass
+    assert "ALPN" in str(info.value)
+
+
+async def test_untrusted_certificate_fails(server_config: QuicConfig, other_certs: CertificateSet) -> None:
+    client = QuicConfig(alpn=["test"], cafile=other_certs.cafile)
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server_config) as listener:
+            with pytest.raises(HandshakeError) as info:
+                async with open_quic_connection("localhost", listener.port, config=client):
+                    pass
+    assert "trusted CA" in str(info.value)
+
+
+async def test_wrong_host_name_fails(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    client = dataclasses.replace(client_config, server_name="not-this-host.example")
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server_config) as listener:
+            with pytest.raises(HandshakeError) as info:
+                async with open_quic_connection("127.0.0.1", listener.port, config=client):
+                    pass
+    assert "not-this-host.example" in str(info.value)
+
+
+async def test_verification_on_by_default(server_config: QuicConfig) -> None:
+    # No cafile: the default CA bundle does not know our throwaway CA.
+    client = QuicConfig(alpn=["test"])
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server_config) as listener:
+            with pytest.raises(HandshakeError):
+                async with open_quic_connection("localhost", listener.port, config=client):
+                    pass
+
+
+async def test_verify_false_accepts_any_certificate(server_config: QuicConfig) -> None:
+    client = QuicConfig(alpn=["test"], verify=False)
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("127.0.0.1", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"unverified")
+                await stream.send_eof()
+                assert await read_all(stream) == b"unverified"
+
+
+async def test_ipv6_loopback(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config, host="::1") as listener:
+            async with open_quic_connection("::1", listener.port, config=client_config) as conn:
+                assert conn.remote_address is not None and conn.remote_address[0] == "::1"
+                stream = await conn.open_stream()
+                await stream.send(b"v6")
+                await stream.send_eof()
+                assert await read_all(stream) == b"v6"
+
+
+async def test_keylog_file(server_config: QuicConfig, client_config: QuicConfig, tmp_path: Path) -> None:
+    keylog = tmp_path / "keys.log"
+    client = dataclasses.replace(client_config, keylog_file=keylog)
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client):
+                pass
+    text = keylog.read_text()
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in text
+    assert "CLIENT_TRAFFIC_SECRET_0" in text
+
+
+async def test_sslkeylogfile_environment(
+    server_config: QuicConfig, client_config: QuicConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keylog = tmp_path / "env-keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config):
+                pass
+    assert "SERVER_TRAFFIC_SECRET_0" in keylog.read_text()
+
+
+async def test_handshake_timeout_when_nobody_listens(client_config: QuicConfig) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        config = dataclasses.replace(client_config, handshake_timeout=0.5)
+        with anyio.fail_after(10):
+            with pytest.raises(HandshakeError) as info:
+                async with open_quic_connection("127.0.0.1", port, config=config):
+                    pass
+    assert "timed out" in str(info.value)
+
+
+async def test_many_connections_and_a_failing_handler(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            async for stream in conn:
+                data = await read_all(stream)
+                if data == b"explode":
+                    raise RuntimeError("this handler fails on purpose")
+                await stream.send(data)  # type: ignore[union-attr]
+                await stream.send_eof()  # type: ignore[union-attr]
+
+    results: dict[int, bytes] = {}
+
+    async def client(i: int) -> None:
+        async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+            for round_ in range(3):
+                stream = await conn.open_stream()
+                await stream.send(f"{i}:{round_}".encode())
+                await stream.send_eof()
+                results[i] = await read_all(stream)
+
+    with anyio.fail_after(30):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as doomed:
+                stream = await doomed.open_stream()
+                async with anyio.create_task_group() as tg:
+                    for i in range(20):
+                        tg.start_soon(client, i)
+                    await stream.send(b"explode")
+                    await stream.send_eof()
+                    with pytest.raises(ConnectionClosed) as info:
+                        await read_all(stream)
+                assert info.value.error_code == 1
+                assert "RuntimeError" in info.value.reason
+    assert results == {i: f"{i}:2".encode() for i in range(20)}
+
+
+async def test_cancelling_the_server_closes_connections_and_frees_the_port(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    from aiopquic import serve_quic
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(serve_quic, _wait_closed_handler, "127.0.0.1", 0, server_config)
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                tg.cancel_scope.cancel()
+                with pytest.raises(ConnectionClosed) as info:
+                    await conn.accept_stream()
+                assert info.value.by_peer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", listener.port))  # the port is free again
+
+
+async def test_awaited_connection_then_async_with(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            conn = await open_quic_connection("localhost", listener.port, config=client_config)
+            async with conn:
+                stream = await conn.open_stream()
+                await stream.send(b"awaited")
+                await stream.send_eof()
+                assert await read_all(stream) == b"awaited"
