@@ -1,0 +1,151 @@
+"""Backpressure, many concurrent streams, and cancellation safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
+
+from .helpers import echo_handler, read_all, running_server
+
+pytestmark = pytest.mark.anyio
+
+WINDOW = 64 * 1024
+SEND_BUFFER = 64 * 1024
+
+
+async def test_slow_reader_blocks_the_sender_without_loss(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    total = 4 * 1024 * 1024
+    chunk = bytes(range(256)) * 64  # 16 KiB
+    start_reading = anyio.Event()
+    digest: list[str] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await start_reading.wait()
+            digest.append(hashlib.sha256(await read_all(stream)).hexdigest())
+            await conn.wait_closed()
+
+    sent = 0
+
+    async def sender(stream: QuicStream) -> None:
+        nonlocal sent
+        while sent < total:
+            await stream.send(chunk)
+            sent += len(chunk)
+        await stream.send_eof()
+
+    with anyio.fail_after(30):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sender, stream)
+                    # Give the sender every chance to run ahead of the stalled reader.
+                    await anyio.sleep(0.5)
+                    # It is held back by the peer's window plus our send buffer (with
+                    # ring rounding), never by the 4 MiB it wants to send.
+                    assert sent <= 2 * WINDOW + 2 * SEND_BUFFER + len(chunk)
+                    start_reading.set()
+                expected = hashlib.sha256(chunk * (total // len(chunk))).hexdigest()
+                while not digest:
+                    await anyio.sleep(0.01)
+                assert digest == [expected]
+
+
+async def test_thousands_of_concurrent_streams(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    # The server allows only 100 streams at a time: the rest wait for credit.
+    server = dataclasses.replace(server_config, max_streams_bidi=100)
+    results: dict[int, bytes] = {}
+
+    async def one(conn: QuicConnection, i: int) -> None:
+        stream = await conn.open_stream()
+        payload = i.to_bytes(4, "big") * 256
+        await stream.send(payload)
+        await stream.send_eof()
+        results[i] = await read_all(stream)
+
+    with anyio.fail_after(60):
+        async with running_server(echo_handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                async with anyio.create_task_group() as tg:
+                    for i in range(2000):
+                        tg.start_soon(one, conn, i)
+    assert len(results) == 2000
+    assert all(results[i] == i.to_bytes(4, "big") * 256 for i in range(2000))
+
+
+async def test_cancelled_receive_loses_no_bytes(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    go = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.open_uni_stream()
+            await go.wait()
+            await stream.send(b"after the cancel")
+            await stream.send_eof()
+            await conn.wait_closed()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                with anyio.move_on_after(0.1) as scope:
+                    await conn.accept_stream()  # nothing yet: the stream exists only once data flows
+                assert scope.cancelled_caught
+                go.set()
+                stream = await conn.accept_stream()
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.receive()  # cancelled before it could take anything
+                assert await read_all(stream) == b"after the cancel"
+
+
+async def test_cancelled_send_still_sends_everything(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=16 * 1024)
+    payload = bytes(range(256)) * 4096  # 1 MiB, far more than the send buffer
+    with anyio.fail_after(20):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                with anyio.move_on_after(0.01):
+                    await stream.send(payload)
+                await stream.send(b"tail")
+                await stream.send_eof()
+                assert await read_all(stream) == payload + b"tail"
+
+
+async def test_cancelled_connect_leaves_no_thread(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                async with open_quic_connection("localhost", listener.port, config=client_config):
+                    pass
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send_eof()
+                assert await read_all(stream) == b""
+    assert network_threads() == 0
+
+
+def network_threads() -> int:
+    """Threads of this process that are aiopquic network threads (named by the core)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "aiopquic-net"
+        except FileNotFoundError:
+            pass  # the thread ended while we looked
+    return count
