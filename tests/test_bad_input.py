@@ -1,0 +1,140 @@
+"""Bad input gets a clear exception: configuration, certificates, peers that vanish."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiopquic import ConnectionClosed, QuicConfig, open_quic_connection, serve_quic
+from aiopquic.cli.certs import CertificateSet
+
+from .helpers import echo_handler, read_all
+
+BAD_VALUES = [
+    ({"alpn": []}, "alpn"),
+    ({"alpn": "h3"}, "alpn"),
+    ({"alpn": ["x" * 300]}, "alpn"),
+    ({"alpn": ["h3"], "certfile": "/nonexistent/cert.pem", "keyfile": "/nonexistent/key.pem"}, "certfile"),
+    ({"alpn": ["h3"], "cafile": "/nonexistent/ca.pem"}, "cafile"),
+    ({"alpn": ["h3"], "idle_timeout": -1}, "idle_timeout"),
+    ({"alpn": ["h3"], "idle_timeout": float("nan")}, "idle_timeout"),
+    ({"alpn": ["h3"], "handshake_timeout": 0}, "handshake_timeout"),
+    ({"alpn": ["h3"], "max_data": 0}, "max_data"),
+    ({"alpn": ["h3"], "max_stream_data": 10}, "max_stream_data"),
+    ({"alpn": ["h3"], "max_streams_bidi": -1}, "max_streams_bidi"),
+    ({"alpn": ["h3"], "max_streams_uni": 1.5}, "max_streams_uni"),
+    ({"alpn": ["h3"], "max_datagram_frame_size": 70000}, "max_datagram_frame_size"),
+    ({"alpn": ["h3"], "congestion_control": "warp"}, "congestion_control"),
+    ({"alpn": ["h3"], "qlog_dir": "/nonexistent/dir"}, "qlog_dir"),
+    ({"alpn": ["h3"], "keylog_file": "/nonexistent/dir/keys.log"}, "keylog_file"),
+    ({"alpn": ["h3"], "socket_buffer_size": True}, "socket_buffer_size"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), BAD_VALUES)
+def test_bad_config_values_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        QuicConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_is_keyword_only_and_frozen() -> None:
+    with pytest.raises(TypeError):
+        QuicConfig(["h3"])  # type: ignore[misc]
+    config = QuicConfig(alpn=["h3"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.idle_timeout = 3  # type: ignore[misc]
+
+
+def test_certfile_without_keyfile(certs: CertificateSet) -> None:
+    with pytest.raises(ValueError, match="keyfile"):
+        QuicConfig(alpn=["h3"], certfile=certs.certfile)
+
+
+@pytest.mark.anyio
+async def test_garbage_key_fails_to_serve(certs: CertificateSet, tmp_path: Path) -> None:
+    bad_key = tmp_path / "key.pem"
+    bad_key.write_text("this is not a key\n")
+    config = QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=bad_key)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="certificate and key"):
+            await serve_quic(echo_handler, "127.0.0.1", 0, config)
+
+
+@pytest.mark.anyio
+async def test_serving_needs_a_certificate() -> None:
+    with pytest.raises(ValueError, match="certfile"):
+        await serve_quic(echo_handler, "127.0.0.1", 0, QuicConfig(alpn=["h3"]))
+
+
+@pytest.mark.anyio
+async def test_port_in_use(server_config: QuicConfig) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        with anyio.fail_after(10):
+            with pytest.raises(OSError, match="UDP socket"):
+                await serve_quic(echo_handler, "127.0.0.1", taken.getsockname()[1], server_config)
+
+
+@pytest.mark.anyio
+async def test_bad_ports_and_types(client_config: QuicConfig) -> None:
+    with pytest.raises(ValueError, match="port"):
+        await open_quic_connection("127.0.0.1", 0, config=client_config)
+    with pytest.raises(TypeError, match="QuicConfig"):
+        await open_quic_connection("127.0.0.1", 443, config={"alpn": ["h3"]})  # type: ignore[arg-type]
+
+
+SERVER_SCRIPT = textwrap.dedent(
+    """
+    import sys, anyio
+    from aiopquic import QuicConfig, serve_quic
+    from tests.helpers import echo_handler
+
+    async def main():
+        config = QuicConfig(alpn=["test"], certfile=sys.argv[1], keyfile=sys.argv[2], idle_timeout=60)
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(serve_quic, echo_handler, "127.0.0.1", 0, config)
+            print(listener.port, flush=True)
+            await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.anyio
+async def test_peer_that_vanishes_is_detected(certs: CertificateSet, anyio_backend: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT, str(certs.certfile), str(certs.keyfile)],
+        stdout=subprocess.PIPE,
+        cwd=root,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        config = QuicConfig(alpn=["test"], cafile=certs.cafile, idle_timeout=1.0)
+        with anyio.fail_after(20):
+            async with open_quic_connection("127.0.0.1", port, config=config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"are you there")
+                await stream.send_eof()
+                assert await read_all(stream) == b"are you there"
+                server.kill()  # no CONNECTION_CLOSE: the peer just disappears
+                server.wait()
+                stream = await conn.open_stream()
+                await stream.send(b"hello?")
+                with pytest.raises(ConnectionClosed) as info:
+                    await read_all(stream)
+        assert "timed out" in str(info.value)
+    finally:
+        server.kill()
+        server.wait()
