@@ -29,7 +29,7 @@ from .errors import (
     QuicError,
     describe_transport_error,
 )
-from .stream import QuicReceiveStream, QuicSendStream, QuicStream
+from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
 
 if TYPE_CHECKING:
     from .config import QuicConfig
@@ -367,7 +367,7 @@ class QuicConnection:
         for stream in list(self._streams.values()):
             stream._on_connection_closed()
 
-    def _forget_if_finished(self, stream: _AnyStream) -> None:
+    def _forget_if_finished(self, stream: _StreamBase) -> None:
         if stream._finished():
             self._streams.pop(stream.stream_id, None)
 

@@ -31,7 +31,7 @@ class QuicEndpoint:
         core: Endpoint,
         config: QuicConfig,
         *,
-        on_connection: Callable[[QuicConnection], None] | None = None,
+        on_connection: Callable[[QuicConnection], object] | None = None,
         server_name: str | None = None,
         peer_label: str = "the peer",
     ) -> None:

@@ -228,44 +228,32 @@ class _StreamBase:
         return f"<{type(self).__name__} id={self.stream_id}>"
 
 
-class QuicReceiveStream(_StreamBase, ByteReceiveStream):
-    """The receiving half of a unidirectional stream the peer opened."""
+class _Receiving(_StreamBase):
+    """The receiving operations, for streams that have a receiving half."""
 
-    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
-        super().__init__(handle, conn)
-        self._rx = _ReceiveHalf(handle, conn)
-        self._tx = None
+    _rx: _ReceiveHalf
 
     async def receive(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes:
         """Return up to ``max_bytes`` bytes as soon as any are available.
 
-        Raises :class:`anyio.EndOfStream` after the peer's FIN, :class:`StreamReset`
-        if the peer reset the stream. A cancelled call loses no bytes.
+        Raises :class:`anyio.EndOfStream` after the peer's FIN and
+        :class:`StreamReset` if the peer reset the stream. A cancelled call
+        loses no bytes.
         """
-        assert self._rx is not None
         data = await self._rx.receive(max_bytes)
         self._conn._bytes_received += len(data)
         return data
 
     def stop_sending(self, error_code: int = 0) -> None:
         """Tell the peer we will read no more (STOP_SENDING with ``error_code``)."""
-        assert self._rx is not None
         self._rx.stop(error_code)
         self._conn._forget_if_finished(self)
 
-    async def aclose(self) -> None:
-        """Stop reading: unread bytes are discarded and the peer is told (code 0)."""
-        self.stop_sending(0)
-        await anyio.lowlevel.checkpoint()
 
+class _Sending(_StreamBase):
+    """The sending operations, for streams that have a sending half."""
 
-class QuicSendStream(_StreamBase, ByteSendStream):
-    """A unidirectional stream we opened: send-only."""
-
-    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
-        super().__init__(handle, conn)
-        self._rx = None
-        self._tx = _SendHalf(handle, conn)
+    _tx: _SendHalf
 
     async def send(self, item: bytes | bytearray | memoryview) -> None:
         """Send ``item``, waiting while the stream's send buffer is full.
@@ -273,29 +261,49 @@ class QuicSendStream(_StreamBase, ByteSendStream):
         All of ``item`` is queued at once: if the call is cancelled, every byte
         is still sent (it never sends only part of it).
         """
-        assert self._tx is not None
         await self._tx.send(item)
         self._conn._bytes_sent += len(item)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent."""
-        assert self._tx is not None
         self._tx.send_eof()
         self._conn._forget_if_finished(self)
         await anyio.lowlevel.checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
-        assert self._tx is not None
         self._tx.reset(error_code)
         self._conn._forget_if_finished(self)
+
+
+class QuicReceiveStream(_Receiving, ByteReceiveStream):
+    """The receiving half of a unidirectional stream the peer opened."""
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
+        self._rx = _ReceiveHalf(handle, conn)
+        self._tx = None
+
+    async def aclose(self) -> None:
+        """Stop reading: unread bytes are discarded and the peer is told (code 0)."""
+        self.stop_sending(0)
+        await anyio.lowlevel.checkpoint()
+
+
+class QuicSendStream(_Sending, ByteSendStream):
+    """A unidirectional stream we opened: send-only."""
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
+        self._rx = None
+        self._tx = _SendHalf(handle, conn)
 
     async def aclose(self) -> None:
         """Finish the stream gracefully (FIN), as :meth:`send_eof`."""
         await self.send_eof()
 
 
-class QuicStream(_StreamBase, ByteStream):
+class QuicStream(_Receiving, _Sending, ByteStream):
     """A bidirectional QUIC stream."""
 
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
@@ -303,15 +311,8 @@ class QuicStream(_StreamBase, ByteStream):
         self._rx = _ReceiveHalf(handle, conn)
         self._tx = _SendHalf(handle, conn)
 
-    receive = QuicReceiveStream.receive
-    stop_sending = QuicReceiveStream.stop_sending
-    send = QuicSendStream.send
-    send_eof = QuicSendStream.send_eof
-    reset = QuicSendStream.reset
-
     async def aclose(self) -> None:
         """Finish sending (FIN) and stop receiving; the stream is then unusable."""
-        assert self._rx is not None and self._tx is not None
         self._tx.send_eof()
         self._rx.stop(0)
         self._conn._forget_if_finished(self)
