@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from aiopquic import QuicConfig, QuicConnection, QuicListener, serve_quic
+from aiopquic import AnyQuicStream, QuicConfig, QuicConnection, QuicListener, QuicStream, serve_quic
 
 Handler = Callable[[QuicConnection], Awaitable[None]]
 
@@ -41,10 +41,8 @@ async def echo_handler(conn: QuicConnection) -> None:
             tg.start_soon(_echo_stream, stream)
 
 
-async def _echo_stream(stream: object) -> None:
-    from aiopquic import QuicStream
-
-    assert isinstance(stream, QuicStream)
+async def _echo_stream(stream: AnyQuicStream) -> None:
     data = await read_all(stream)
-    await stream.send(data)
-    await stream.send_eof()
+    if isinstance(stream, QuicStream):  # a unidirectional stream is only drained
+        await stream.send(data)
+        await stream.send_eof()
