@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-from aioquic.asyncio import QuicConnectionProtocol, connect, serve
-from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
@@ -28,6 +29,10 @@ T = TypeVar("T")
 
 #: Longest a single peer operation may take before the test fails.
 CALL_TIMEOUT = 5.0
+
+#: aioquic sends only datagrams that fit its 1200-byte packets, and a larger one
+#: stalls its datagram queue for good, so the echo skips bigger datagrams.
+ECHO_DATAGRAM_LIMIT = 1100
 
 
 class PeerProtocol(QuicConnectionProtocol):
@@ -57,7 +62,7 @@ class PeerProtocol(QuicConnectionProtocol):
             self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.end_stream:
                 self.ended.add(event.stream_id)
-            if self.echo and not event.stream_id & 2:  # bidirectional: echo back
+            if self.echo and self._is_peer_bidi(event.stream_id):
                 self._quic.send_stream_data(event.stream_id, event.data, event.end_stream)
         elif isinstance(event, events.StreamReset):
             self.resets[event.stream_id] = event.error_code
@@ -65,12 +70,17 @@ class PeerProtocol(QuicConnectionProtocol):
             self.stops[event.stream_id] = event.error_code
         elif isinstance(event, events.DatagramFrameReceived):
             self.datagrams.append(event.data)
-            if self.echo:
+            if self.echo and len(event.data) <= ECHO_DATAGRAM_LIMIT:
                 self._quic.send_datagram_frame(event.data)
         elif isinstance(event, events.ConnectionTerminated):
             self.terminated = event
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _is_peer_bidi(self, stream_id: int) -> bool:
+        """A bidirectional stream the other side opened (the ones echoed)."""
+        opened_by_client = stream_id & 1 == 0
+        return not stream_id & 2 and opened_by_client != self._quic.configuration.is_client
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
@@ -148,6 +158,8 @@ class AioquicPeer:
         self._servers: list[QuicServer] = []
         self._clients = contextlib.AsyncExitStack()
         self._accepted: asyncio.Queue[PeerProtocol] | None = None
+        #: Every aioquic client connection made, including failed ones.
+        self.clients: list[PeerProtocol] = []
 
     # -- thread lifecycle -------------------------------------------------
 
@@ -219,6 +231,7 @@ class AioquicPeer:
 
         server = await serve(host, 0, configuration=configuration, create_protocol=create_protocol)
         self._servers.append(server)
+        assert server._transport is not None
         return int(server._transport.get_extra_info("sockname")[1])
 
     async def accepted(self) -> PeerProtocol:
@@ -234,15 +247,43 @@ class AioquicPeer:
 
     # -- client -----------------------------------------------------------
 
-    async def connect(self, host: str, port: int, configuration: QuicConfiguration) -> PeerProtocol:
-        """Connect an aioquic client (handshake done); it is closed by :meth:`stop`."""
-        protocol: PeerProtocol = await self.call(self._connect, host, port, configuration)
+    async def connect(
+        self, host: str, port: int, configuration: QuicConfiguration, *, echo: bool = False, **kwargs: Any
+    ) -> PeerProtocol:
+        """Connect an aioquic client (handshake done); it is closed by :meth:`stop`.
+
+        ``kwargs`` go to :func:`aioquic.asyncio.connect` (``session_ticket_handler``...).
+        """
+        protocol: PeerProtocol = await self.call(self._connect, host, port, configuration, echo, kwargs)
         return protocol
 
-    async def _connect(self, host: str, port: int, configuration: QuicConfiguration) -> PeerProtocol:
+    async def _connect(
+        self, host: str, port: int, configuration: QuicConfiguration, echo: bool, kwargs: dict[str, Any]
+    ) -> PeerProtocol:
+        def create_protocol(*args: Any, **kw: Any) -> PeerProtocol:
+            protocol = PeerProtocol(*args, echo=echo, **kw)
+            self.clients.append(protocol)
+            return protocol
+
         protocol = await self._clients.enter_async_context(
-            connect(host, port, configuration=configuration, create_protocol=PeerProtocol)
+            connect(host, port, configuration=configuration, create_protocol=create_protocol, **kwargs)
         )
         assert isinstance(protocol, PeerProtocol)
         await protocol.wait_handshake()
         return protocol
+
+
+async def early_data_echo(
+    host: str, port: int, configuration: QuicConfiguration, data: bytes
+) -> tuple[bytes, events.HandshakeCompleted, bool]:
+    """Connect with a session ticket and send ``data`` on a bidi stream before the
+    handshake completes (0-RTT); return the echo, the handshake event, and whether
+    the handshake was still in progress when the data was sent."""
+    async with connect(
+        host, port, configuration=configuration, create_protocol=PeerProtocol, wait_connected=False
+    ) as protocol:
+        assert isinstance(protocol, PeerProtocol)
+        sent_early = protocol.handshake is None
+        stream_id = protocol.send(data)
+        echo = await protocol.wait_stream(stream_id)
+        return echo, await protocol.wait_handshake(), sent_early

@@ -22,6 +22,7 @@ cdef extern from "bridge.h" nogil:
         char local_addr[128]
         char peer_addr[128]
         uint64_t remote_max_datagram
+        uint64_t remote_idle_timeout_ms
         uint64_t local_error
         uint64_t remote_error
         uint64_t local_app_error

@@ -312,6 +312,11 @@ cdef class ConnHandle:
         return self.c.remote_max_datagram
 
     @property
+    def peer_idle_timeout(self):
+        """The peer's idle timeout in seconds (0 = none), known once ready."""
+        return self.c.remote_idle_timeout_ms / 1000.0
+
+    @property
     def close_info(self):
         """``(local_error, remote_error, local_app_error, remote_app_error, reason)``."""
         cdef aq_conn_t* c = self.c

@@ -536,6 +536,7 @@ static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
         }
     }
     c->remote_max_datagram = remote < ep->local_max_datagram ? remote : ep->local_max_datagram;
+    c->remote_idle_timeout_ms = tp != NULL ? tp->max_idle_timeout : 0;
     c->was_ready = 1;
 }
 

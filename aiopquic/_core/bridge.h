@@ -129,6 +129,7 @@ struct aq_conn {
     struct sockaddr_storage local_addr;
     struct sockaddr_storage peer_addr;
     uint64_t remote_max_datagram;
+    uint64_t remote_idle_timeout_ms; /* the peer's max_idle_timeout (0 = none) */
     /* snapshot written by the network thread before AQ_EV_CLOSED */
     uint64_t local_error;
     uint64_t remote_error;

@@ -134,6 +134,12 @@ class QuicConnection:
         return min(self._h.max_datagram_size, 1200)
 
     @property
+    def idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of both peers' (0 = none)."""
+        ours, theirs = self._config.idle_timeout, self._h.peer_idle_timeout
+        return min(ours, theirs) if ours and theirs else ours or theirs
+
+    @property
     def stats(self) -> QuicConnectionStats:
         """Counters of bytes, datagrams and streams so far."""
         dropped_send, dropped_receive = self._h.datagrams_dropped
@@ -399,7 +405,7 @@ class QuicConnection:
             return HandshakeError(f"{who}: {detail}", transport_error=code, by_peer=by_peer)
         if local in (PICOQUIC_ERROR_IDLE_TIMEOUT, PICOQUIC_ERROR_HANDSHAKE_TIMEOUT):
             return ConnectionClosed(
-                f"connection timed out: nothing heard from the peer for {self._config.idle_timeout} s",
+                f"connection timed out: nothing heard from the peer for {self.idle_timeout} s",
                 transport_error=local,
             )
         if remote == PICOQUIC_ERROR_STATELESS_RESET:
