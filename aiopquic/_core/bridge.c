@@ -733,7 +733,13 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
             aq_unlink_stream(s);
         }
         return 0;
+    case picoquic_callback_almost_ready:
     case picoquic_callback_ready:
+        /* A client can use the connection at almost_ready (1-RTT keys, server
+         * verified); a server waits for ready (the client's Finished). */
+        if (event == picoquic_callback_almost_ready && !c->is_client) {
+            return 0;
+        }
         if (!c->was_ready) {
             aq_snapshot_ready(c, cnx);
             aq_push_py(&c->node, AQ_EV_READY);
