@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 import anyio
+import sniffio
 
 from .._core import ConnHandle, Endpoint
 from .config import QuicConfig
@@ -42,6 +43,8 @@ class QuicEndpoint:
         self.peer_label = peer_label
         self._connections: set[QuicConnection] = set()
         self._scope: anyio.CancelScope | None = None
+        self._adopted: list[QuicConnection] = []  # peer-opened, not yet handed to the server
+        self._adopted_event = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
         #: A client endpoint serves one connection and closes with it.
         self.owns_connection = False
@@ -60,10 +63,52 @@ class QuicEndpoint:
         with anyio.CancelScope(shield=True) as scope:
             self._scope = scope
             task_status.started()
-            fd = self.core.fileno()
+            if sniffio.current_async_library() == "asyncio":
+                await self._run_with_asyncio_reader()
+            else:
+                fd = self.core.fileno()
+                while True:
+                    await anyio.wait_readable(fd)
+                    self.dispatch()
+                    self._announce_connections()
+
+    async def _run_with_asyncio_reader(self) -> None:
+        """On asyncio, dispatch straight from a reader callback: no task switch and no
+        reader (de)registration per wake-up. This task only starts the handlers."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fd = self.core.fileno()
+        # The callback runs in a copy of this context: let anyio (through sniffio)
+        # see asyncio there, so that events can be created and set.
+        token = sniffio.current_async_library_cvar.set("asyncio")
+        try:
+            loop.add_reader(fd, self._dispatch_from_reader)
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+        try:
             while True:
-                await anyio.wait_readable(fd)
-                self.dispatch()
+                await self._adopted_event.wait()
+                self._adopted_event = anyio.Event()
+                self._announce_connections()
+        finally:
+            loop.remove_reader(fd)
+
+    def _dispatch_from_reader(self) -> None:
+        try:
+            self.dispatch()
+        except Exception:  # pragma: no cover - a bug: keep the loop alive, say it loudly
+            logger.exception("aiopquic event dispatch failed")
+        if self._adopted:
+            self._adopted_event.set()
+
+    def _announce_connections(self) -> None:
+        while self._adopted:
+            conn = self._adopted.pop(0)
+            if self.on_connection is not None:
+                self.on_connection(conn)
+            else:
+                conn.close(0x2, "not accepting connections")
 
     @property
     def dispatching(self) -> bool:
@@ -112,10 +157,7 @@ class QuicEndpoint:
         """A connection the peer opened: wrap it and hand it to the server."""
         conn = QuicConnection(handle, self, self.config)
         self._connections.add(conn)
-        if self.on_connection is not None:
-            self.on_connection(conn)
-        else:
-            conn.close(0x2, "not accepting connections")
+        self._adopted.append(conn)
         return conn
 
     def _on_thread_failed(self) -> None:

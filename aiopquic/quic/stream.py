@@ -42,6 +42,7 @@ class _ReceiveHalf:
             raise ValueError("max_bytes must be at least 1")
         await anyio.lowlevel.checkpoint_if_cancelled()
         h = self._h
+        waited = False
         while True:
             if self.closed:
                 raise anyio.ClosedResourceError("this stream's receiving side was closed by us")
@@ -57,13 +58,15 @@ class _ReceiveHalf:
             fin = h.fin_received
             data = h.read(max_bytes)
             if data:
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:  # every call yields once, as trio expects
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 return data
             if fin:
                 self.done = True
                 raise anyio.EndOfStream
             self._conn._raise_if_closed()
             await self._wait()
+            waited = True
 
     async def _wait(self) -> None:
         if self._waiter is not None:
@@ -125,11 +128,13 @@ class _SendHalf:
         # Commit all of it now: a cancelled send() still sends every byte.
         self._pending.append(memoryview(bytes(data)))
         self.flush()
+        if not self._pending:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return
         while self._pending:
             await self._wait()
             self._raise_if_stopped()
             self._conn._raise_if_closed()
-        await anyio.lowlevel.cancel_shielded_checkpoint()
 
     def flush(self) -> None:
         """Move pending bytes (then a pending FIN) into the ring; arm a wake-up if it is full."""
