@@ -171,7 +171,11 @@ cdef class Endpoint:
             self.ep = NULL
 
     def start(self, str host, int port, int timeout_ms=5000):
-        """Bind ``host``:``port`` (numeric), start the thread, return the bound port."""
+        """Bind ``host``:``port`` (numeric), start the thread, return the bound port.
+
+        With ``timeout_ms=0`` it returns 0 at once, without waiting for the socket:
+        if opening it fails, the thread exits and :meth:`thread_error` says so.
+        """
         cdef sockaddr_any addr
         cdef char err[256]
         cdef int bound

@@ -1209,6 +1209,9 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
         snprintf(err, errlen, "could not start the network thread (error %d)", ret);
         return -1;
     }
+    if (timeout_ms == 0) {
+        return 0; /* don't wait: a failure to open the socket shows as a thread exit */
+    }
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;

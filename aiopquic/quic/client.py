@@ -43,7 +43,8 @@ async def _connect(host: str, port: int, config: QuicConfig) -> QuicConnection:
     family, address, port = await _resolve(host, port)
     core = Endpoint(**config.endpoint_options(is_server=False))
     try:
-        core.start("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        # Don't wait for the socket: a failure shows up as a failed handshake.
+        core.start("::" if family == socket.AF_INET6 else "0.0.0.0", 0, timeout_ms=0)
         server_name = config.server_name or host
         alpn = config.alpn[0] if len(config.alpn) == 1 else None
         endpoint = QuicEndpoint(core, config, server_name=server_name, peer_label=f"{host}:{port}")

@@ -108,7 +108,7 @@ class QuicEndpoint:
             if self.on_connection is not None:
                 self.on_connection(conn)
             else:
-                conn.close(0x2, "not accepting connections")
+                conn.close(0, "the server is shutting down")
 
     @property
     def dispatching(self) -> bool:

@@ -99,9 +99,12 @@ async def serve_quic(
                         _run_handler, handler, conn, name=f"aiopquic handler {conn.remote_address}"
                     )
                     task_status.started(QuicListener(port=bound_port, address=(bind, bound_port)))
-                    await anyio.sleep_forever()
+                    try:
+                        await anyio.sleep_forever()
+                    finally:
+                        # From here on the handler group takes no new task.
+                        endpoint.on_connection = None
             finally:
-                endpoint.on_connection = None
                 await endpoint.aclose()
     finally:
         core.close()
