@@ -14,18 +14,22 @@ from .certs import make_certificates
 __all__ = ["run"]
 
 
+async def _read_to_end(stream: QuicStream) -> bytes:
+    data = bytearray()
+    try:
+        while True:
+            data += await stream.receive()
+    except anyio.EndOfStream:
+        return bytes(data)
+
+
 async def _echo(conn: QuicConnection) -> None:
     async with conn:
         print(f"server: connection from {conn.remote_address}, ALPN {conn.alpn_protocol!r}")
         async for stream in conn:
             if not isinstance(stream, QuicStream):
                 continue  # the demo's client only opens bidirectional streams
-            received = bytearray()
-            try:
-                while True:
-                    received += await stream.receive()
-            except anyio.EndOfStream:
-                pass
+            received = await _read_to_end(stream)
             print(f"server: stream {stream.stream_id}: {len(received)} bytes in, echoing them back")
             await stream.send(bytes(received))
             await stream.send_eof()
@@ -48,12 +52,7 @@ async def _main(certdir: Path) -> None:
                 started = time.perf_counter()
                 await stream.send(message)
                 await stream.send_eof()
-                reply = bytearray()
-                try:
-                    while True:
-                        reply += await stream.receive()
-                except anyio.EndOfStream:
-                    pass
+                reply = await _read_to_end(stream)
                 elapsed = (time.perf_counter() - started) * 1000
                 assert reply == message, "echo mismatch"
                 shown = message if len(message) < 32 else f"<{len(message)} bytes>".encode()

@@ -25,15 +25,42 @@ __all__ = ["QuicReceiveStream", "QuicSendStream", "QuicStream"]
 DEFAULT_RECEIVE_SIZE = 65536
 
 
-class _ReceiveHalf:
-    """The receiving side of a stream: reads its ring, raises what ended it."""
+class _Half:
+    """One direction of a stream: its handle, and the one task that may wait on it."""
 
-    __slots__ = ("_conn", "_h", "_waiter", "closed", "done")
+    __slots__ = ("_conn", "_h", "_waiter")
+
+    #: Named in the error when two tasks use this half at once.
+    _activity = ""
 
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
         self._h = handle
         self._conn = conn
         self._waiter: anyio.Event | None = None
+
+    async def _wait(self) -> None:
+        """Wait for the next event on this stream (or its connection)."""
+        if self._waiter is not None:
+            raise anyio.BusyResourceError(self._activity)
+        self._waiter = event = anyio.Event()
+        try:
+            await self._conn._wait_event(event)
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+
+class _ReceiveHalf(_Half):
+    """The receiving side of a stream: reads its ring, raises what ended it."""
+
+    __slots__ = ("closed", "done")
+    _activity = "receiving from"
+
+    def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
+        super().__init__(handle, conn)
         self.closed = False  # we stopped reading (aclose or stop_sending)
         self.done = False  # FIN consumed or reset seen: nothing more will come
 
@@ -68,19 +95,6 @@ class _ReceiveHalf:
             await self._wait()
             waited = True
 
-    async def _wait(self) -> None:
-        if self._waiter is not None:
-            raise anyio.BusyResourceError("receiving from")
-        self._waiter = event = anyio.Event()
-        try:
-            await self._conn._wait_event(event)
-        finally:
-            self._waiter = None
-
-    def wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
-
     def stop(self, error_code: int) -> None:
         if not self.closed:
             self.closed = True
@@ -89,17 +103,16 @@ class _ReceiveHalf:
             self.wake()
 
 
-class _SendHalf:
+class _SendHalf(_Half):
     """The sending side of a stream: queues bytes, feeds its ring as it drains."""
 
-    __slots__ = ("_conn", "_fin_pending", "_h", "_pending", "_waiter", "closed", "done")
+    __slots__ = ("_fin_pending", "_pending", "closed", "done")
+    _activity = "sending to"
 
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
-        self._h = handle
-        self._conn = conn
+        super().__init__(handle, conn)
         self._pending: deque[memoryview] = deque()
         self._fin_pending = False
-        self._waiter: anyio.Event | None = None
         self.closed = False  # send_eof, reset or aclose: no more send()
         self.done = False  # FIN handed over, or reset either way
 
@@ -171,19 +184,6 @@ class _SendHalf:
             self._h.reset(error_code)
         self.closed = self.done = True
         self.wake()
-
-    async def _wait(self) -> None:
-        if self._waiter is not None:
-            raise anyio.BusyResourceError("sending to")
-        self._waiter = event = anyio.Event()
-        try:
-            await self._conn._wait_event(event)
-        finally:
-            self._waiter = None
-
-    def wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
 
 
 class _StreamBase:
