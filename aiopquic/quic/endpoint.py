@@ -8,6 +8,7 @@ connection or ``serve_quic``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -19,9 +20,27 @@ from .config import QuicConfig
 from .connection import QuicConnection
 from .errors import ConnectionClosed
 
-__all__ = ["QuicEndpoint"]
+__all__ = ["QuicEndpoint", "check_socket_buffer_limits"]
 
 logger = logging.getLogger("aiopquic.quic")
+
+
+@functools.cache
+def check_socket_buffer_limits(requested: int) -> None:
+    """Say once (at INFO) when the kernel will clamp the UDP socket buffers we ask for."""
+    for name in ("rmem_max", "wmem_max"):
+        try:
+            with open(f"/proc/sys/net/core/{name}") as f:
+                limit = int(f.read())
+        except (OSError, ValueError):
+            return
+        if limit < requested:
+            logger.info(
+                "the kernel caps UDP socket buffers at %d bytes (net.core.%s) below the %d "
+                "requested (QuicConfig.socket_buffer_size): at multi-Gbps rates packets may be "
+                "dropped; raise it with sysctl -w net.core.%s=%d",
+                limit, name, requested, name, requested,
+            )
 
 
 class QuicEndpoint:
@@ -38,6 +57,7 @@ class QuicEndpoint:
     ) -> None:
         self.core = core
         self.config = config
+        check_socket_buffer_limits(config.socket_buffer_size)
         self.on_connection = on_connection
         self.server_name = server_name
         self.peer_label = peer_label
