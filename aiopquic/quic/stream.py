@@ -88,6 +88,8 @@ class _ReceiveHalf(_Half):
                 if not waited:  # every call yields once, as trio expects
                     await anyio.lowlevel.cancel_shielded_checkpoint()
                 return data
+            if not fin and h.fin_received:
+                continue  # the FIN landed after our first look: read again, it is all in
             if fin:
                 self.done = True
                 raise anyio.EndOfStream
@@ -245,7 +247,11 @@ class _Receiving(_StreamBase):
         :class:`StreamReset` if the peer reset the stream. A cancelled call
         loses no bytes.
         """
-        data = await self._rx.receive(max_bytes)
+        try:
+            data = await self._rx.receive(max_bytes)
+        except (anyio.EndOfStream, StreamReset):
+            self._conn._forget_if_finished(self)
+            raise
         self._conn._bytes_received += len(data)
         return data
 

@@ -1,0 +1,273 @@
+"""aiopquic benchmark peer: ``server`` or ``client WORKLOAD``, on asyncio or trio.
+
+    python benchmarks/peers/aiopquic_peer.py server --certs DIR [--backend trio]
+    python benchmarks/peers/aiopquic_peer.py client rr --certs DIR --port N [--backend trio]
+
+The server prints ``{"event": "listening", "port": N}`` once it serves, runs
+until SIGTERM/SIGINT, then prints its counters and peak RSS.  The client runs
+the workload ``--repeat`` times and prints one JSON line of results.  Protocol
+and byte pattern: see ``benchmarks/common.py``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import anyio
+
+import aiopquic
+from benchmarks.common import (
+    ALPN,
+    BULK_READ_SIZE,
+    BULK_WRITE_SIZE,
+    ERROR_BAD_BYTES,
+    HEADER_SIZE,
+    MAX_DATA,
+    MAX_STREAM_DATA,
+    MAX_STREAMS_BIDI,
+    PatternChecker,
+    RepeatBudget,
+    RequestParser,
+    emit,
+    header,
+    pattern_slice,
+    peak_rss_kib,
+    peer_arguments,
+    request,
+    summarize_rr,
+)
+
+
+def make_config(args, *, server: bool) -> aiopquic.QuicConfig:
+    certs = Path(args.certs)
+    options: dict = dict(
+        alpn=[ALPN],
+        max_data=MAX_DATA,
+        max_stream_data=MAX_STREAM_DATA,
+        max_streams_bidi=MAX_STREAMS_BIDI,
+        idle_timeout=30.0,
+    )
+    if args.cc:
+        options["congestion_control"] = args.cc
+    if server:
+        options.update(certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem"))
+    else:
+        options.update(cafile=str(certs / "ca.pem"), server_name=args.server_name)
+    return aiopquic.QuicConfig(**options)
+
+
+# -- server ------------------------------------------------------------------
+
+
+class ServerStats:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.streams = 0
+        self.bad_streams = 0
+        self.broken_streams = 0
+        self.bytes_checked = 0
+
+
+async def send_pattern(stream, size: int) -> None:
+    offset = 0
+    while offset < size:
+        n = min(BULK_WRITE_SIZE, size - offset)
+        await stream.send(pattern_slice(offset, n))
+        offset += n
+
+
+async def serve_stream(stream, stats: ServerStats) -> None:
+    parser = RequestParser()
+    try:
+        while True:
+            try:
+                data = await stream.receive(BULK_READ_SIZE)
+            except anyio.EndOfStream:
+                break
+            parser.feed(data)
+        stats.bytes_checked += parser.checker.offset
+        if not parser.ok:
+            stats.bad_streams += 1
+            stream.reset(ERROR_BAD_BYTES)
+            return
+        assert parser.response_size is not None
+        await send_pattern(stream, parser.response_size)
+        await stream.send_eof()
+        stats.streams += 1
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        stats.broken_streams += 1
+
+
+async def run_server(args) -> None:
+    config = make_config(args, server=True)
+    stats = ServerStats()
+
+    async def handler(conn: aiopquic.QuicConnection) -> None:
+        stats.connections += 1
+        async with conn, anyio.create_task_group() as tg:
+            async for stream in conn:
+                tg.start_soon(serve_stream, stream, stats)
+
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(aiopquic.serve_quic, handler, args.host, args.port, config)
+            emit({"event": "listening", "port": listener.port})
+            async for _ in signals:
+                break
+            tg.cancel_scope.cancel()
+    emit(
+        {
+            "event": "stopped",
+            "connections": stats.connections,
+            "streams": stats.streams,
+            "bad_streams": stats.bad_streams,
+            "broken_streams": stats.broken_streams,
+            "bytes_checked": stats.bytes_checked,
+            "peak_rss_kib": peak_rss_kib(),
+        }
+    )
+
+
+# -- client ------------------------------------------------------------------
+
+
+class BadBytes(Exception):
+    pass
+
+
+async def read_response(stream, expected: int, read_size: int = BULK_READ_SIZE) -> None:
+    """Read to FIN, checking every byte against the pattern and the size."""
+    checker = PatternChecker()
+    while True:
+        try:
+            data = await stream.receive(read_size)
+        except anyio.EndOfStream:
+            break
+        checker.feed(data)
+    if not checker.ok or checker.offset != expected:
+        raise BadBytes(f"stream {stream.stream_id}: got {checker.offset} of {expected} bytes, pattern ok={checker.ok}")
+
+
+async def exchange(conn, payload: bytes, response_size: int) -> None:
+    stream = await conn.open_stream()
+    await stream.send(payload)
+    await stream.send_eof()
+    await read_response(stream, response_size, 65536)
+
+
+async def client_bulk_down(args, config) -> dict:
+    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        t0 = time.perf_counter()
+        stream = await conn.open_stream()
+        await stream.send(header(args.size))
+        await stream.send_eof()
+        await read_response(stream, args.size)
+        elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
+
+
+async def client_bulk_up(args, config) -> dict:
+    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        t0 = time.perf_counter()
+        stream = await conn.open_stream()
+        await stream.send(header(HEADER_SIZE))
+        await send_pattern(stream, args.size)
+        await stream.send_eof()
+        try:
+            await read_response(stream, HEADER_SIZE)
+        except aiopquic.StreamReset as exc:
+            if exc.error_code == ERROR_BAD_BYTES:
+                raise BadBytes("the server found wrong bytes in the upload") from None
+            raise
+        elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
+
+
+async def client_rr(args, config) -> dict:
+    payload = request(1024, 1024)
+    latencies: list[float] = []
+    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        for i in range(args.warmup + args.iterations):
+            t0 = time.perf_counter_ns()
+            await exchange(conn, payload, 1024)
+            if i >= args.warmup:
+                latencies.append((time.perf_counter_ns() - t0) / 1000.0)
+    return summarize_rr(latencies)
+
+
+async def client_handshake(args, config) -> dict:
+    payload = header(HEADER_SIZE)
+    times: list[float] = []
+    start = time.perf_counter()
+    deadline = start + args.duration
+    while len(times) < args.max_connections and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+            await exchange(conn, payload, HEADER_SIZE)
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    times.sort()
+    return {
+        "per_second": len(times) / elapsed,
+        "connections": len(times),
+        "p50_ms": times[len(times) // 2] * 1e3,
+        "max_ms": times[-1] * 1e3,
+    }
+
+
+async def client_streams(args, config) -> dict:
+    payload = request(HEADER_SIZE + args.stream_size, HEADER_SIZE)
+    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(args.streams):
+                tg.start_soon(exchange, conn, payload, HEADER_SIZE)
+        elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "streams": args.streams}
+
+
+CLIENTS = {
+    "bulk-down": client_bulk_down,
+    "bulk-up": client_bulk_up,
+    "rr": client_rr,
+    "handshake": client_handshake,
+    "streams": client_streams,
+}
+
+
+async def run_client(args) -> None:
+    config = make_config(args, server=False)
+    results = []
+    error = None
+    budget = RepeatBudget(args.repeat, args.budget)
+    i = 0
+    while budget.more():
+        i += 1
+        try:
+            with anyio.fail_after(args.timeout):
+                results.append(await CLIENTS[args.workload](args, config))
+        except TimeoutError:
+            error = f"repeat {i}: no result within {args.timeout} s (hang?)"
+            break
+        except Exception as exc:  # reported to the orchestrator, not raised
+            error = f"repeat {i}: {type(exc).__name__}: {exc}"
+            break
+    emit({"workload": args.workload, "results": results, "error": error, "peak_rss_kib": peak_rss_kib()})
+
+
+def main() -> None:
+    args = peer_arguments("aiopquic benchmark peer", ("asyncio", "trio"))
+    if args.mode == "server":
+        anyio.run(run_server, args, backend=args.backend)
+    else:
+        anyio.run(run_client, args, backend=args.backend)
+
+
+if __name__ == "__main__":
+    main()
