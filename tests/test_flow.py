@@ -126,6 +126,26 @@ async def test_cancelled_send_still_sends_everything(
                 assert await read_all(stream) == payload + b"tail"
 
 
+async def test_send_cancelled_before_it_yields_sends_nothing(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.send(b"never")
+                assert scope.cancelled_caught
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.send_eof()
+                assert scope.cancelled_caught
+                await stream.send(b"sent")
+                await stream.send_eof()
+                assert await read_all(stream) == b"sent"
+
+
 async def test_cancelled_connect_leaves_no_thread(server_config: QuicConfig, client_config: QuicConfig) -> None:
     with anyio.fail_after(10):
         async with running_server(echo_handler, server_config) as listener:

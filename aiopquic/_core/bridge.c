@@ -1008,6 +1008,13 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
         atomic_store(&ep->net_wake_pending, 0);
         aq_process_commands(ep);
         break;
+    case picoquic_packet_loop_after_receive:
+        /* Tell Python now, not after the sends (an immediate ACK, say) that follow. */
+        if (ep->py_signal_needed) {
+            ep->py_signal_needed = 0;
+            aq_signal_python(ep);
+        }
+        break;
     case picoquic_packet_loop_after_send:
         if (ep->n_to_delete > 0) {
             aq_run_deferred_deletes(ep);

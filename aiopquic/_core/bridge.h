@@ -196,7 +196,6 @@ int aq_endpoint_port(aq_endpoint_t* ep);
 int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
 void aq_endpoint_free(aq_endpoint_t* ep);
-size_t aq_endpoint_open_conns(aq_endpoint_t* ep);
 
 /* Drain: detach the whole event list, then iterate it. */
 size_t aq_drain_begin(aq_endpoint_t* ep);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 __all__ = ["CertificateSet", "make_certificates"]
@@ -20,7 +21,10 @@ class CertificateSet:
 
 
 def make_certificates(
-    directory: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"), *, prefix: str = ""
+    directory: str | os.PathLike[str],
+    names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+    *,
+    prefix: str = "",
 ) -> CertificateSet:
     """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (ECDSA P-256) into ``directory``.
 
@@ -76,6 +80,7 @@ def make_certificates(
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = CertificateSet(
         cafile=directory / f"{prefix}ca.pem",

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, TypeVar, Union
 
 import anyio
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
 
 __all__ = ["AnyQuicStream", "QuicConnection", "QuicConnectionStats"]
+
+_Opened = TypeVar("_Opened", QuicStream, QuicSendStream)
 
 logger = logging.getLogger("aiopquic.quic")
 
@@ -167,19 +169,24 @@ class QuicConnection:
     # -- streams --------------------------------------------------------
 
     async def open_stream(self) -> QuicStream:
-        """Open a bidirectional stream (the peer learns of it with the first byte)."""
-        await anyio.lowlevel.checkpoint()
-        self._raise_if_closed()
-        stream = QuicStream(self._h.open_stream(False), self)
-        self._streams[stream.stream_id] = stream
-        self._streams_opened += 1
-        return stream
+        """Open a bidirectional stream (the peer learns of it with the first byte).
+
+        It never blocks, and it is a cancellation point but does not yield to
+        other tasks: the first ``send()`` on the new stream does.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return self._register_opened(QuicStream(self._open_handle(uni=False), self))
 
     async def open_uni_stream(self) -> QuicSendStream:
-        """Open a unidirectional (send-only) stream."""
-        await anyio.lowlevel.checkpoint()
+        """Open a unidirectional (send-only) stream; like :meth:`open_stream`."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return self._register_opened(QuicSendStream(self._open_handle(uni=True), self))
+
+    def _open_handle(self, *, uni: bool) -> StreamHandle:
         self._raise_if_closed()
-        stream = QuicSendStream(self._h.open_stream(True), self)
+        return self._h.open_stream(uni)
+
+    def _register_opened(self, stream: _Opened) -> _Opened:
         self._streams[stream.stream_id] = stream
         self._streams_opened += 1
         return stream
@@ -192,6 +199,7 @@ class QuicConnection:
         the connection is closed. A cancelled call loses no stream.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while not self._incoming:
             self._raise_if_closed()
             if self._accept_waiter is not None:
@@ -201,9 +209,11 @@ class QuicConnection:
                 await self._wait_event(event)
             finally:
                 self._accept_waiter = None
+            waited = True
         stream = self._incoming.popleft()
         self._streams_accepted += 1
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        if not waited:  # every call yields once, as trio expects
+            await anyio.lowlevel.cancel_shielded_checkpoint()
         return stream
 
     def __aiter__(self) -> QuicConnection:

@@ -136,16 +136,16 @@ class _SendHalf(_Half):
             )
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        # Yield first, then commit: the bytes reach the network thread with no
+        # task switch before a following send_eof(), so data and FIN usually
+        # leave in one packet.  Cancelled here, nothing was sent.
+        await anyio.lowlevel.checkpoint()
         self._check_open()
         if not data:
             return
-        # Commit all of it now: a cancelled send() still sends every byte.
+        # Commit all of it now: cancelled from here on, every byte is still sent.
         self._pending.append(memoryview(bytes(data)))
         self.flush()
-        if not self._pending:
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            return
         while self._pending:
             await self._wait()
             self._raise_if_stopped()
@@ -269,17 +269,23 @@ class _Sending(_StreamBase):
     async def send(self, item: bytes | bytearray | memoryview) -> None:
         """Send ``item``, waiting while the stream's send buffer is full.
 
-        All of ``item`` is queued at once: if the call is cancelled, every byte
-        is still sent (it never sends only part of it).
+        A cancelled call sends all of ``item`` or none of it, never a part:
+        none if it is cancelled at its first checkpoint (before anything is
+        queued), all if it is cancelled later, while it waits for room.
         """
         await self._tx.send(item)
         self._conn._bytes_sent += len(item)
 
     async def send_eof(self) -> None:
-        """Finish the stream (FIN) after the bytes already sent."""
+        """Finish the stream (FIN) after the bytes already sent.
+
+        In a cancelled scope it raises before doing anything; otherwise the FIN
+        is committed before the call yields, so it cannot be half done.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self._tx.send_eof()
         self._conn._forget_if_finished(self)
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
