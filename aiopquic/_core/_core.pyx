@@ -413,9 +413,13 @@ cdef class StreamHandle:
 
     def write(self, const uint8_t[::1] data):
         """Copy as much of ``data`` as fits into the send ring; return the count."""
+        cdef Py_ssize_t n
         if data.shape[0] == 0:
             return 0
-        return aq_stream_write(self.s, &data[0], data.shape[0])
+        n = aq_stream_write(self.s, &data[0], data.shape[0])
+        if n < 0:
+            raise MemoryError("no memory for the stream's send buffer")
+        return n
 
     def tx_arm(self):
         """Arm EV_TX and return the room in the send ring now."""

@@ -59,7 +59,6 @@ struct aq_endpoint {
     /* configuration */
     int is_server;
     size_t rx_window;
-    size_t rx_cap;
     size_t tx_cap;
     size_t dgram_queue;
     uint64_t local_max_datagram;
@@ -72,25 +71,30 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep);
 /* ------------------------------------------------------------------ */
 /* Rings                                                               */
 
-static size_t aq_pow2(size_t n)
+static void aq_ring_init(aq_ring_t* r, size_t cap)
 {
-    size_t cap = 4096;
-    while (cap < n) {
-        cap <<= 1;
-    }
-    return cap;
-}
-
-static int aq_ring_init(aq_ring_t* r, size_t cap)
-{
+    memset(r, 0, sizeof(*r));
     r->cap = cap;
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
-    r->buf = NULL;
-    if (cap > 0 && (r->buf = (uint8_t*)malloc(cap)) == NULL) {
-        return -1;
+    atomic_init(&r->first, NULL);
+    atomic_init(&r->spare, NULL);
+}
+
+/* Free every chunk; only once neither side uses the ring any more. */
+static void aq_ring_release(aq_ring_t* r)
+{
+    /* Chunks before rchunk were freed by the consumer. */
+    aq_chunk_t* c = r->rchunk != NULL ? r->rchunk : atomic_load(&r->first);
+    while (c != NULL) {
+        aq_chunk_t* next = atomic_load_explicit(&c->next, memory_order_relaxed);
+        free(c);
+        c = next;
     }
-    return 0;
+    free(atomic_load(&r->spare));
+    r->rchunk = r->wchunk = NULL;
+    atomic_store(&r->first, NULL);
+    atomic_store(&r->spare, NULL);
 }
 
 static size_t aq_ring_used(aq_ring_t* r)
@@ -103,32 +107,91 @@ static size_t aq_ring_free(aq_ring_t* r)
     return r->cap - aq_ring_used(r);
 }
 
-/* Producer side: the caller checked the room. */
-static void aq_ring_write(aq_ring_t* r, const uint8_t* src, size_t n)
+static aq_chunk_t* aq_chunk_take(aq_ring_t* r)
 {
-    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    size_t at = (size_t)(head & (r->cap - 1));
-    size_t first = r->cap - at;
-    if (first > n) {
-        first = n;
-    }
-    memcpy(r->buf + at, src, first);
-    memcpy(r->buf, src + first, n - first);
-    atomic_store(&r->head, head + n);
+    aq_chunk_t* c = atomic_exchange(&r->spare, NULL);
+    return c != NULL ? c : (aq_chunk_t*)malloc(sizeof(aq_chunk_t));
 }
 
-/* Consumer side: the caller checked the length. */
+/* Producer side: the caller checked the room.  Returns -1, having written
+ * nothing, when a chunk cannot be allocated. */
+static int aq_ring_write(aq_ring_t* r, const uint8_t* src, size_t n)
+{
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t room = r->wchunk != NULL ? r->wend : head - head % AQ_CHUNK_SIZE;
+    aq_chunk_t* fresh = NULL;
+    /* Get every chunk first, so that running out of memory writes nothing. */
+    for (uint64_t end = head + n; room < end; room += AQ_CHUNK_SIZE) {
+        aq_chunk_t* c = aq_chunk_take(r);
+        if (c == NULL) {
+            while (fresh != NULL) {
+                aq_chunk_t* next = atomic_load_explicit(&fresh->next, memory_order_relaxed);
+                free(fresh);
+                fresh = next;
+            }
+            return -1;
+        }
+        atomic_store_explicit(&c->next, fresh, memory_order_relaxed);
+        fresh = c;
+    }
+    while (n > 0) {
+        if (r->wchunk == NULL || head == r->wend) {
+            aq_chunk_t* c = fresh;
+            fresh = atomic_load_explicit(&c->next, memory_order_relaxed);
+            atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+            if (r->wchunk == NULL) {
+                r->wend = head - head % AQ_CHUNK_SIZE + AQ_CHUNK_SIZE;
+                atomic_store(&r->first, c);
+            }
+            else {
+                atomic_store(&r->wchunk->next, c);
+                r->wend += AQ_CHUNK_SIZE;
+            }
+            r->wchunk = c;
+        }
+        size_t k = (size_t)(r->wend - head);
+        if (k > n) {
+            k = n;
+        }
+        memcpy(r->wchunk->data + head % AQ_CHUNK_SIZE, src, k);
+        head += k;
+        src += k;
+        n -= k;
+    }
+    atomic_store(&r->head, head); /* publishes the bytes and the links */
+    return 0;
+}
+
+/* Consumer side: the caller checked the length.  Chunks read to the end go back
+ * to the producer (one is kept as a spare) or are freed. */
 static void aq_ring_read(aq_ring_t* r, uint8_t* dst, size_t n)
 {
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    size_t at = (size_t)(tail & (r->cap - 1));
-    size_t first = r->cap - at;
-    if (first > n) {
-        first = n;
+    if (r->rchunk == NULL) {
+        r->rchunk = atomic_load(&r->first);
+        r->rend = tail - tail % AQ_CHUNK_SIZE + AQ_CHUNK_SIZE;
     }
-    memcpy(dst, r->buf + at, first);
-    memcpy(dst + first, r->buf, n - first);
-    atomic_store(&r->tail, tail + n);
+    while (n > 0) {
+        if (tail == r->rend) {
+            /* Bytes lie beyond this chunk, so the producer linked the next one. */
+            aq_chunk_t* done = r->rchunk;
+            aq_chunk_t* none = NULL;
+            r->rchunk = atomic_load(&done->next);
+            r->rend += AQ_CHUNK_SIZE;
+            if (!atomic_compare_exchange_strong(&r->spare, &none, done)) {
+                free(done);
+            }
+        }
+        size_t k = (size_t)(r->rend - tail);
+        if (k > n) {
+            k = n;
+        }
+        memcpy(dst, r->rchunk->data + tail % AQ_CHUNK_SIZE, k);
+        tail += k;
+        dst += k;
+        n -= k;
+    }
+    atomic_store(&r->tail, tail);
 }
 
 /* ------------------------------------------------------------------ */
@@ -183,8 +246,8 @@ void aq_node_unref(aq_node_t* n)
     }
     if (n->kind == AQ_KIND_STREAM) {
         aq_stream_t* s = (aq_stream_t*)n;
-        free(s->rx.buf);
-        free(s->tx.buf);
+        aq_ring_release(&s->rx);
+        aq_ring_release(&s->tx);
         aq_node_unref(&s->conn->node);
         free(s);
     }
@@ -287,13 +350,8 @@ static aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx
     aq_node_init(&s->node, ep, AQ_KIND_STREAM);
     s->stream_id = stream_id;
     s->rx_window = ep->rx_window;
-    if (aq_ring_init(&s->rx, has_rx ? ep->rx_cap : 0) != 0 ||
-        aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0) != 0) {
-        free(s->rx.buf);
-        free(s->tx.buf);
-        free(s);
-        return NULL;
-    }
+    aq_ring_init(&s->rx, has_rx ? ep->rx_window : 0);
+    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0);
     atomic_init(&s->tx_active, 0);
     atomic_init(&s->tx_fin, 0);
     atomic_init(&s->tx_waiting, 0);
@@ -676,7 +734,9 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
         if (aq_ring_free(&s->rx) < length) {
             return -1; /* the peer ignored our flow control */
         }
-        aq_ring_write(&s->rx, bytes, length);
+        if (aq_ring_write(&s->rx, bytes, length) != 0) {
+            return -1; /* out of memory */
+        }
     }
     if (fin) {
         atomic_store(&s->rx_fin, 1);
@@ -1126,8 +1186,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     ep->is_server = cfg->is_server;
     ep->rx_window = (size_t)cfg->max_stream_data;
-    ep->rx_cap = aq_pow2(ep->rx_window);
-    ep->tx_cap = aq_pow2((size_t)cfg->send_buffer);
+    ep->tx_cap = (size_t)cfg->send_buffer;
     ep->dgram_queue = cfg->datagram_queue > 0 ? (size_t)cfg->datagram_queue : 1;
     ep->local_max_datagram = cfg->max_datagram_frame_size;
     ep->n_alpns = cfg->n_alpns;
@@ -1489,17 +1548,19 @@ static void aq_stream_activate(aq_stream_t* s)
     }
 }
 
-size_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len)
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len)
 {
     size_t n = aq_stream_writable(s);
     if (n > len) {
         n = len;
     }
     if (n > 0) {
-        aq_ring_write(&s->tx, src, n);
+        if (aq_ring_write(&s->tx, src, n) != 0) {
+            return -1;
+        }
         aq_stream_activate(s);
     }
-    return n;
+    return (ptrdiff_t)n;
 }
 
 size_t aq_stream_tx_arm(aq_stream_t* s)

@@ -67,12 +67,27 @@ typedef struct aq_node {
     void* py_obj; /* borrowed; touched by the Python thread only */
 } aq_node_t;
 
-/* Single-producer single-consumer byte ring.  head/tail count bytes forever. */
+/* Single-producer single-consumer byte queue in fixed-size chunks, allocated as
+ * bytes arrive and freed as they are read: a stream holds memory for the bytes
+ * it buffers, not for its whole window.  head/tail count bytes forever; chunk k
+ * holds bytes [k * AQ_CHUNK_SIZE, (k + 1) * AQ_CHUNK_SIZE). */
+#define AQ_CHUNK_SIZE 16384
+
+typedef struct aq_chunk {
+    struct aq_chunk* _Atomic next;
+    uint8_t data[AQ_CHUNK_SIZE];
+} aq_chunk_t;
+
 typedef struct {
-    uint8_t* buf;
-    size_t cap; /* power of two, or 0 when the direction does not exist */
+    size_t cap;            /* most bytes buffered at once, or 0 when the direction does not exist */
     _Atomic uint64_t head; /* bytes written */
     _Atomic uint64_t tail; /* bytes read */
+    _Atomic(aq_chunk_t*) first; /* the first chunk, published by the producer */
+    aq_chunk_t* wchunk;    /* producer: the last chunk */
+    uint64_t wend;         /* producer: end offset of wchunk */
+    aq_chunk_t* rchunk;    /* consumer: the chunk holding byte `tail` */
+    uint64_t rend;         /* consumer: end offset of rchunk */
+    _Atomic(aq_chunk_t*) spare; /* one read chunk handed back for reuse */
 } aq_ring_t;
 
 typedef struct aq_dgram {
@@ -218,7 +233,7 @@ size_t aq_stream_readable(aq_stream_t* s);
 size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max);
 int aq_stream_rx_arm(aq_stream_t* s); /* 1 if bytes, FIN or reset are there after arming */
 size_t aq_stream_writable(aq_stream_t* s);
-size_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len);
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len); /* -1: out of memory */
 size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX, return the room now */
 size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);
