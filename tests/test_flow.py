@@ -85,6 +85,51 @@ async def test_thousands_of_concurrent_streams(server_config: QuicConfig, client
     assert all(results[i] == i.to_bytes(4, "big") * 256 for i in range(2000))
 
 
+CHUNK = 16 * 1024  # the bridge's buffer chunk
+
+
+async def test_buffers_hold_only_what_is_buffered(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    payload = bytes(range(256)) * 4096  # 1 MiB: 16 windows
+    peaks: list[int] = []
+    after: list[int] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        core = conn._endpoint.core
+        async with conn:
+            stream = await conn.accept_stream()
+            received = 0
+            while True:
+                try:
+                    received += len(await stream.receive(1000))  # a slow, small reader
+                except anyio.EndOfStream:
+                    break
+                peaks.append(core.buffer_chunks)
+            assert received == len(payload)
+            await stream.send_eof()
+            del stream  # the last chunks go with the last reference
+            await conn.wait_closed()
+            after.append(core.buffer_chunks)
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                core = conn._endpoint.core
+                stream = await conn.open_stream()
+                for offset in range(0, len(payload), 100_000):
+                    await stream.send(payload[offset : offset + 100_000])
+                    assert core.buffer_chunks <= SEND_BUFFER // CHUNK + 2
+                await stream.send_eof()
+                assert await read_all(stream) == b""
+                assert core.buffer_chunks <= 2  # what is left of the finished stream's buffers
+    # The receiver never held more than its window (+ a partly read chunk and a spare).
+    assert max(peaks) <= WINDOW // CHUNK + 2
+    assert after == [0]
+
+
 async def test_cancelled_receive_loses_no_bytes(server_config: QuicConfig, client_config: QuicConfig) -> None:
     go = anyio.Event()
 

@@ -1,5 +1,5 @@
 # Declarations of the C bridge (bridge.h) and of the extension types.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
 cdef extern from "<sys/socket.h>":
@@ -95,6 +95,7 @@ cdef extern from "bridge.h" nogil:
     int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
     void aq_endpoint_stop(aq_endpoint_t* ep)
     void aq_endpoint_free(aq_endpoint_t* ep)
+    int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep)
 
     size_t aq_drain_begin(aq_endpoint_t* ep)
     aq_node_t* aq_drain_next(aq_endpoint_t* ep, uint32_t* flags)
@@ -137,6 +138,5 @@ cdef class ConnHandle:
 cdef class StreamHandle:
     cdef aq_stream_t* s
     cdef readonly ConnHandle conn
-    cdef public object owner
     cdef readonly uint64_t stream_id
     cdef readonly size_t tx_threshold

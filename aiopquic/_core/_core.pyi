@@ -16,6 +16,8 @@ class Endpoint:
     closed: bool
     def __init__(self, **options: Any) -> None: ...
     def start(self, host: str, port: int, timeout_ms: int = ...) -> int: ...
+    @property
+    def buffer_chunks(self) -> int: ...
     def fileno(self) -> int: ...
     @property
     def port(self) -> int: ...
@@ -50,7 +52,6 @@ class ConnHandle:
 
 class StreamHandle:
     conn: ConnHandle
-    owner: Any
     stream_id: int
     tx_threshold: int
     @property

@@ -5,6 +5,7 @@ Nothing here knows about anyio.  The ``quic`` package above waits on
 :meth:`Endpoint.fileno` and calls :meth:`Endpoint.drain`, which returns the
 ``(handle, flags)`` pairs raised since the last call.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -190,6 +191,11 @@ cdef class Endpoint:
         self.started = True
         return bound
 
+    @property
+    def buffer_chunks(self):
+        """How many 16 KiB stream-buffer chunks this endpoint holds now."""
+        return aq_endpoint_buffer_chunks(self.ep)
+
     def fileno(self):
         """The wake fd: readable when :meth:`drain` has something to return."""
         return aq_endpoint_fd(self.ep)
@@ -285,6 +291,9 @@ cdef StreamHandle _wrap_stream(Endpoint endpoint, aq_stream_t* s):
     return h
 
 
+# A handle's __dealloc__ drops C references whose release touches the endpoint,
+# so the garbage collector must not clear the handle's endpoint reference first.
+@cython.no_gc_clear
 cdef class ConnHandle:
     """One QUIC connection as the bridge sees it."""
 
@@ -367,6 +376,7 @@ cdef class ConnHandle:
             aq_dgram_free(d)
 
 
+@cython.no_gc_clear
 cdef class StreamHandle:
     """One QUIC stream as the bridge sees it: two byte rings and some flags."""
 

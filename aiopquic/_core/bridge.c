@@ -46,6 +46,7 @@ struct aq_endpoint {
     _Atomic int thread_exited;
     int thread_rc;
     _Atomic int port;
+    _Atomic int64_t chunks; /* stream buffer chunks allocated */
     int stopped;
     int freeing;
     /* network thread only */
@@ -71,14 +72,21 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep);
 /* ------------------------------------------------------------------ */
 /* Rings                                                               */
 
-static void aq_ring_init(aq_ring_t* r, size_t cap)
+static void aq_ring_init(aq_ring_t* r, size_t cap, _Atomic int64_t* chunks)
 {
     memset(r, 0, sizeof(*r));
     r->cap = cap;
+    r->chunks = chunks;
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->first, NULL);
     atomic_init(&r->spare, NULL);
+}
+
+static void aq_chunk_free(aq_ring_t* r, aq_chunk_t* c)
+{
+    free(c);
+    atomic_fetch_sub_explicit(r->chunks, 1, memory_order_relaxed);
 }
 
 /* Free every chunk; only once neither side uses the ring any more. */
@@ -88,10 +96,12 @@ static void aq_ring_release(aq_ring_t* r)
     aq_chunk_t* c = r->rchunk != NULL ? r->rchunk : atomic_load(&r->first);
     while (c != NULL) {
         aq_chunk_t* next = atomic_load_explicit(&c->next, memory_order_relaxed);
-        free(c);
+        aq_chunk_free(r, c);
         c = next;
     }
-    free(atomic_load(&r->spare));
+    if ((c = atomic_load(&r->spare)) != NULL) {
+        aq_chunk_free(r, c);
+    }
     r->rchunk = r->wchunk = NULL;
     atomic_store(&r->first, NULL);
     atomic_store(&r->spare, NULL);
@@ -110,7 +120,10 @@ static size_t aq_ring_free(aq_ring_t* r)
 static aq_chunk_t* aq_chunk_take(aq_ring_t* r)
 {
     aq_chunk_t* c = atomic_exchange(&r->spare, NULL);
-    return c != NULL ? c : (aq_chunk_t*)malloc(sizeof(aq_chunk_t));
+    if (c == NULL && (c = (aq_chunk_t*)malloc(sizeof(aq_chunk_t))) != NULL) {
+        atomic_fetch_add_explicit(r->chunks, 1, memory_order_relaxed);
+    }
+    return c;
 }
 
 /* Producer side: the caller checked the room.  Returns -1, having written
@@ -126,7 +139,7 @@ static int aq_ring_write(aq_ring_t* r, const uint8_t* src, size_t n)
         if (c == NULL) {
             while (fresh != NULL) {
                 aq_chunk_t* next = atomic_load_explicit(&fresh->next, memory_order_relaxed);
-                free(fresh);
+                aq_chunk_free(r, fresh);
                 fresh = next;
             }
             return -1;
@@ -179,7 +192,7 @@ static void aq_ring_read(aq_ring_t* r, uint8_t* dst, size_t n)
             r->rchunk = atomic_load(&done->next);
             r->rend += AQ_CHUNK_SIZE;
             if (!atomic_compare_exchange_strong(&r->spare, &none, done)) {
-                free(done);
+                aq_chunk_free(r, done);
             }
         }
         size_t k = (size_t)(r->rend - tail);
@@ -350,8 +363,8 @@ static aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx
     aq_node_init(&s->node, ep, AQ_KIND_STREAM);
     s->stream_id = stream_id;
     s->rx_window = ep->rx_window;
-    aq_ring_init(&s->rx, has_rx ? ep->rx_window : 0);
-    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0);
+    aq_ring_init(&s->rx, has_rx ? ep->rx_window : 0, &ep->chunks);
+    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0, &ep->chunks);
     atomic_init(&s->tx_active, 0);
     atomic_init(&s->tx_fin, 0);
     atomic_init(&s->tx_waiting, 0);
@@ -1303,6 +1316,11 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
         return -1;
     }
     return atomic_load(&ep->port);
+}
+
+int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep)
+{
+    return atomic_load(&ep->chunks);
 }
 
 int aq_endpoint_fd(aq_endpoint_t* ep)

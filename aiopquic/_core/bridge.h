@@ -88,6 +88,7 @@ typedef struct {
     aq_chunk_t* rchunk;    /* consumer: the chunk holding byte `tail` */
     uint64_t rend;         /* consumer: end offset of rchunk */
     _Atomic(aq_chunk_t*) spare; /* one read chunk handed back for reuse */
+    _Atomic int64_t* chunks;    /* the endpoint's count of allocated chunks */
 } aq_ring_t;
 
 typedef struct aq_dgram {
@@ -211,6 +212,7 @@ int aq_endpoint_port(aq_endpoint_t* ep);
 int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
 void aq_endpoint_free(aq_endpoint_t* ep);
+int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep); /* stream buffer chunks allocated now */
 
 /* Drain: detach the whole event list, then iterate it. */
 size_t aq_drain_begin(aq_endpoint_t* ep);

@@ -343,7 +343,10 @@ class QuicConnection:
             self._on_closed()
 
     def _on_stream_event(self, handle: StreamHandle, flags: int) -> None:
-        stream = handle.owner
+        # Looked up by ID, not through the handle: a handle pointing back at its
+        # stream would make a cycle, and a stream's buffers would then wait for
+        # the garbage collector.  A stream we forgot gets no more events.
+        stream = self._streams.get(handle.stream_id)
         if stream is None:
             if not flags & EV_NEW:
                 return

@@ -197,7 +197,6 @@ class _StreamBase:
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
         self._handle = handle
         self._conn = conn
-        handle.owner = self
 
     @property
     def stream_id(self) -> int:
