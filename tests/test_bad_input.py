@@ -67,6 +67,16 @@ async def test_garbage_key_fails_to_serve(certs: CertificateSet, tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_garbage_cafile_fails_to_connect(tmp_path: Path) -> None:
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("this is not a certificate\n")
+    config = QuicConfig(alpn=["h3"], cafile=bad_ca)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="cafile: no CA certificate could be read"):
+            await open_quic_connection("127.0.0.1", 4433, config=config)
+
+
+@pytest.mark.anyio
 async def test_serving_needs_a_certificate() -> None:
     with pytest.raises(ValueError, match="certfile"):
         await serve_quic(echo_handler, "127.0.0.1", 0, QuicConfig(alpn=["h3"]))

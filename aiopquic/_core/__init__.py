@@ -14,6 +14,7 @@ from ._core import (
     ConnHandle,
     Endpoint,
     StreamHandle,
+    TrustStore,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "ConnHandle",
     "Endpoint",
     "StreamHandle",
+    "TrustStore",
 ]

@@ -56,6 +56,7 @@ cdef extern from "bridge.h" nogil:
         const char* certfile
         const char* keyfile
         const char* cafile
+        void* trust
         int verify
         const char* const* alpns
         size_t n_alpns
@@ -86,6 +87,9 @@ cdef extern from "bridge.h" nogil:
         AQ_EV_CLOSED
         AQ_EV_DGRAM
         AQ_EV_CLOSE_SENT
+
+    void* aq_trust_load(const char* cafile, char* err, size_t errlen)
+    void aq_trust_free(void* store)
 
     aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,
@@ -120,6 +124,10 @@ cdef extern from "bridge.h" nogil:
     void aq_stream_send_fin(aq_stream_t* s)
     void aq_stream_reset(aq_stream_t* s, uint64_t code)
     void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)
+
+
+cdef class TrustStore:
+    cdef void* store
 
 
 cdef class Endpoint:

@@ -11,6 +11,9 @@ EV_DGRAM: int
 EV_CLOSE_SENT: int
 ERROR_START_FAILED: int
 
+class TrustStore:
+    def __init__(self, cafile: str) -> None: ...
+
 class Endpoint:
     is_server: bool
     closed: bool

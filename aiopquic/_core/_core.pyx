@@ -97,6 +97,22 @@ cdef bytes _opt(object value):
     return None if value is None else str(value).encode()
 
 
+cdef class TrustStore:
+    """A CA bundle, read once and shared by every endpoint that verifies with it."""
+
+    def __cinit__(self, cafile):
+        cdef char err[256]
+        cdef bytes path = _opt(cafile)
+        self.store = aq_trust_load(<const char*>path, err, sizeof(err))
+        if self.store == NULL:
+            raise ValueError(err.decode(errors="replace"))
+
+    def __dealloc__(self):
+        if self.store != NULL:
+            aq_trust_free(self.store)
+            self.store = NULL
+
+
 cdef class Endpoint:
     """A picoquic context, its UDP socket and its network thread."""
 
@@ -108,6 +124,7 @@ cdef class Endpoint:
         certfile=None,
         keyfile=None,
         cafile=None,
+        TrustStore trust_store=None,
         bint verify=True,
         uint64_t idle_timeout_ms=30000,
         uint64_t handshake_timeout_us=10000000,
@@ -141,6 +158,7 @@ cdef class Endpoint:
             cfg.certfile = NULL if b_cert is None else <const char*>b_cert
             cfg.keyfile = NULL if b_key is None else <const char*>b_key
             cfg.cafile = NULL if b_ca is None else <const char*>b_ca
+            cfg.trust = NULL if trust_store is None else trust_store.store
             cfg.verify = verify
             cfg.alpns = alpn_ptrs
             cfg.n_alpns = len(b_alpns)

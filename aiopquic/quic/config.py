@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._core import TrustStore
+
 __all__ = ["QuicConfig"]
 
 CONGESTION_CONTROLS = ("newreno", "cubic", "dcubic", "fast", "bbr", "bbr1", "prague", "c4")
@@ -138,6 +140,17 @@ class QuicConfig:
         if value < 0 or (value == 0 and not allow_zero):
             raise ValueError(f"{field}: expected a positive number of seconds, got {value!r}")
 
+    def _trust_store(self, cafile: str) -> TrustStore:
+        """The CA bundle, read once per config (the certifi bundle takes ~15 ms)."""
+        cached = self.__dict__.get("_trust_cache")
+        if cached is None or cached[0] != cafile:
+            try:
+                cached = (cafile, TrustStore(cafile))
+            except ValueError as exc:
+                raise ValueError(f"cafile: {exc}") from None
+            object.__setattr__(self, "_trust_cache", cached)
+        return cached[1]
+
     def endpoint_options(self, *, is_server: bool) -> dict[str, object]:
         """Keyword arguments for the core ``Endpoint`` of a client or server."""
         cafile = self.cafile
@@ -149,13 +162,14 @@ class QuicConfig:
                     "pass cafile=..., or pass verify=False to skip verification"
                 )
         keylog = self.keylog_file if self.keylog_file is not None else os.environ.get("SSLKEYLOGFILE")
+        verifying = self.verify and not is_server
         return {
             "is_server": is_server,
             "alpns": list(self.alpn),
             "certfile": os.fspath(self.certfile) if is_server and self.certfile else None,
             "keyfile": os.fspath(self.keyfile) if is_server and self.keyfile else None,
-            "cafile": os.fspath(cafile) if cafile is not None and self.verify and not is_server else None,
-            "verify": self.verify and not is_server,
+            "trust_store": self._trust_store(os.fspath(cafile)) if verifying and cafile is not None else None,
+            "verify": verifying,
             "idle_timeout_ms": int(self.idle_timeout * 1000),
             "handshake_timeout_us": int(self.handshake_timeout * 1_000_000),
             "max_data": self.max_data,
