@@ -80,8 +80,9 @@ class QuicEndpoint:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Dispatch events until :meth:`stop_dispatching`; immune to outer cancellation,
         so that connections can still close cleanly while their owner is cancelled."""
-        with anyio.CancelScope(shield=True) as scope:
-            self._scope = scope
+        if self._scope is None:
+            self._scope = anyio.CancelScope(shield=True)
+        with self._scope:
             task_status.started()
             if sniffio.current_async_library() == "asyncio":
                 await self._run_with_asyncio_reader()
@@ -141,7 +142,9 @@ class QuicEndpoint:
             task_group = anyio.create_task_group()
             await task_group.__aenter__()
             self._task_group = task_group
-            await task_group.start(self.run)
+            # Dispatching from now on: events that come before the task runs wait in the core.
+            self._scope = anyio.CancelScope(shield=True)
+            task_group.start_soon(self.run, name="aiopquic dispatcher")
 
     def stop_dispatching(self) -> None:
         if self._scope is not None:
