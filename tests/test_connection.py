@@ -85,6 +85,27 @@ async def test_clean_close_ends_iteration(server_config: QuicConfig, client_conf
             await finished.wait()
 
 
+async def test_leaving_async_with_always_tells_the_peer(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # The client's network thread ends right after its CONNECTION_CLOSE: it must
+    # never end before the close went out (the server would wait for its idle timeout).
+    send, receive = anyio.create_memory_object_stream[bool](20)
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await conn.wait_closed()  # the idle timeout is 30 s: only the close ends it in time
+            await send.send(True)
+
+    with anyio.fail_after(10), send, receive:
+        async with running_server(handler, server_config) as listener:
+            for _ in range(20):
+                async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"x")
+                assert await receive.receive() is True
+
+
 async def test_idle_timeout(server_config: QuicConfig, client_config: QuicConfig) -> None:
     config = dataclasses.replace(client_config, idle_timeout=0.5)
     server = dataclasses.replace(server_config, idle_timeout=0.5)

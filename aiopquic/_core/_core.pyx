@@ -275,6 +275,11 @@ cdef class Endpoint:
         aq_node_unref(&c.node)  # the handle holds its own reference
         return handle
 
+    def exit_when_closed(self):
+        """Let the network thread end by itself once the requested closes are out."""
+        if not self.closed:
+            aq_endpoint_exit_when_closed(self.ep)
+
     def close(self):
         """Stop the thread (joining it), close the socket, free picoquic."""
         if self.closed:

@@ -48,6 +48,7 @@ struct aq_endpoint {
     pthread_cond_t start_cond;
     int start_state; /* 0 starting, 1 running, -1 exited */
     _Atomic int thread_exited;
+    _Atomic int exit_when_closed; /* Python asked the loop to end once the closes are out */
     int thread_rc;
     _Atomic int port;
     _Atomic int64_t chunks; /* stream buffer chunks allocated */
@@ -990,10 +991,17 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep)
     uint64_t now = picoquic_current_time();
     for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_closes > 0; c = c->next) {
         picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
-        if (c->close_deferred && cnx != NULL && (now >= c->close_deadline || aq_conn_drained(c, cnx))) {
-            c->close_deferred = 0;
-            ep->deferred_closes--;
-            (void)picoquic_close_ex(cnx, c->close_code, c->close_reason);
+        if (c->close_deferred && cnx != NULL) {
+            /* The peer (or picoquic) closed first: nothing more will be acknowledged,
+             * and aq_check_close_sent() reports the close. */
+            int closing = picoquic_get_cnx_state(cnx) > picoquic_state_ready;
+            if (closing || now >= c->close_deadline || aq_conn_drained(c, cnx)) {
+                c->close_deferred = 0;
+                ep->deferred_closes--;
+                if (!closing) {
+                    (void)picoquic_close_ex(cnx, c->close_code, c->close_reason);
+                }
+            }
         }
     }
 }
@@ -1055,8 +1063,9 @@ static void aq_process_commands(aq_endpoint_t* ep)
 static void aq_check_close_sent(aq_endpoint_t* ep)
 {
     for (aq_conn_t* c = ep->conns; c != NULL && ep->close_waiters > 0; c = c->next) {
-        if (c->close_requested && !c->close_sent_reported && c->cnx != NULL &&
-            picoquic_get_cnx_state((picoquic_cnx_t*)c->cnx) >= picoquic_state_closing) {
+        /* Past disconnecting: our CONNECTION_CLOSE went out, or the peer's came in. */
+        if (c->close_requested && !c->close_sent_reported && !c->close_deferred && c->cnx != NULL &&
+            picoquic_get_cnx_state((picoquic_cnx_t*)c->cnx) > picoquic_state_disconnecting) {
             c->close_sent_reported = 1;
             ep->close_waiters--;
             aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
@@ -1105,6 +1114,11 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
         if (ep->py_signal_needed) {
             ep->py_signal_needed = 0;
             aq_signal_python(ep);
+        }
+        /* Commands queued before the exit request (a CLOSE, say) are handled first. */
+        if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
+            atomic_load(&ep->net_head) == NULL) {
+            return PICOQUIC_NO_ERROR_TERMINATE_PACKET_LOOP; /* the exit is reported to Python */
         }
         break;
     default:
@@ -1405,6 +1419,16 @@ static void aq_release_list(_Atomic(aq_node_t*)* head, int for_py)
         }
         aq_node_unref(n);
         n = next;
+    }
+}
+
+void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
+{
+    if (!ep->stopped && ep->thread != NULL) {
+        atomic_store(&ep->exit_when_closed, 1);
+        if (atomic_exchange(&ep->net_wake_pending, 1) == 0) {
+            (void)picoquic_wake_up_network_thread(ep->thread);
+        }
     }
 }
 

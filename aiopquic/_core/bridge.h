@@ -215,6 +215,9 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
 int aq_endpoint_fd(aq_endpoint_t* ep);
 int aq_endpoint_port(aq_endpoint_t* ep);
 int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
+/* End the network thread once every requested CONNECTION_CLOSE has gone out (or the
+ * close linger ran out); the exit is signalled on the wake fd like any event. */
+void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
 void aq_endpoint_free(aq_endpoint_t* ep);
 int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep); /* stream buffer chunks allocated now */

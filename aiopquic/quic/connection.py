@@ -301,8 +301,13 @@ class QuicConnection:
     ) -> None:
         if exc is not None and not isinstance(exc, (anyio.get_cancelled_exc_class(), QuicError)):
             self.close(ERROR_CODE_ON_EXCEPTION, f"{type(exc).__name__} in the application")
-        await self.aclose()
-        await self._endpoint._connection_exited(self)
+        if self._endpoint.owns_connection:
+            # The endpoint goes with the connection: it waits for the close itself.
+            self._start_close(0, "", linger=self._config.close_timeout)
+            await self._endpoint.aclose()
+        else:
+            await self.aclose()
+            self._endpoint.forget(self)
 
     def _start_close(self, error_code: int, reason: str, *, linger: float) -> None:
         if error_code < 0 or error_code >= 1 << 62:

@@ -69,6 +69,7 @@ class QuicEndpoint:
         #: A client endpoint serves one connection and closes with it.
         self.owns_connection = False
         self._stopping = False
+        self._dispatcher_done = anyio.Event()
 
     @property
     def port(self) -> int:
@@ -82,16 +83,19 @@ class QuicEndpoint:
         so that connections can still close cleanly while their owner is cancelled."""
         if self._scope is None:
             self._scope = anyio.CancelScope(shield=True)
-        with self._scope:
-            task_status.started()
-            if sniffio.current_async_library() == "asyncio":
-                await self._run_with_asyncio_reader()
-            else:
-                fd = self.core.fileno()
-                while True:
-                    await anyio.wait_readable(fd)
-                    self.dispatch()
-                    self._announce_connections()
+        try:
+            with self._scope:
+                task_status.started()
+                if sniffio.current_async_library() == "asyncio":
+                    await self._run_with_asyncio_reader()
+                else:
+                    fd = self.core.fileno()
+                    while True:
+                        await anyio.wait_readable(fd)
+                        self.dispatch()
+                        self._announce_connections()
+        finally:
+            self._dispatcher_done.set()
 
     async def _run_with_asyncio_reader(self) -> None:
         """On asyncio, dispatch straight from a reader callback: no task switch and no
@@ -193,27 +197,31 @@ class QuicEndpoint:
         for conn in list(self._connections):
             conn._on_thread_failed(error)
 
-    async def _connection_exited(self, conn: QuicConnection) -> None:
-        """Called when ``async with conn`` ends (the client closes its endpoint there)."""
+    def forget(self, conn: QuicConnection) -> None:
+        """``async with conn`` ended on a connection of a server."""
         self._connections.discard(conn)
-        if self.owns_connection:
-            await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection, let the closes go out, stop the thread."""
-        with anyio.CancelScope(shield=True):
-            waiting = [c for c in self._connections if not c._close_sent.is_set()]
-            for conn in waiting:
-                conn.close(0, "endpoint shutting down")
-            if waiting and self.dispatching:
-                with anyio.move_on_after(1.0):
-                    for conn in waiting:
-                        await conn._close_sent.wait()
+        """Close every connection, let the closes go out, end the thread.
+
+        The network thread ends by itself once the CONNECTION_CLOSE frames are
+        out (after the close linger of connections closing gracefully), while
+        this task stops its dispatcher: one trip to the thread for both.
+        """
+        for conn in list(self._connections):
+            conn.close(0, "endpoint shutting down")  # no-op for those already closing
+        self._stopping = True
+        self.core.exit_when_closed()
+        was_dispatching = self._scope is not None
         self.stop_dispatching()
+        if was_dispatching:
+            with anyio.CancelScope(shield=True):
+                await self._dispatcher_done.wait()
         if self._task_group is not None:
             task_group, self._task_group = self._task_group, None
             await task_group.__aexit__(None, None, None)
-        self._stopping = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.close_timeout + 1.0):
+            await self.drive_until(lambda: self.core.thread_error() is not None)
         self.core.close()
         self.dispatch()  # the close events picoquic raised while freeing
         for conn in list(self._connections):
