@@ -122,15 +122,18 @@ async def test_alpn_negotiation_picks_a_common_protocol(certs: CertificateSet) -
     server = QuicConfig(alpn=["h3", "echo"], certfile=certs.certfile, keyfile=certs.keyfile)
     client = QuicConfig(alpn=["unknown", "echo"], cafile=certs.cafile)
     seen: list[str | None] = []
+    handled = anyio.Event()
 
     async def handler(conn: QuicConnection) -> None:
         seen.append(conn.alpn_protocol)
+        handled.set()
         await _wait_closed_handler(conn)
 
     with anyio.fail_after(10):
         async with running_server(handler, server) as listener:
             async with open_quic_connection("localhost", listener.port, config=client) as conn:
                 assert conn.alpn_protocol == "echo"
+                await handled.wait()
     assert seen == ["echo"]
 
 

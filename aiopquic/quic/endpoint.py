@@ -8,6 +8,7 @@ connection or ``serve_quic``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class QuicEndpoint:
         self.owns_connection = False
         self._stopping = False
         self._dispatcher_done = anyio.Event()
+        self._reader_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port(self) -> int:
@@ -87,7 +89,13 @@ class QuicEndpoint:
             with self._scope:
                 task_status.started()
                 if sniffio.current_async_library() == "asyncio":
-                    await self._run_with_asyncio_reader()
+                    # Events are dispatched by the reader callback; this task only
+                    # starts the handlers of new connections.
+                    self._add_asyncio_reader()
+                    while True:
+                        await self._adopted_event.wait()
+                        self._adopted_event = anyio.Event()
+                        self._announce_connections()
                 else:
                     fd = self.core.fileno()
                     while True:
@@ -95,29 +103,26 @@ class QuicEndpoint:
                         self.dispatch()
                         self._announce_connections()
         finally:
+            self._remove_asyncio_reader()
             self._dispatcher_done.set()
 
-    async def _run_with_asyncio_reader(self) -> None:
+    def _add_asyncio_reader(self) -> None:
         """On asyncio, dispatch straight from a reader callback: no task switch and no
-        reader (de)registration per wake-up. This task only starts the handlers."""
-        import asyncio
-
+        reader (de)registration per wake-up."""
         loop = asyncio.get_running_loop()
-        fd = self.core.fileno()
         # The callback runs in a copy of this context: let anyio (through sniffio)
         # see asyncio there, so that events can be created and set.
         token = sniffio.current_async_library_cvar.set("asyncio")
         try:
-            loop.add_reader(fd, self._dispatch_from_reader)
+            loop.add_reader(self.core.fileno(), self._dispatch_from_reader)
         finally:
             sniffio.current_async_library_cvar.reset(token)
-        try:
-            while True:
-                await self._adopted_event.wait()
-                self._adopted_event = anyio.Event()
-                self._announce_connections()
-        finally:
-            loop.remove_reader(fd)
+        self._reader_loop = loop
+
+    def _remove_asyncio_reader(self) -> None:
+        if self._reader_loop is not None:
+            self._reader_loop.remove_reader(self.core.fileno())
+            self._reader_loop = None
 
     def _dispatch_from_reader(self) -> None:
         try:
@@ -137,22 +142,34 @@ class QuicEndpoint:
 
     @property
     def dispatching(self) -> bool:
-        """True while the dispatcher task runs."""
-        return self._scope is not None and not self._scope.cancel_called
+        """True while events are being dispatched (by a task or a reader callback)."""
+        if self._scope is not None:
+            return not self._scope.cancel_called
+        return self._reader_loop is not None
 
     async def enter_connection(self) -> None:
-        """``async with conn`` on a client connection: start the dispatcher task."""
-        if self.owns_connection and self._task_group is None:
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-            self._task_group = task_group
-            # Dispatching from now on: events that come before the task runs wait in the core.
-            self._scope = anyio.CancelScope(shield=True)
-            task_group.start_soon(self.run, name="aiopquic dispatcher")
+        """``async with conn`` on a client connection: start dispatching.
+
+        On asyncio a reader callback does it all (a client accepts no connections);
+        elsewhere a dispatcher task waits for the wake fd.
+        """
+        if not self.owns_connection or self.dispatching or self._task_group is not None:
+            return
+        if sniffio.current_async_library() == "asyncio":
+            self._add_asyncio_reader()
+            return
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        # Dispatching from now on: events that come before the task runs wait in the core.
+        self._scope = anyio.CancelScope(shield=True)
+        task_group.start_soon(self.run, name="aiopquic dispatcher")
 
     def stop_dispatching(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+        else:
+            self._remove_asyncio_reader()
 
     async def drive_until(self, done: Callable[[], bool]) -> None:
         """Dispatch inline (no dispatcher task yet) until ``done()`` is true."""
