@@ -296,8 +296,12 @@ static void aq_node_init(aq_node_t* n, aq_endpoint_t* ep, int kind)
     n->py_obj = NULL;
 }
 
+/* When to wake Python for what was raised: after this packet, or after the whole
+ * batch of packets at hand (stream bytes without FIN: let them pile up). */
+enum { AQ_SIGNAL_BATCH = 1, AQ_SIGNAL_NOW = 2 };
+
 /* Network thread (or the stopping thread once it joined): raise flags for Python. */
-static void aq_push_py(aq_node_t* n, uint32_t flags)
+static void aq_push_py_when(aq_node_t* n, uint32_t flags, int when)
 {
     aq_endpoint_t* ep = n->ep;
     atomic_fetch_or(&n->py_flags, flags);
@@ -307,8 +311,15 @@ static void aq_push_py(aq_node_t* n, uint32_t flags)
         do {
             n->py_next = old;
         } while (!atomic_compare_exchange_weak(&ep->py_head, &old, n));
-        ep->py_signal_needed = 1;
+        if (ep->py_signal_needed < when) {
+            ep->py_signal_needed = when;
+        }
     }
+}
+
+static void aq_push_py(aq_node_t* n, uint32_t flags)
+{
+    aq_push_py_when(n, flags, AQ_SIGNAL_NOW);
 }
 
 static void aq_signal_python(aq_endpoint_t* ep)
@@ -760,7 +771,10 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
         atomic_store(&s->rx_fin, 1);
     }
     if (atomic_exchange(&s->rx_armed, 0)) {
-        aq_push_py(&s->node, AQ_EV_RX);
+        aq_push_py_when(&s->node, AQ_EV_RX, fin ? AQ_SIGNAL_NOW : AQ_SIGNAL_BATCH);
+    }
+    else if (fin && c->node.ep->py_signal_needed != 0) {
+        c->node.ep->py_signal_needed = AQ_SIGNAL_NOW; /* the pending wake-up ends a message */
     }
     return 0;
 }
@@ -1095,8 +1109,9 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
         aq_process_commands(ep);
         break;
     case picoquic_packet_loop_after_receive:
-        /* Tell Python now, not after the sends (an immediate ACK, say) that follow. */
-        if (ep->py_signal_needed) {
+        /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
+         * plain stream bytes wait for the end of the batch. */
+        if (ep->py_signal_needed == AQ_SIGNAL_NOW) {
             ep->py_signal_needed = 0;
             aq_signal_python(ep);
         }
