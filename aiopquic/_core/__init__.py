@@ -13,6 +13,7 @@ from ._core import (
     EV_TX,
     ConnHandle,
     Endpoint,
+    SessionCache,
     StreamHandle,
     TrustStore,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "EV_TX",
     "ConnHandle",
     "Endpoint",
+    "SessionCache",
     "StreamHandle",
     "TrustStore",
 ]

@@ -29,6 +29,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t remote_app_error
         char* remote_reason
         int was_ready
+        int resumed
         uint64_t dg_tx_dropped
         uint64_t dg_rx_dropped
 
@@ -57,6 +58,7 @@ cdef extern from "bridge.h" nogil:
         const char* keyfile
         const char* cafile
         void* trust
+        void* sessions
         int verify
         const char* const* alpns
         size_t n_alpns
@@ -127,12 +129,24 @@ cdef extern from "bridge.h" nogil:
     void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)
 
 
+cdef extern from "sessions.h" nogil:
+    ctypedef struct aq_sessions_t:
+        pass
+    aq_sessions_t* aq_sessions_new()
+    void aq_sessions_free(aq_sessions_t* cache)
+
+
 cdef class TrustStore:
     cdef void* store
 
 
+cdef class SessionCache:
+    cdef aq_sessions_t* cache
+
+
 cdef class Endpoint:
     cdef aq_endpoint_t* ep
+    cdef SessionCache sessions
     cdef readonly bint is_server
     cdef readonly bint closed
     cdef bint started

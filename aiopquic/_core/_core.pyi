@@ -14,6 +14,9 @@ ERROR_START_FAILED: int
 class TrustStore:
     def __init__(self, cafile: str) -> None: ...
 
+class SessionCache:
+    def __init__(self) -> None: ...
+
 class Endpoint:
     is_server: bool
     closed: bool
@@ -35,6 +38,8 @@ class ConnHandle:
     owner: Any
     @property
     def is_client(self) -> bool: ...
+    @property
+    def resumed(self) -> bool: ...
     @property
     def alpn(self) -> str | None: ...
     @property

@@ -113,6 +113,22 @@ cdef class TrustStore:
             self.store = NULL
 
 
+cdef class SessionCache:
+    """TLS session tickets kept for the next client connections (see sessions.h)."""
+
+    def __cinit__(self):
+        self.cache = aq_sessions_new()
+        if self.cache == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.cache != NULL:
+            aq_sessions_free(self.cache)
+            self.cache = NULL
+
+
+# __dealloc__ stops the endpoint, which feeds the session cache: keep that reference.
+@cython.no_gc_clear
 cdef class Endpoint:
     """A picoquic context, its UDP socket and its network thread."""
 
@@ -125,6 +141,7 @@ cdef class Endpoint:
         keyfile=None,
         cafile=None,
         TrustStore trust_store=None,
+        SessionCache session_cache=None,
         bint verify=True,
         uint64_t idle_timeout_ms=30000,
         uint64_t handshake_timeout_us=10000000,
@@ -159,6 +176,7 @@ cdef class Endpoint:
             cfg.keyfile = NULL if b_key is None else <const char*>b_key
             cfg.cafile = NULL if b_ca is None else <const char*>b_ca
             cfg.trust = NULL if trust_store is None else trust_store.store
+            cfg.sessions = NULL if session_cache is None else session_cache.cache
             cfg.verify = verify
             cfg.alpns = alpn_ptrs
             cfg.n_alpns = len(b_alpns)
@@ -182,6 +200,7 @@ cdef class Endpoint:
         if self.ep == NULL:
             raise ValueError(err.decode(errors="replace"))
         self.is_server = is_server
+        self.sessions = session_cache  # the endpoint uses it until it is freed
 
     def __dealloc__(self):
         if self.ep != NULL:
@@ -358,6 +377,11 @@ cdef class ConnHandle:
         cdef aq_conn_t* c = self.c
         reason = c.remote_reason.decode(errors="replace") if c.remote_reason != NULL else ""
         return (c.local_error, c.remote_error, c.local_app_error, c.remote_app_error, reason)
+
+    @property
+    def resumed(self):
+        """True if the handshake resumed an earlier TLS session."""
+        return bool(self.c.resumed)
 
     @property
     def datagrams_dropped(self):

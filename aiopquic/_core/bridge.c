@@ -24,6 +24,7 @@
 #include "picoquic.h"
 #include "picoquic_utils.h"
 #include "picoquic_packet_loop.h"
+#include "sessions.h"
 #include "autoqlog.h"
 
 /* Our own local error for a client connection picoquic refused to start. */
@@ -62,6 +63,9 @@ struct aq_endpoint {
     picoquic_cnx_t** to_delete;
     size_t n_to_delete;
     size_t cap_to_delete;
+    /* client session resumption */
+    aq_sessions_t* sessions;
+    uint64_t lent_ticket_id;
     /* configuration */
     int is_server;
     size_t rx_window;
@@ -624,6 +628,7 @@ static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
     }
     c->remote_max_datagram = remote < ep->local_max_datagram ? remote : ep->local_max_datagram;
     c->remote_idle_timeout_ms = tp != NULL ? tp->max_idle_timeout : 0;
+    c->resumed = picoquic_tls_is_psk_handshake(cnx);
     c->was_ready = 1;
 }
 
@@ -935,7 +940,11 @@ static size_t aq_alpn_select(picoquic_quic_t* quic, picoquic_iovec_t* list, size
 static void aq_client_start(aq_conn_t* c)
 {
     aq_endpoint_t* ep = c->node.ep;
-    picoquic_cnx_t* cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
+    picoquic_cnx_t* cnx;
+    if (ep->sessions != NULL && c->sni != NULL && c->alpn_single != NULL) {
+        ep->lent_ticket_id = aq_sessions_lend(ep->sessions, ep->quic, c->sni, c->alpn_single);
+    }
+    cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
         picoquic_null_connection_id, (struct sockaddr*)&c->connect_addr, picoquic_current_time(),
         0, c->sni, c->alpn_single, 1);
     if (cnx == NULL) {
@@ -1288,10 +1297,15 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         return NULL;
     }
 
+    /* picoquic keeps the tickets servers send only when given a ticket file; it
+     * reads it at creation (a missing file is fine) and never writes it.  The
+     * tickets move to and from the session cache in memory instead. */
+    static const char no_ticket_file[] = "";
+    ep->sessions = cfg->is_server ? NULL : (aq_sessions_t*)cfg->sessions;
     ep->quic = picoquic_create(cfg->max_connections, cfg->is_server ? cfg->certfile : NULL,
         cfg->is_server ? cfg->keyfile : NULL, cfg->trust != NULL ? NULL : cfg->cafile, NULL,
         cfg->is_server ? aq_default_cb : NULL, ep, NULL, NULL, NULL, picoquic_current_time(),
-        NULL, NULL, NULL, 0);
+        NULL, ep->sessions != NULL ? no_ticket_file : NULL, NULL, 0);
     if (ep->quic == NULL) {
         snprintf(err, errlen, "picoquic could not create the context (check the certificate and key files)");
         aq_endpoint_free(ep);
@@ -1457,6 +1471,9 @@ void aq_endpoint_stop(aq_endpoint_t* ep)
     }
     /* From here on this thread is the only one. */
     aq_release_list(&ep->net_head, 0);
+    if (ep->quic != NULL && ep->sessions != NULL) {
+        aq_sessions_keep(ep->sessions, ep->quic, ep->lent_ticket_id);
+    }
     if (ep->quic != NULL) {
         aq_run_deferred_deletes(ep);
         ep->freeing = 1;

@@ -153,6 +153,7 @@ struct aq_conn {
     uint64_t remote_app_error;
     char* remote_reason;
     int was_ready;
+    int resumed; /* the handshake resumed a TLS session */
     /* close request, written by Python before AQ_CMD_CLOSE */
     uint64_t close_code;
     uint64_t close_linger_us; /* wait this long for sent data to be acknowledged */
@@ -185,6 +186,7 @@ typedef struct {
     const char* keyfile;
     const char* cafile;
     void* trust; /* from aq_trust_load(), used instead of cafile when set */
+    void* sessions; /* client: an aq_sessions_t* (sessions.h) to resume from and feed */
     int verify;
     const char* const* alpns;
     size_t n_alpns;

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._core import TrustStore
+from .._core import SessionCache, TrustStore
 
 __all__ = ["QuicConfig"]
 
@@ -85,6 +85,10 @@ class QuicConfig:
     close_timeout: float = 2.0
     #: Connections a server endpoint accepts at once.
     max_connections: int = 1024
+    #: Client: resume TLS sessions with servers this config connected to before
+    #: (1-RTT resumption: no certificate to send or verify; no early data).  Needs a
+    #: single ``alpn`` entry.
+    resume_sessions: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.alpn, str) or not isinstance(self.alpn, Sequence):
@@ -151,6 +155,14 @@ class QuicConfig:
             object.__setattr__(self, "_trust_cache", cached)
         return cached[1]
 
+    def _session_cache(self) -> SessionCache:
+        """Session tickets the servers sent to connections made with this config."""
+        cache = self.__dict__.get("_sessions")
+        if cache is None:
+            cache = SessionCache()
+            object.__setattr__(self, "_sessions", cache)
+        return cache
+
     def endpoint_options(self, *, is_server: bool) -> dict[str, object]:
         """Keyword arguments for the core ``Endpoint`` of a client or server."""
         cafile = self.cafile
@@ -170,6 +182,7 @@ class QuicConfig:
             "keyfile": os.fspath(self.keyfile) if is_server and self.keyfile else None,
             "trust_store": self._trust_store(os.fspath(cafile)) if verifying and cafile is not None else None,
             "verify": verifying,
+            "session_cache": self._session_cache() if self.resume_sessions and not is_server else None,
             "idle_timeout_ms": int(self.idle_timeout * 1000),
             "handshake_timeout_us": int(self.handshake_timeout * 1_000_000),
             "max_data": self.max_data,

@@ -116,6 +116,13 @@ class QuicConnection:
         return self._h.alpn
 
     @property
+    def session_resumed(self) -> bool:
+        """True if the handshake resumed an earlier TLS session (see
+        ``QuicConfig.resume_sessions``): the server's certificate was checked by
+        the connection that got the ticket, not again."""
+        return self._h.resumed
+
+    @property
     def local_address(self) -> tuple[str, int] | None:
         """``(host, port)`` of our end."""
         return self._h.local_address
