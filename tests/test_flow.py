@@ -9,7 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import QuicConfig, QuicConnection, QuicStream, StreamReset, open_quic_connection
+from aiopquic._core import Endpoint
 
 from .helpers import echo_handler, read_all, running_server
 
@@ -131,6 +132,88 @@ async def test_buffers_hold_only_what_is_buffered(
     # The receiver never held more than its window (+ a partly read chunk and a spare).
     assert max(peaks) <= WINDOW // CHUNK + 2
     assert after == [0]
+
+
+async def test_max_data_caps_what_a_connection_buffers(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # 8 streams with 128 KiB windows could buffer 1 MiB; the connection allows 256 KiB.
+    cap, window, streams = 256 * 1024, 128 * 1024, 8
+    server = dataclasses.replace(server_config, max_data=cap, max_stream_data=window)
+    payload = bytes(range(256)) * 2048  # 512 KiB per stream
+    peaks: list[int] = []
+    received: dict[int, bytes] = {}
+
+    async def slow_reader(stream: QuicStream, core: Endpoint) -> None:
+        data = bytearray()
+        while True:
+            try:
+                data += await stream.receive(4000)
+            except anyio.EndOfStream:
+                break
+            peaks.append(core.buffer_chunks)
+            await anyio.sleep(0)
+        received[stream.stream_id] = bytes(data)
+        await stream.send_eof()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn, anyio.create_task_group() as tg:
+            for _ in range(streams):
+                stream = await conn.accept_stream()
+                assert isinstance(stream, QuicStream)
+                tg.start_soon(slow_reader, stream, conn._endpoint.core)
+
+    async def send_one(conn: QuicConnection) -> None:
+        stream = await conn.open_stream()
+        await stream.send(payload)
+        await stream.send_eof()
+        assert await read_all(stream) == b""
+
+    with anyio.fail_after(30):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(streams):
+                        tg.start_soon(send_one, conn)
+    assert sorted(received) == [4 * i for i in range(streams)]
+    assert all(data == payload for data in received.values())
+    # At most the connection window, plus a partly read chunk and a spare per stream.
+    assert max(peaks) <= cap // CHUNK + 2 * streams
+
+
+async def test_reset_streams_give_their_share_of_max_data_back(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # Each abandoned stream sends most of the connection window; if what it sent were
+    # not credited back when it is reset, the connection would stall on the second.
+    server = dataclasses.replace(server_config, max_data=64 * 1024, max_stream_data=64 * 1024)
+    chunk = bytes(40 * 1024)
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            async for stream in conn:
+                assert isinstance(stream, QuicStream)
+                data = await stream.receive()
+                await stream.send(b"g")  # bytes arrived: the client may now reset
+                try:
+                    data += await read_all(stream)
+                except StreamReset:
+                    continue
+                await stream.send(len(data).to_bytes(8, "big"))
+                await stream.send_eof()
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                for _ in range(10):
+                    stream = await conn.open_stream()
+                    await stream.send(chunk)
+                    assert await stream.receive(1) == b"g"
+                    stream.reset(7)
+                stream = await conn.open_stream()
+                await stream.send(chunk)
+                await stream.send_eof()
+                assert await read_all(stream) == b"g" + len(chunk).to_bytes(8, "big")
 
 
 async def test_cancelled_receive_loses_no_bytes(server_config: QuicConfig, client_config: QuicConfig) -> None:

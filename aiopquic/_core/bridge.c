@@ -69,6 +69,7 @@ struct aq_endpoint {
     /* configuration */
     int is_server;
     size_t rx_window;
+    uint64_t conn_window; /* bytes a connection may buffer (QuicConfig.max_data) */
     size_t tx_cap;
     size_t dgram_queue;
     uint64_t local_max_datagram;
@@ -77,6 +78,7 @@ struct aq_endpoint {
 };
 
 static void aq_run_deferred_closes(aq_endpoint_t* ep);
+static void aq_conn_freed(aq_conn_t* c, uint64_t n);
 
 /* ------------------------------------------------------------------ */
 /* Rings                                                               */
@@ -268,6 +270,9 @@ void aq_node_unref(aq_node_t* n)
     }
     if (n->kind == AQ_KIND_STREAM) {
         aq_stream_t* s = (aq_stream_t*)n;
+        if (s->rx.cap > 0 && aq_ring_used(&s->rx) > 0) {
+            aq_conn_freed(s->conn, aq_ring_used(&s->rx)); /* never read: free its share */
+        }
         aq_ring_release(&s->rx);
         aq_ring_release(&s->tx);
         aq_node_unref(&s->conn->node);
@@ -352,6 +357,18 @@ static void aq_push_net(aq_node_t* n, uint32_t flags)
     }
     if (atomic_exchange(&ep->net_wake_pending, 1) == 0 && ep->thread != NULL) {
         (void)picoquic_wake_up_network_thread(ep->thread);
+    }
+}
+
+/* Any thread: stream bytes of this connection were read or dropped.  Once a
+ * quarter of the connection window is free again, ask for more MAX_DATA. */
+static void aq_conn_freed(aq_conn_t* c, uint64_t n)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    uint64_t step = ep->conn_window / 4;
+    atomic_fetch_sub(&c->rx_buffered, (int64_t)n);
+    if (atomic_fetch_add(&c->rx_freed, n) + n >= step && atomic_exchange(&c->rx_freed, 0) >= step) {
+        aq_push_net(&c->node, AQ_CMD_MAX_DATA);
     }
 }
 
@@ -496,6 +513,8 @@ static aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client)
     atomic_init(&c->dg_tx_dropped, 0);
     atomic_init(&c->dg_rx_dropped, 0);
     atomic_init(&c->dg_rx_armed, 0);
+    atomic_init(&c->rx_buffered, 0);
+    atomic_init(&c->rx_freed, 0);
     c->next_bidi = is_client ? 0 : 1;
     c->next_uni = is_client ? 2 : 3;
     return c;
@@ -603,6 +622,21 @@ static void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
         return;
     }
     s->credit_pending = picoquic_open_flow_control(cnx, s->stream_id, limit - written) != 0;
+}
+
+/* Connection flow control (picoquic leaves MAX_DATA to us): the peer may have at
+ * most conn_window bytes buffered here across all streams.  picoquic counts what
+ * arrived (final sizes of reset streams included); the buffers know what is left. */
+static void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    int64_t buffered = atomic_load(&c->rx_buffered);
+    uint64_t room = buffered <= 0 ? ep->conn_window
+        : (uint64_t)buffered >= ep->conn_window ? 0 : ep->conn_window - (uint64_t)buffered;
+    uint64_t target = picoquic_get_data_received(cnx) + room;
+    if (target >= picoquic_get_max_data_local(cnx) + ep->conn_window / 4) {
+        (void)picoquic_extend_max_data(cnx, target); /* fails harmlessly before "ready" */
+    }
 }
 
 static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
@@ -771,6 +805,7 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
         if (aq_ring_write(&s->rx, bytes, length) != 0) {
             return -1; /* out of memory */
         }
+        atomic_fetch_add(&c->rx_buffered, (int64_t)length);
     }
     if (fin) {
         atomic_store(&s->rx_fin, 1);
@@ -806,6 +841,7 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
         atomic_store(&s->rx_reset, 1);
         atomic_store(&s->rx_armed, 0);
         aq_push_py(&s->node, AQ_EV_RESET);
+        aq_grant_max_data(c, cnx); /* its final size may count bytes that never came */
         return 0;
     case picoquic_callback_stop_sending:
         if (s == NULL) {
@@ -841,6 +877,7 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
             aq_snapshot_ready(c, cnx);
             aq_push_py(&c->node, AQ_EV_READY);
         }
+        aq_grant_max_data(c, cnx);
         for (aq_stream_t* t = c->streams; t != NULL; t = t->next) {
             if (t->credit_pending) {
                 aq_grant_credit(t, cnx);
@@ -983,6 +1020,9 @@ static void aq_conn_command(aq_conn_t* c, uint32_t flags)
         aq_client_start(c);
     }
     picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+    if ((flags & AQ_CMD_MAX_DATA) && cnx != NULL) {
+        aq_grant_max_data(c, cnx);
+    }
     if ((flags & AQ_CMD_DGRAM) && cnx != NULL) {
         (void)picoquic_mark_datagram_ready(cnx, 1);
     }
@@ -1280,6 +1320,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     ep->is_server = cfg->is_server;
     ep->rx_window = (size_t)cfg->max_stream_data;
+    ep->conn_window = cfg->max_data;
     ep->tx_cap = (size_t)cfg->send_buffer;
     ep->dgram_queue = cfg->datagram_queue > 0 ? (size_t)cfg->datagram_queue : 1;
     ep->local_max_datagram = cfg->max_datagram_frame_size;
@@ -1317,6 +1358,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     else {
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
     }
+    picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
     if (cfg->verify && cfg->trust != NULL && aq_use_trust(ep->quic, cfg->trust) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);
@@ -1643,6 +1685,7 @@ size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max)
     if (n > 0) {
         uint64_t before = atomic_load(&s->rx.tail);
         aq_ring_read(&s->rx, dst, n);
+        aq_conn_freed(s->conn, n);
         /* Grant credit in quarter-window steps: few MAX_STREAM_DATA frames, no stall. */
         if ((before + n) / (s->rx_window / 4 + 1) != before / (s->rx_window / 4 + 1) &&
             !atomic_load(&s->rx_fin)) {

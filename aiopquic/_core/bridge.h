@@ -51,7 +51,8 @@ enum {
     AQ_CMD_RESET = 1u << 3,     /* stream: send RESET_STREAM */
     AQ_CMD_CONNECT = 1u << 8,   /* conn: start the client handshake */
     AQ_CMD_CLOSE = 1u << 9,     /* conn: send CONNECTION_CLOSE */
-    AQ_CMD_DGRAM = 1u << 10     /* conn: datagrams queued */
+    AQ_CMD_DGRAM = 1u << 10,    /* conn: datagrams queued */
+    AQ_CMD_MAX_DATA = 1u << 11  /* conn: buffers were freed, raise MAX_DATA */
 };
 
 typedef struct aq_node {
@@ -165,6 +166,9 @@ struct aq_conn {
     _Atomic uint64_t dg_tx_dropped;
     _Atomic uint64_t dg_rx_dropped;
     _Atomic int dg_rx_armed;
+    /* connection flow control: MAX_DATA follows what the application consumed */
+    _Atomic int64_t rx_buffered;    /* stream bytes received and not yet read or dropped */
+    _Atomic uint64_t rx_freed;      /* bytes read or dropped since the last MAX_DATA request */
     /* network thread only */
     void* cnx; /* picoquic_cnx_t*, NULL once picoquic is done with it */
     int closed_reported;

@@ -59,7 +59,8 @@ class QuicConfig:
     idle_timeout: float = 30.0
     #: Give up on a handshake after this long.
     handshake_timeout: float = 10.0
-    #: Connection-wide receive window (initial MAX_DATA).
+    #: Most bytes a connection buffers for the application, all streams together
+    #: (QUIC MAX_DATA, raised as the application reads).
     max_data: int = 16 * 1024 * 1024
     #: Per-stream receive window; also the size of each stream's receive buffer.
     max_stream_data: int = 1024 * 1024
