@@ -24,6 +24,7 @@
 #include "picoquic.h"
 #include "picoquic_utils.h"
 #include "picoquic_packet_loop.h"
+#include "picoquic_ext.h"
 #include "sessions.h"
 #include "autoqlog.h"
 
@@ -1002,7 +1003,8 @@ static void aq_client_start(aq_conn_t* c)
     }
 }
 
-/* Every byte and FIN we were given has been sent and acknowledged. */
+/* Every byte and FIN we were given has been sent and acknowledged (control frames
+ * still in flight do not hold the close back). */
 static int aq_conn_drained(aq_conn_t* c, picoquic_cnx_t* cnx)
 {
     for (aq_stream_t* s = c->streams; s != NULL; s = s->next) {
@@ -1010,7 +1012,7 @@ static int aq_conn_drained(aq_conn_t* c, picoquic_cnx_t* cnx)
             return 0;
         }
     }
-    return picoquic_is_cnx_backlog_empty(cnx);
+    return !aq_stream_data_unacked(cnx);
 }
 
 static void aq_conn_command(aq_conn_t* c, uint32_t flags)

@@ -1,0 +1,39 @@
+/* picoquic_ext.c: see picoquic_ext.h. */
+#include "picoquic_ext.h"
+
+#include "picoquic_internal.h"
+
+static int aq_is_stream_frame(uint8_t type)
+{
+    return type == picoquic_frame_type_reset_stream ||
+        (type >= picoquic_frame_type_stream_range_min && type <= picoquic_frame_type_stream_range_max);
+}
+
+int aq_stream_data_unacked(picoquic_cnx_t* cnx)
+{
+    if (cnx->is_multipath_enabled) {
+        return !picoquic_is_cnx_backlog_empty(cnx); /* per-path contexts: stay conservative */
+    }
+    if (cnx->queue_data_repeat_tree.size > 0) {
+        return 1;
+    }
+    for (picoquic_packet_t* p = cnx->pkt_ctx[picoquic_packet_context_application].pending_first; p != NULL;
+         p = p->packet_next) {
+        size_t at = p->offset;
+        if (p->is_ack_trap || p->is_mtu_probe || p->is_multipath_probe) {
+            continue;
+        }
+        while (at < p->length) {
+            size_t consumed = 0;
+            int pure_ack = 0;
+            if (aq_is_stream_frame(p->bytes[at])) {
+                return 1;
+            }
+            if (picoquic_skip_frame(&p->bytes[at], p->length - at, &consumed, &pure_ack) != 0 || consumed == 0) {
+                break;
+            }
+            at += consumed;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,15 @@
+/*
+ * picoquic_ext.h: small queries picoquic's API lacks, read from its internal
+ * structures.  They depend on the picoquic version pinned by the build.
+ */
+#ifndef AIOPQUIC_PICOQUIC_EXT_H
+#define AIOPQUIC_PICOQUIC_EXT_H
+
+#include "picoquic.h"
+
+/* 1 while stream data we sent is not acknowledged: a STREAM or RESET_STREAM
+ * frame in a packet in flight, or stream data waiting to be sent again after a
+ * loss.  Control frames (NEW_CONNECTION_ID, ACK_FREQUENCY...) do not count. */
+int aq_stream_data_unacked(picoquic_cnx_t* cnx);
+
+#endif
