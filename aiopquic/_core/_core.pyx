@@ -103,6 +103,8 @@ cdef class TrustStore:
     def __cinit__(self, cafile):
         cdef char err[256]
         cdef bytes path = _opt(cafile)
+        if path is None:
+            raise TypeError("cafile must be a path")
         self.store = aq_trust_load(<const char*>path, err, sizeof(err))
         if self.store == NULL:
             raise ValueError(err.decode(errors="replace"))
