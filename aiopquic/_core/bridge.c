@@ -271,8 +271,9 @@ void aq_node_unref(aq_node_t* n)
     }
     if (n->kind == AQ_KIND_STREAM) {
         aq_stream_t* s = (aq_stream_t*)n;
-        if (s->rx.cap > 0 && aq_ring_used(&s->rx) > 0) {
-            aq_conn_freed(s->conn, aq_ring_used(&s->rx)); /* never read: free its share */
+        size_t unread = s->rx.cap > 0 ? aq_ring_used(&s->rx) : 0;
+        if (unread > 0) {
+            aq_conn_freed(s->conn, unread); /* never read: free its share */
         }
         aq_ring_release(&s->rx);
         aq_ring_release(&s->tx);
@@ -332,8 +333,13 @@ static void aq_push_py(aq_node_t* n, uint32_t flags)
     aq_push_py_when(n, flags, AQ_SIGNAL_NOW);
 }
 
-static void aq_signal_python(aq_endpoint_t* ep)
+/* Wake Python if what was raised calls for it by now (AQ_SIGNAL_BATCH: anything). */
+static void aq_signal_python(aq_endpoint_t* ep, int when)
 {
+    if (ep->py_signal_needed < when) {
+        return;
+    }
+    ep->py_signal_needed = 0;
     if (atomic_exchange(&ep->py_wake_pending, 1) == 0) {
         uint64_t one = 1;
         ssize_t r = write(ep->wake_fd, &one, sizeof(one));
@@ -1162,10 +1168,7 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
     case picoquic_packet_loop_after_receive:
         /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
          * plain stream bytes wait for the end of the batch. */
-        if (ep->py_signal_needed == AQ_SIGNAL_NOW) {
-            ep->py_signal_needed = 0;
-            aq_signal_python(ep);
-        }
+        aq_signal_python(ep, AQ_SIGNAL_NOW);
         break;
     case picoquic_packet_loop_after_send:
         if (ep->n_to_delete > 0) {
@@ -1177,10 +1180,7 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
         if (ep->close_waiters > 0) {
             aq_check_close_sent(ep);
         }
-        if (ep->py_signal_needed) {
-            ep->py_signal_needed = 0;
-            aq_signal_python(ep);
-        }
+        aq_signal_python(ep, AQ_SIGNAL_BATCH);
         /* Commands queued before the exit request (a CLOSE, say) are handled first. */
         if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
             atomic_load(&ep->net_head) == NULL) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -145,35 +146,27 @@ class QuicConfig:
         if value < 0 or (value == 0 and not allow_zero):
             raise ValueError(f"{field}: expected a positive number of seconds, got {value!r}")
 
-    def _trust_store(self, cafile: str) -> TrustStore:
-        """The CA bundle, read once per config (the certifi bundle takes ~15 ms)."""
-        cached = self.__dict__.get("_trust_cache")
-        if cached is None or cached[0] != cafile:
-            try:
-                cached = (cafile, TrustStore(cafile))
-            except ValueError as exc:
-                raise ValueError(f"cafile: {exc}") from None
-            object.__setattr__(self, "_trust_cache", cached)
-        return cached[1]
+    @functools.cached_property
+    def _trust(self) -> TrustStore:
+        """The CA bundle that verifies servers, read once per config (certifi's takes ~15 ms)."""
+        cafile = self.cafile if self.cafile is not None else _default_ca_bundle()
+        if cafile is None:
+            raise ValueError(
+                "cafile: no CA bundle found to verify the server; install certifi, "
+                "pass cafile=..., or pass verify=False to skip verification"
+            )
+        try:
+            return TrustStore(os.fspath(cafile))
+        except ValueError as exc:
+            raise ValueError(f"cafile: {exc}") from None
 
-    def _session_cache(self) -> SessionCache:
+    @functools.cached_property
+    def _sessions(self) -> SessionCache:
         """Session tickets the servers sent to connections made with this config."""
-        cache = self.__dict__.get("_sessions")
-        if cache is None:
-            cache = SessionCache()
-            object.__setattr__(self, "_sessions", cache)
-        return cache
+        return SessionCache()
 
     def endpoint_options(self, *, is_server: bool) -> dict[str, object]:
         """Keyword arguments for the core ``Endpoint`` of a client or server."""
-        cafile = self.cafile
-        if not is_server and self.verify and cafile is None:
-            cafile = _default_ca_bundle()
-            if cafile is None:
-                raise ValueError(
-                    "cafile: no CA bundle found to verify the server; install certifi, "
-                    "pass cafile=..., or pass verify=False to skip verification"
-                )
         keylog = self.keylog_file if self.keylog_file is not None else os.environ.get("SSLKEYLOGFILE")
         verifying = self.verify and not is_server
         return {
@@ -181,9 +174,9 @@ class QuicConfig:
             "alpns": list(self.alpn),
             "certfile": os.fspath(self.certfile) if is_server and self.certfile else None,
             "keyfile": os.fspath(self.keyfile) if is_server and self.keyfile else None,
-            "trust_store": self._trust_store(os.fspath(cafile)) if verifying and cafile is not None else None,
+            "trust_store": self._trust if verifying else None,
             "verify": verifying,
-            "session_cache": self._session_cache() if self.resume_sessions and not is_server else None,
+            "session_cache": self._sessions if self.resume_sessions and not is_server else None,
             "idle_timeout_ms": int(self.idle_timeout * 1000),
             "handshake_timeout_us": int(self.handshake_timeout * 1_000_000),
             "max_data": self.max_data,
