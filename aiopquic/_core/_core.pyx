@@ -491,6 +491,10 @@ cdef class StreamHandle:
         if not self.conn.endpoint.closed:
             aq_stream_reset(self.s, code)
 
+    def discard_rx(self):
+        """Drop the unread bytes, and those still to come: nobody will read them."""
+        aq_stream_discard_rx(self.s)
+
     def stop_sending(self, uint64_t code):
         if not self.conn.endpoint.closed:
             aq_stream_stop_sending(self.s, code)

@@ -80,6 +80,7 @@ struct aq_endpoint {
 
 static void aq_run_deferred_closes(aq_endpoint_t* ep);
 static void aq_conn_freed(aq_conn_t* c, uint64_t n);
+static void aq_conn_consumed(aq_conn_t* c, uint64_t n);
 
 /* ------------------------------------------------------------------ */
 /* Rings                                                               */
@@ -187,8 +188,8 @@ static int aq_ring_write(aq_ring_t* r, const uint8_t* src, size_t n)
     return 0;
 }
 
-/* Consumer side: the caller checked the length.  Chunks read to the end go back
- * to the producer (one is kept as a spare) or are freed. */
+/* Consumer side: the caller checked the length; dst NULL skips the bytes.  Chunks
+ * read to the end go back to the producer (one is kept as a spare) or are freed. */
 static void aq_ring_read(aq_ring_t* r, uint8_t* dst, size_t n)
 {
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -211,9 +212,11 @@ static void aq_ring_read(aq_ring_t* r, uint8_t* dst, size_t n)
         if (k > n) {
             k = n;
         }
-        memcpy(dst, r->rchunk->data + tail % AQ_CHUNK_SIZE, k);
+        if (dst != NULL) {
+            memcpy(dst, r->rchunk->data + tail % AQ_CHUNK_SIZE, k);
+            dst += k;
+        }
         tail += k;
-        dst += k;
         n -= k;
     }
     atomic_store(&r->tail, tail);
@@ -367,14 +370,20 @@ static void aq_push_net(aq_node_t* n, uint32_t flags)
     }
 }
 
-/* Any thread: stream bytes of this connection were read or dropped.  Once a
- * quarter of the connection window is free again, ask for more MAX_DATA. */
+/* Any thread: buffered stream bytes of this connection were read or dropped. */
 static void aq_conn_freed(aq_conn_t* c, uint64_t n)
 {
-    aq_endpoint_t* ep = c->node.ep;
-    uint64_t step = ep->conn_window / 4;
     atomic_fetch_sub(&c->rx_buffered, (int64_t)n);
-    if (atomic_fetch_add(&c->rx_freed, n) + n >= step && atomic_exchange(&c->rx_freed, 0) >= step) {
+    aq_conn_consumed(c, n);
+}
+
+/* Any thread: n more bytes of this connection's streams are done with (read,
+ * dropped, or never buffered at all).  Each quarter window, ask for MAX_DATA. */
+static void aq_conn_consumed(aq_conn_t* c, uint64_t n)
+{
+    uint64_t step = c->node.ep->conn_window / 4 + 1;
+    uint64_t before = atomic_fetch_add(&c->rx_freed, n);
+    if (before / step != (before + n) / step) {
         aq_push_net(&c->node, AQ_CMD_MAX_DATA);
     }
 }
@@ -415,6 +424,7 @@ static aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx
     atomic_init(&s->rx_armed, 0);
     atomic_init(&s->rx_fin, 0);
     atomic_init(&s->rx_reset, 0);
+    atomic_init(&s->rx_discard, 0);
     atomic_init(&s->tx_stopped, 0);
     aq_node_ref(&c->node);
     s->conn = c;
@@ -640,10 +650,9 @@ static void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx)
     int64_t buffered = atomic_load(&c->rx_buffered);
     uint64_t room = buffered <= 0 ? ep->conn_window
         : (uint64_t)buffered >= ep->conn_window ? 0 : ep->conn_window - (uint64_t)buffered;
-    uint64_t target = picoquic_get_data_received(cnx) + room;
-    if (target >= picoquic_get_max_data_local(cnx) + ep->conn_window / 4) {
-        (void)picoquic_extend_max_data(cnx, target); /* fails harmlessly before "ready" */
-    }
+    /* Callers come a quarter window apart (or on a reset): no threshold here, or
+     * a declined grant could leave a blocked peer waiting for one that never comes. */
+    (void)picoquic_extend_max_data(cnx, picoquic_get_data_received(cnx) + room); /* no-op unless higher */
 }
 
 static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
@@ -809,10 +818,15 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
         if (aq_ring_free(&s->rx) < length) {
             return -1; /* the peer ignored our flow control */
         }
-        if (aq_ring_write(&s->rx, bytes, length) != 0) {
+        if (atomic_load(&s->rx_discard)) {
+            aq_conn_consumed(c, length); /* nobody will read it */
+        }
+        else if (aq_ring_write(&s->rx, bytes, length) != 0) {
             return -1; /* out of memory */
         }
-        atomic_fetch_add(&c->rx_buffered, (int64_t)length);
+        else {
+            atomic_fetch_add(&c->rx_buffered, (int64_t)length);
+        }
     }
     if (fin) {
         atomic_store(&s->rx_fin, 1);
@@ -1751,6 +1765,19 @@ void aq_stream_reset(aq_stream_t* s, uint64_t code)
 {
     s->reset_code = code;
     aq_push_net(&s->node, AQ_CMD_RESET);
+}
+
+void aq_stream_discard_rx(aq_stream_t* s)
+{
+    size_t n;
+    if (s->rx.cap == 0) {
+        return;
+    }
+    atomic_store(&s->rx_discard, 1);
+    if ((n = aq_ring_used(&s->rx)) > 0) {
+        aq_ring_read(&s->rx, NULL, n);
+        aq_conn_freed(s->conn, n);
+    }
 }
 
 void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)

@@ -122,6 +122,7 @@ struct aq_stream {
     _Atomic int rx_armed;   /* Python waits for bytes */
     _Atomic int rx_fin;     /* the peer's FIN is in (all bytes are in the ring) */
     _Atomic int rx_reset;
+    _Atomic int rx_discard; /* Python will read no more: drop what arrives */
     uint64_t rx_reset_code;
     _Atomic int tx_stopped;
     uint64_t tx_stop_code;
@@ -168,7 +169,7 @@ struct aq_conn {
     _Atomic int dg_rx_armed;
     /* connection flow control: MAX_DATA follows what the application consumed */
     _Atomic int64_t rx_buffered;    /* stream bytes received and not yet read or dropped */
-    _Atomic uint64_t rx_freed;      /* bytes read or dropped since the last MAX_DATA request */
+    _Atomic uint64_t rx_freed;      /* bytes read or dropped, ever (MAX_DATA requests each quarter window) */
     /* network thread only */
     void* cnx; /* picoquic_cnx_t*, NULL once picoquic is done with it */
     int closed_reported;
@@ -255,5 +256,6 @@ size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);
 void aq_stream_reset(aq_stream_t* s, uint64_t code);
 void aq_stream_stop_sending(aq_stream_t* s, uint64_t code);
+void aq_stream_discard_rx(aq_stream_t* s); /* drop unread bytes, now and to come */
 
 #endif

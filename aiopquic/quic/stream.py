@@ -76,6 +76,7 @@ class _ReceiveHalf(_Half):
             reset_code = h.reset_code
             if reset_code is not None:
                 self.done = True
+                h.discard_rx()  # what is buffered will never be read: free its share of max_data
                 raise StreamReset(
                     f"the peer reset stream {h.stream_id} with error code {reset_code}",
                     error_code=reset_code,
@@ -102,6 +103,7 @@ class _ReceiveHalf(_Half):
             self.closed = True
             if not self.done:
                 self._h.stop_sending(error_code)
+            self._h.discard_rx()
             self.wake()
 
 
