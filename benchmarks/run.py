@@ -39,6 +39,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import calibrate  # noqa: E402
 from benchmarks.common import HEADER_SIZE, WORKLOADS  # noqa: E402
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -601,7 +602,11 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   picoquicdemo has no per-request timings: (mean) = (time of a chain of N+1 dependent requests
   - a chain of 1) / N. On a VM it swings between ~10 and ~80 us from run to run, depending on
   whether the scheduler puts its client and server on the same CPU (a cross-CPU wake-up costs
-  ~20 us here).
+  ~20 us on one VM seen, ~50 us on another: see "this machine" above).
+- this machine (calibrate.py): the bare cost of the hand-offs every latency figure is made of.
+  A 1 KiB request/response makes two process wake-ups for aioquic and picoquicdemo (the UDP
+  round trip is their floor in Python) and, for aiopquic, four more network-thread <-> Python
+  hops (each half a thread round trip).
 - handshakes: sequential new connections, each with handshake, one 8-byte request/response and
   close. aiopquic: `async with open_quic_connection()` (a new endpoint, socket and network thread
   each), full handshakes (resume_sessions=False); "TLS resumed": the same with the default
@@ -688,6 +693,8 @@ def main() -> int:
             peers["picoquicdemo"] = PicoquicDemoPeer(binary)
 
     started = time.perf_counter()
+    log("  calibrating: UDP and thread round trips ...")
+    machine = calibrate.measure()
     outcomes: dict[tuple[str, str], Outcome] = {}
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="aiopquic-bench-") as tmp:
@@ -718,6 +725,7 @@ def main() -> int:
         f"Python {platform.python_version()}, best of {s.repeat} (time budget {s.budget:g} s per cell), "
         f"cc {s.cc}{', --quick' if quick else ''}"
     )
+    print(calibrate.describe(machine))
     print()
     print_table(s, outcomes, peer_names, skipped)
     print_rss(s, outcomes, [p for p in peer_names if p not in skipped])
@@ -736,6 +744,7 @@ def main() -> int:
         data = {
             "settings": s.__dict__,
             "seconds": elapsed,
+            "machine": machine,
             "outcomes": [
                 {"peer": p, "workload": w, **o.__dict__} for (p, w), o in outcomes.items()
             ],

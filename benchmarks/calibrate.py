@@ -1,0 +1,137 @@
+"""What this machine charges for a hand-off, measured in the same run as the peers.
+
+Latency figures (request/response, handshakes) are mostly hand-offs between
+threads and processes, and what one costs differs by an order of magnitude
+between machines (on some VMs waking an idle CPU costs ~50 us).  Two figures
+make a run's latencies comparable with another machine's:
+
+- ``udp_rr_us``: two Python processes exchange a 1 KiB UDP datagram each way
+  on 127.0.0.1 (blocking sockets): the floor of any request/response between
+  two Python peers, two process wake-ups and nothing else.
+- ``thread_rr_*_us``: two threads of one Python process hand a token back and
+  forth through a pair of eventfds, pinned to one CPU and to two: one round
+  trip is two cross-thread wake-ups, the hop between aiopquic's network thread
+  and Python (where the scheduler puts the two decides which figure applies).  One aiopquic
+  request/response makes three such hops each way (Python -> network thread ->
+  peer's network thread -> peer's Python); picoquicdemo makes one.
+
+Run on its own: ``python benchmarks/calibrate.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROUNDS = 2000
+WARMUP = 200
+PAYLOAD = bytes(1024)
+
+
+def _p50(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def udp_rr_us(rounds: int = ROUNDS) -> float:
+    """p50 of a 1 KiB UDP round trip between this process and an echo process."""
+    echo = subprocess.Popen(
+        [sys.executable, __file__, "--udp-echo"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert echo.stdout is not None
+        port = int(echo.stdout.readline())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5.0)
+            sock.connect(("127.0.0.1", port))
+            samples = []
+            for i in range(WARMUP + rounds):
+                t0 = time.perf_counter_ns()
+                sock.send(PAYLOAD)
+                sock.recv(2048)
+                if i >= WARMUP:
+                    samples.append((time.perf_counter_ns() - t0) / 1000)
+            sock.send(b"")  # an empty datagram ends the echo process
+        return _p50(samples)
+    finally:
+        try:
+            echo.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+            echo.wait()
+
+
+def _udp_echo() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(30.0)
+        print(sock.getsockname()[1], flush=True)
+        while True:
+            data, peer = sock.recvfrom(2048)
+            if not data:
+                return
+            sock.sendto(data, peer)
+
+
+def thread_rr_us(cpus: tuple[int, int] | None = None, rounds: int = ROUNDS) -> float:
+    """p50 of a token's round trip between two threads through two eventfds,
+    the threads pinned to ``cpus`` (this thread first) if given."""
+    ping, pong = os.eventfd(0), os.eventfd(0)
+    saved = os.sched_getaffinity(0)
+
+    def other() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, {cpus[1]})  # pid 0: the calling thread only
+        while os.eventfd_read(ping) != 2:
+            os.eventfd_write(pong, 1)
+
+    if cpus is not None:
+        os.sched_setaffinity(0, {cpus[0]})
+    thread = threading.Thread(target=other, name="calibrate-echo")
+    thread.start()
+    samples = []
+    try:
+        for i in range(WARMUP + rounds):
+            t0 = time.perf_counter_ns()
+            os.eventfd_write(ping, 1)
+            os.eventfd_read(pong)
+            if i >= WARMUP:
+                samples.append((time.perf_counter_ns() - t0) / 1000)
+    finally:
+        os.eventfd_write(ping, 2)
+        thread.join()
+        os.close(ping)
+        os.close(pong)
+        os.sched_setaffinity(0, saved)
+    return _p50(samples)
+
+
+def measure() -> dict[str, float]:
+    figures = {"udp_rr_us": udp_rr_us()}
+    cpus = sorted(os.sched_getaffinity(0))
+    figures["thread_rr_same_cpu_us"] = thread_rr_us((cpus[0], cpus[0]))
+    if len(cpus) > 1:
+        figures["thread_rr_cross_cpu_us"] = thread_rr_us((cpus[0], cpus[1]))
+    return figures
+
+
+def describe(figures: dict[str, float]) -> str:
+    text = (
+        f"this machine: 1 KiB UDP round trip between two Python processes p50 "
+        f"{figures['udp_rr_us']:.0f} us; token round trip between two threads (eventfd) p50 "
+        f"{figures['thread_rr_same_cpu_us']:.0f} us on one CPU"
+    )
+    if "thread_rr_cross_cpu_us" in figures:
+        text += f", {figures['thread_rr_cross_cpu_us']:.0f} us across two"
+    return text
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--udp-echo"]:
+        _udp_echo()
+    else:
+        print(describe(measure()))
