@@ -9,11 +9,14 @@ make a run's latencies comparable with another machine's:
   on 127.0.0.1 (blocking sockets): the floor of any request/response between
   two Python peers, two process wake-ups and nothing else.
 - ``thread_rr_*_us``: two threads of one Python process hand a token back and
-  forth through a pair of eventfds, pinned to one CPU and to two: one round
-  trip is two cross-thread wake-ups, the hop between aiopquic's network thread
-  and Python (where the scheduler puts the two decides which figure applies).  One aiopquic
-  request/response makes three such hops each way (Python -> network thread ->
-  peer's network thread -> peer's Python); picoquicdemo makes one.
+  forth through a pair of eventfds, pinned to one CPU and to two: a round trip
+  is two cross-thread wake-ups.  Where the scheduler puts the two threads
+  decides which figure applies.
+
+Each way, an aiopquic request/response goes Python -> network thread (a thread
+hop), network thread -> the peer's network thread (a process wake-up, as in the
+UDP figure), then -> the peer's Python (a thread hop); aioquic and picoquicdemo
+make the process wake-ups only.
 
 Run on its own: ``python benchmarks/calibrate.py``.
 """
