@@ -609,7 +609,9 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   hops (each half a thread round trip).
 - handshakes: sequential new connections, each with handshake, one 8-byte request/response and
   close. aiopquic: `async with open_quic_connection()` (a new endpoint, socket and network thread
-  each), full handshakes (resume_sessions=False); "TLS resumed": the same with the default
+  each), full handshakes (resume_sessions=False: the server's certificate is sent and its
+  handshake signature checked each time; its chain is validated on the first connection and
+  then remembered by the config); "TLS resumed": the same with the default
   config, whose later connections resume the TLS session (no certificate sent or verified;
   the other peers are not measured that way). † picoquicdemo: one process per connection; the figure is 1 / its in-process
   Connection_duration (start to close), process start-up excluded. ‡ aioquic: `async with

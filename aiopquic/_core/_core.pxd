@@ -90,9 +90,6 @@ cdef extern from "bridge.h" nogil:
         AQ_EV_DGRAM
         AQ_EV_CLOSE_SENT
 
-    void* aq_trust_load(const char* cafile, char* err, size_t errlen)
-    void aq_trust_free(void* store)
-
     aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,
                           char* err, size_t errlen)
@@ -137,8 +134,16 @@ cdef extern from "sessions.h" nogil:
     void aq_sessions_free(aq_sessions_t* cache)
 
 
+cdef extern from "trust.h" nogil:
+    ctypedef struct aq_trust_t:
+        pass
+    aq_trust_t* aq_trust_load(const char* cafile, char* err, size_t errlen)
+    void aq_trust_free(aq_trust_t* trust)
+    unsigned long aq_trust_hits(aq_trust_t* trust)
+
+
 cdef class TrustStore:
-    cdef void* store
+    cdef aq_trust_t* store
 
 
 cdef class SessionCache:

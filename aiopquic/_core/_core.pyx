@@ -114,6 +114,11 @@ cdef class TrustStore:
             aq_trust_free(self.store)
             self.store = NULL
 
+    @property
+    def chains_recalled(self):
+        """How many certificate chains were accepted from memory, not validated again."""
+        return aq_trust_hits(self.store)
+
 
 cdef class SessionCache:
     """TLS session tickets kept for the next client connections (see sessions.h)."""
@@ -177,7 +182,7 @@ cdef class Endpoint:
             cfg.certfile = NULL if b_cert is None else <const char*>b_cert
             cfg.keyfile = NULL if b_key is None else <const char*>b_key
             cfg.cafile = NULL if b_ca is None else <const char*>b_ca
-            cfg.trust = NULL if trust_store is None else trust_store.store
+            cfg.trust = NULL if trust_store is None else <void*>trust_store.store
             cfg.sessions = NULL if session_cache is None else session_cache.cache
             cfg.verify = verify
             cfg.alpns = alpn_ptrs

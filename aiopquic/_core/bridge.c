@@ -26,6 +26,7 @@
 #include "picoquic_packet_loop.h"
 #include "picoquic_ext.h"
 #include "sessions.h"
+#include "trust.h"
 #include "autoqlog.h"
 
 /* Our own local error for a client connection picoquic refused to start. */
@@ -1278,45 +1279,6 @@ static void aq_register_cc(void)
     picoquic_register_all_congestion_control_algorithms();
 }
 
-/* ------------------------------------------------------------------ */
-/* Trust stores (Python thread)                                        */
-
-void* aq_trust_load(const char* cafile, char* err, size_t errlen)
-{
-    X509_STORE* store = X509_STORE_new();
-    X509_LOOKUP* lookup = store != NULL ? X509_STORE_add_lookup(store, X509_LOOKUP_file()) : NULL;
-    if (lookup == NULL || X509_LOOKUP_load_file(lookup, cafile, X509_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "no CA certificate could be read from %s (expected PEM)", cafile);
-        X509_STORE_free(store);
-        return NULL;
-    }
-    return store;
-}
-
-void aq_trust_free(void* store)
-{
-    X509_STORE_free((X509_STORE*)store);
-}
-
-static void aq_free_verifier(ptls_verify_certificate_t* verifier)
-{
-    ptls_openssl_dispose_verify_certificate((ptls_openssl_verify_certificate_t*)verifier);
-    free(verifier);
-}
-
-/* Verify peers against a shared store (each verifier holds a reference to it). */
-static int aq_use_trust(picoquic_quic_t* quic, void* store)
-{
-    ptls_openssl_verify_certificate_t* verifier =
-        (ptls_openssl_verify_certificate_t*)malloc(sizeof(ptls_openssl_verify_certificate_t));
-    if (verifier == NULL || ptls_openssl_init_verify_certificate(verifier, (X509_STORE*)store) != 0) {
-        free(verifier);
-        return -1;
-    }
-    picoquic_set_verify_certificate_callback(quic, &verifier->super, aq_free_verifier);
-    return 0;
-}
-
 aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
 {
     aq_endpoint_t* ep = (aq_endpoint_t*)calloc(1, sizeof(aq_endpoint_t));
@@ -1375,7 +1337,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
-    if (cfg->verify && cfg->trust != NULL && aq_use_trust(ep->quic, cfg->trust) != 0) {
+    if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);
         return NULL;

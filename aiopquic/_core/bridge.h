@@ -190,7 +190,7 @@ typedef struct {
     const char* certfile;
     const char* keyfile;
     const char* cafile;
-    void* trust; /* from aq_trust_load(), used instead of cafile when set */
+    void* trust; /* an aq_trust_t* (trust.h), used instead of cafile when set */
     void* sessions; /* client: an aq_sessions_t* (sessions.h) to resume from and feed */
     int verify;
     const char* const* alpns;
@@ -210,10 +210,6 @@ typedef struct {
     int socket_buffer_size;
     uint32_t max_connections;
 } aq_config_t;
-
-/* A CA bundle loaded once and shared by endpoints (an X509_STORE, reference counted). */
-void* aq_trust_load(const char* cafile, char* err, size_t errlen);
-void aq_trust_free(void* store);
 
 /* Endpoint: created and configured on the Python thread, then started. */
 aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen);
