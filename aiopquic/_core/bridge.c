@@ -17,10 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
-
-#include "picotls/openssl.h"
 #include "picoquic.h"
 #include "picoquic_utils.h"
 #include "picoquic_packet_loop.h"
