@@ -30,13 +30,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 ROUNDS = 2000
 WARMUP = 200
 PAYLOAD = bytes(1024)
 
 
-def _p50(samples: list[float]) -> float:
+def _p50_us(round_trip: Callable[[], object], rounds: int) -> float:
+    """p50 in microseconds of ``round_trip()``, after ``WARMUP`` untimed calls."""
+    samples = []
+    for i in range(WARMUP + rounds):
+        t0 = time.perf_counter_ns()
+        round_trip()
+        if i >= WARMUP:
+            samples.append((time.perf_counter_ns() - t0) / 1000)
     return statistics.median(samples)
 
 
@@ -51,15 +59,15 @@ def udp_rr_us(rounds: int = ROUNDS) -> float:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(5.0)
             sock.connect(("127.0.0.1", port))
-            samples = []
-            for i in range(WARMUP + rounds):
-                t0 = time.perf_counter_ns()
+
+            def round_trip() -> None:
                 sock.send(PAYLOAD)
                 sock.recv(2048)
-                if i >= WARMUP:
-                    samples.append((time.perf_counter_ns() - t0) / 1000)
-            sock.send(b"")  # an empty datagram ends the echo process
-        return _p50(samples)
+
+            try:
+                return _p50_us(round_trip, rounds)
+            finally:
+                sock.send(b"")  # an empty datagram ends the echo process
     finally:
         try:
             echo.wait(timeout=5)
@@ -96,21 +104,19 @@ def thread_rr_us(cpus: tuple[int, int] | None = None, rounds: int = ROUNDS) -> f
         os.sched_setaffinity(0, {cpus[0]})
     thread = threading.Thread(target=other, name="calibrate-echo")
     thread.start()
-    samples = []
+
+    def round_trip() -> None:
+        os.eventfd_write(ping, 1)
+        os.eventfd_read(pong)
+
     try:
-        for i in range(WARMUP + rounds):
-            t0 = time.perf_counter_ns()
-            os.eventfd_write(ping, 1)
-            os.eventfd_read(pong)
-            if i >= WARMUP:
-                samples.append((time.perf_counter_ns() - t0) / 1000)
+        return _p50_us(round_trip, rounds)
     finally:
         os.eventfd_write(ping, 2)
         thread.join()
         os.close(ping)
         os.close(pong)
         os.sched_setaffinity(0, saved)
-    return _p50(samples)
 
 
 def measure() -> dict[str, float]:

@@ -22,6 +22,7 @@
 
 #include "picotls.h"
 #include "picotls/openssl.h"
+#include "picoquic_internal.h" /* picoformat_32, PICOPARSE_32 */
 
 /* Chains remembered per store (the oldest goes first), and for how long at most. */
 #define AQ_TRUST_REMEMBER 8
@@ -108,7 +109,7 @@ static int aq_chain_equals(const aq_validated_t* v, const ptls_iovec_t* certs, s
             return 0;
         }
         const uint8_t* p = v->chain + at;
-        if (((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]) != len ||
+        if (PICOPARSE_32(p) != len ||
             memcmp(p + 4, certs[i].base, len) != 0) {
             return 0;
         }
@@ -189,10 +190,7 @@ static void aq_trust_remember(aq_trust_t* trust, const char* server_name, const 
     uint8_t* p = v.chain;
     for (size_t i = 0; i < num_certs; i++) {
         size_t len = certs[i].len;
-        p[0] = (uint8_t)(len >> 24);
-        p[1] = (uint8_t)(len >> 16);
-        p[2] = (uint8_t)(len >> 8);
-        p[3] = (uint8_t)len;
+        picoformat_32(p, (uint32_t)len);
         memcpy(p + 4, certs[i].base, len);
         p += 4 + len;
     }
