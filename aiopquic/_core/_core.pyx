@@ -218,6 +218,9 @@ cdef class Endpoint:
     def start(self, str host, int port, int timeout_ms=5000):
         """Bind ``host``:``port`` (numeric), start the thread, return the bound port.
 
+        An empty ``host`` binds any address of both families (an IPv6 and an
+        IPv4 socket), as a client that connects to either needs.
+
         With ``timeout_ms=0`` it returns 0 at once, without waiting for the socket:
         if opening it fails, the thread exits and :meth:`thread_error` says so.
         """
@@ -226,7 +229,12 @@ cdef class Endpoint:
         cdef int bound
         if self.started or self.closed:
             raise RuntimeError("endpoint already started")
-        _to_sockaddr(host, port, &addr)
+        if host:
+            _to_sockaddr(host, port, &addr)
+        else:
+            memset(&addr, 0, sizeof(addr))
+            addr.v4.sin_family = socket.AF_UNSPEC
+            addr.v4.sin_port = htons(port)
         with nogil:
             bound = aq_endpoint_start(self.ep, &addr.sa, timeout_ms, err, sizeof(err))
         if bound < 0:

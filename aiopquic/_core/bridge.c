@@ -63,7 +63,6 @@ struct aq_endpoint {
     size_t cap_to_delete;
     /* client session resumption */
     aq_sessions_t* sessions;
-    uint64_t lent_ticket_id;
     /* configuration */
     int is_server;
     size_t rx_window;
@@ -996,8 +995,12 @@ static void aq_client_start(aq_conn_t* c)
 {
     aq_endpoint_t* ep = c->node.ep;
     picoquic_cnx_t* cnx;
-    if (ep->sessions != NULL && c->sni != NULL && c->alpn_single != NULL) {
-        ep->lent_ticket_id = aq_sessions_lend(ep->sessions, ep->quic, c->sni, c->alpn_single);
+    if (ep->sessions == NULL) {
+        /* No resumption: forget the tickets earlier connections of this context got. */
+        aq_sessions_forget(ep->quic);
+    }
+    else if (c->sni != NULL && c->alpn_single != NULL) {
+        aq_sessions_lend(ep->sessions, ep->quic, c->sni, c->alpn_single);
     }
     cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
         picoquic_null_connection_id, (struct sockaddr*)&c->connect_addr, picoquic_current_time(),
@@ -1017,7 +1020,9 @@ static void aq_client_start(aq_conn_t* c)
         c->local_error = AQ_ERROR_START_FAILED;
         aq_push_py(&c->node, AQ_EV_CLOSED);
         aq_conn_teardown(c);
+        return;
     }
+    aq_sessions_mark_used(cnx); /* the next connection of this context takes another */
 }
 
 /* Every byte and FIN we were given has been sent and acknowledged (control frames
@@ -1373,7 +1378,13 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
     int ret = 0;
     struct timespec deadline;
     ep->param.local_af = bind_addr->sa_family;
-    if (bind_addr->sa_family == AF_INET6) {
+    if (bind_addr->sa_family == AF_UNSPEC) {
+        /* Any address of both families: one IPv6 and one IPv4 socket, the port
+         * (0: any) carried in a sockaddr_in. */
+        ep->param.local_af = 0;
+        ep->param.local_port = ntohs(((struct sockaddr_in const*)bind_addr)->sin_port);
+    }
+    else if (bind_addr->sa_family == AF_INET6) {
         struct sockaddr_in6 const* a6 = (struct sockaddr_in6 const*)bind_addr;
         ep->param.local_port = ntohs(a6->sin6_port);
         if (!IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr)) {
@@ -1488,7 +1499,7 @@ void aq_endpoint_stop(aq_endpoint_t* ep)
     /* From here on this thread is the only one. */
     aq_release_list(&ep->net_head, 0);
     if (ep->quic != NULL && ep->sessions != NULL) {
-        aq_sessions_keep(ep->sessions, ep->quic, ep->lent_ticket_id);
+        aq_sessions_keep(ep->sessions, ep->quic);
     }
     if (ep->quic != NULL) {
         aq_run_deferred_deletes(ep);

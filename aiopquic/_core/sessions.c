@@ -80,13 +80,27 @@ uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const cha
     return aq_ticket_id(found);
 }
 
-void aq_sessions_keep(aq_sessions_t* cache, picoquic_quic_t* quic, uint64_t lent_id)
+void aq_sessions_mark_used(picoquic_cnx_t* cnx)
+{
+    for (picoquic_stored_ticket_t* t = cnx->quic->p_first_ticket; t != NULL; t = t->next_ticket) {
+        if (cnx->resumed_ticket_id != 0 && aq_ticket_id(t) == cnx->resumed_ticket_id) {
+            t->was_used = 1;
+        }
+    }
+}
+
+void aq_sessions_forget(picoquic_quic_t* quic)
+{
+    picoquic_free_tickets(&quic->p_first_ticket);
+}
+
+void aq_sessions_keep(aq_sessions_t* cache, picoquic_quic_t* quic)
 {
     picoquic_stored_ticket_t** link = &quic->p_first_ticket;
     pthread_mutex_lock(&cache->lock);
     while (*link != NULL) {
         picoquic_stored_ticket_t* t = *link;
-        if (lent_id != 0 && aq_ticket_id(t) == lent_id) {
+        if (t->was_used) {
             link = &t->next_ticket; /* used once: picoquic frees it with the context */
             continue;
         }

@@ -1,11 +1,12 @@
 /*
  * sessions.h: TLS session tickets kept across client endpoints.
  *
- * Each client connection has its own picoquic context, so picoquic's own ticket
- * store dies with it.  A cache (one per QuicConfig) keeps the tickets servers
+ * A picoquic context's own ticket store dies with it, and most client contexts
+ * serve one connection.  A cache (one per QuicConfig) keeps the tickets servers
  * send and hands one to the next connection to the same server name and ALPN,
  * which then resumes the session (no certificate to send or verify).  A ticket
- * is used once.  Thread-safe: contexts on several network threads share it.
+ * is used once, whether it came from the cache or from an earlier connection
+ * of the same context.  Thread-safe: contexts on several network threads share it.
  */
 #ifndef AIOPQUIC_SESSIONS_H
 #define AIOPQUIC_SESSIONS_H
@@ -23,8 +24,17 @@ void aq_sessions_free(aq_sessions_t* cache);
  * (sni, alpn) from the cache into the context.  Returns its id, 0 if none. */
 uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const char* sni, const char* alpn);
 
-/* Once the context's thread has stopped: move the context's tickets into the
- * cache, except the one lent (id `lent_id`): it has been used. */
-void aq_sessions_keep(aq_sessions_t* cache, picoquic_quic_t* quic, uint64_t lent_id);
+/* Network thread, once a client connection has started: mark the ticket it
+ * resumes with (if any) used, so that neither a later connection of the same
+ * context nor the cache takes it again. */
+void aq_sessions_mark_used(picoquic_cnx_t* cnx);
+
+/* Network thread: drop the tickets the context holds (for a config that does
+ * not resume sessions, whose contexts still receive tickets). */
+void aq_sessions_forget(picoquic_quic_t* quic);
+
+/* Once the context's thread has stopped: move the context's unused tickets
+ * into the cache. */
+void aq_sessions_keep(aq_sessions_t* cache, picoquic_quic_t* quic);
 
 #endif

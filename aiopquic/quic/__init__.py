@@ -1,6 +1,6 @@
 """QUIC on anyio: connections, streams, datagrams, a task-group based server."""
 
-from .client import open_quic_connection
+from .client import QuicClient, open_quic_connection
 from .config import QuicConfig
 from .connection import AnyQuicStream, QuicConnection, QuicConnectionStats
 from .errors import ConnectionClosed, HandshakeError, QuicError, StreamReset
@@ -11,6 +11,7 @@ __all__ = [
     "AnyQuicStream",
     "ConnectionClosed",
     "HandshakeError",
+    "QuicClient",
     "QuicConfig",
     "QuicConnection",
     "QuicConnectionStats",

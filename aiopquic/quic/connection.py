@@ -85,10 +85,20 @@ class QuicConnection:
     Iterate it (``async for stream in conn``) to accept the peer's streams.
     """
 
-    def __init__(self, handle: ConnHandle, endpoint: QuicEndpoint, config: QuicConfig) -> None:
+    def __init__(
+        self,
+        handle: ConnHandle,
+        endpoint: QuicEndpoint,
+        config: QuicConfig,
+        *,
+        server_name: str | None = None,
+        peer_label: str = "the peer",
+    ) -> None:
         self._h = handle
         self._endpoint = endpoint
         self._config = config
+        self._server_name = server_name  # a client's: what the certificate must match
+        self._peer_label = peer_label  # who we connected to, for error messages
         handle.owner = self
         self._streams: dict[int, _AnyStream] = {}
         self._incoming: deque[AnyQuicStream] = deque()
@@ -409,8 +419,7 @@ class QuicConnection:
                 f"connection closed by us (error code {self._local_close_code})",
                 error_code=self._local_close_code,
             )
-        server_name = self._config.server_name or self._endpoint.server_name
-        hint_args = {"server_name": server_name, "alpn": list(self._config.alpn)}
+        hint_args = {"server_name": self._server_name, "alpn": list(self._config.alpn)}
         if not self._ready:
             if local == ERROR_START_FAILED:
                 return HandshakeError(
@@ -419,7 +428,7 @@ class QuicConnection:
                 )
             if local in (PICOQUIC_ERROR_HANDSHAKE_TIMEOUT, PICOQUIC_ERROR_IDLE_TIMEOUT):
                 return HandshakeError(
-                    f"handshake timed out: no answer from {self._endpoint.peer_label} "
+                    f"handshake timed out: no answer from {self._peer_label} "
                     f"within {self._config.handshake_timeout} s (is a QUIC server listening there?)",
                     transport_error=local,
                 )

@@ -53,21 +53,17 @@ class QuicEndpoint:
         config: QuicConfig,
         *,
         on_connection: Callable[[QuicConnection], object] | None = None,
-        server_name: str | None = None,
-        peer_label: str = "the peer",
     ) -> None:
         self.core = core
         self.config = config
         check_socket_buffer_limits(config.socket_buffer_size)
         self.on_connection = on_connection
-        self.server_name = server_name
-        self.peer_label = peer_label
         self._connections: set[QuicConnection] = set()
         self._scope: anyio.CancelScope | None = None
         self._adopted: list[QuicConnection] = []  # peer-opened, not yet handed to the server
         self._adopted_event = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
-        #: A client endpoint serves one connection and closes with it.
+        #: The endpoint of ``open_quic_connection`` serves one connection and closes with it.
         self.owns_connection = False
         self._stopping = False
         self._dispatcher_done = anyio.Event()
@@ -148,12 +144,19 @@ class QuicEndpoint:
         return self._reader_loop is not None
 
     async def enter_connection(self) -> None:
-        """``async with conn`` on a client connection: start dispatching.
+        """``async with conn``: an endpoint that serves only this connection starts
+        dispatching now (others already do)."""
+        if self.owns_connection:
+            await self.start_client_dispatch()
+
+    async def start_client_dispatch(self) -> None:
+        """Start dispatching the events of a client endpoint (no-op if it does).
 
         On asyncio a reader callback does it all (a client accepts no connections);
-        elsewhere a dispatcher task waits for the wake fd.
+        elsewhere a dispatcher task waits for the wake fd, in a task group that
+        :meth:`aclose` leaves: call both from the same task.
         """
-        if not self.owns_connection or self.dispatching or self._task_group is not None:
+        if self.dispatching or self._task_group is not None:
             return
         if sniffio.current_async_library() == "asyncio":
             self._add_asyncio_reader()
