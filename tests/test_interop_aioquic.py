@@ -19,6 +19,7 @@ from aioquic.tls import SessionTicket
 from aiopquic import (
     ConnectionClosed,
     HandshakeError,
+    QuicClient,
     QuicConfig,
     QuicConnection,
     QuicReceiveStream,
@@ -99,6 +100,25 @@ async def test_client_bidi_echo(
             await stream.send_eof()
             assert await read_all(stream) == data
             assert await peer.call(server.wait_stream, stream.stream_id) == data
+
+
+async def test_one_quic_client_two_connections_to_aioquic(
+    peer: AioquicPeer, aioquic_server_config: QuicConfiguration, our_client_config: QuicConfig
+) -> None:
+    port = await peer.serve(aioquic_server_config)
+    with anyio.fail_after(TIMEOUT):
+        async with QuicClient(our_client_config) as client:
+            async with client.connect("127.0.0.1", port) as first, client.connect("127.0.0.1", port) as second:
+                servers = [await peer.accepted(), await peer.accepted()]
+                assert first.local_address == second.local_address  # one socket
+                for i, conn in enumerate((first, second)):
+                    data = payload(10_000, seed=10 + i)
+                    stream = await conn.open_stream()
+                    await stream.send(data)
+                    await stream.send_eof()
+                    assert await read_all(stream) == data
+                received = {await peer.call(server.wait_stream, 0) for server in servers}
+                assert received == {payload(10_000, seed=10), payload(10_000, seed=11)}
 
 
 async def test_client_uni_stream_to_aioquic(

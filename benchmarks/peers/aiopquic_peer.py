@@ -202,15 +202,21 @@ async def client_rr(args, config) -> dict:
     return summarize_rr(latencies)
 
 
-async def sequential_handshakes(args, config) -> tuple[float, list[float]]:
-    """Connections one after the other for ``args.duration`` s: (per second, durations)."""
+async def sequential_handshakes(args, config, client=None) -> tuple[float, list[float]]:
+    """Connections one after the other for ``args.duration`` s: (per second, durations).
+
+    Each from an endpoint of its own (``open_quic_connection``), or all through ``client``."""
     payload = header(HEADER_SIZE)
     times: list[float] = []
     start = time.perf_counter()
     deadline = start + args.duration
     while len(times) < args.max_connections and time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        if client is None:
+            opening = aiopquic.open_quic_connection(args.host, args.port, config=config)
+        else:
+            opening = client.connect(args.host, args.port)
+        async with opening as conn:
             await exchange(conn, payload, HEADER_SIZE)
         times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
@@ -220,12 +226,17 @@ async def sequential_handshakes(args, config) -> tuple[float, list[float]]:
 
 async def client_handshake(args, config) -> dict:
     # Full handshakes (like the other peers'), then resumed ones (the default of a
-    # config that connects again: no certificate to send or verify).
-    full, times = await sequential_handshakes(args, dataclasses.replace(config, resume_sessions=False))
+    # config that connects again: no certificate to send or verify), then full
+    # ones again, all through one QuicClient (no endpoint and thread per connection).
+    full_config = dataclasses.replace(config, resume_sessions=False)
+    full, times = await sequential_handshakes(args, full_config)
     resumed, _ = await sequential_handshakes(args, config)
+    async with aiopquic.QuicClient(full_config) as client:
+        shared, _ = await sequential_handshakes(args, full_config, client)
     return {
         "per_second": full,
         "per_second_resumed": resumed,
+        "per_second_shared": shared,
         "connections": len(times),
         "p50_ms": times[len(times) // 2] * 1e3,
         "max_ms": times[-1] * 1e3,
