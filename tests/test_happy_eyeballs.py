@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from aiopquic import HandshakeError, QuicConfig, open_quic_connection
+from aiopquic import HandshakeError, QuicClient, QuicConfig, open_quic_connection
 from aiopquic.cli.certs import CertificateSet
 from aiopquic.quic import client
 
@@ -91,3 +91,22 @@ async def test_when_every_address_is_silent_the_timeout_is_raised(
             with pytest.raises(HandshakeError, match="timed out") as info:
                 await open_quic_connection("localhost", silent_udp_port, config=config)
     assert any(note.startswith("also tried") for note in info.value.__notes__)
+
+
+async def test_a_quic_client_races_addresses_too(
+    server_config: QuicConfig, client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ::1 is silent on the server's port; the attempt there is abandoned when 127.0.0.1 wins.
+    _resolve_to(monkeypatch, "::1", "127.0.0.1")
+    with anyio.fail_after(5):
+        async with running_server(echo_handler, server_config, host="127.0.0.1") as listener:
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
+                silent.bind(("::1", listener.port))
+                async with QuicClient(client_config) as quic_client:
+                    for _ in range(2):
+                        async with quic_client.connect("localhost", listener.port) as conn:
+                            assert conn.remote_address is not None and conn.remote_address[0] == "127.0.0.1"
+                            stream = await conn.open_stream()
+                            await stream.send(b"ping")
+                            await stream.send_eof()
+                            assert await read_all(stream) == b"ping"

@@ -266,10 +266,11 @@ class QuicClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        """Close every connection of this client, stop its thread, free its socket.
 
-    async def aclose(self) -> None:
-        """Close every connection of this client, stop its thread, free its socket."""
+        (No public ``aclose()``: on trio the dispatcher task lives in a task group
+        that only the task which entered the client may leave.)
+        """
         if self._closed:
             return
         self._closed = True
