@@ -610,7 +610,9 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
 - this machine (calibrate.py): the bare cost of the hand-offs every latency figure is made of.
   A 1 KiB request/response makes two process wake-ups for aioquic and picoquicdemo (the UDP
   round trip is their floor in Python) and, for aiopquic, four more network-thread <-> Python
-  hops (each half a thread round trip).
+  hops (each half a thread round trip). "Through anyio": the same UDP round trip on anyio's
+  UDP sockets, a task per request on the echo side, no QUIC: the floor of an anyio-native
+  library's request/response.
 - handshakes: sequential new connections, each with handshake, one 8-byte request/response and
   close. aiopquic: `async with open_quic_connection()` (a new endpoint, socket and network thread
   each), full handshakes (resume_sessions=False: the server's certificate is sent and its
