@@ -52,6 +52,9 @@ uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const cha
     picoquic_stored_ticket_t** link;
     picoquic_stored_ticket_t* found = NULL;
 
+    if (picoquic_get_stored_ticket(quic, sni, (uint16_t)sni_length, alpn, (uint16_t)alpn_length, 0, 1, 0) != NULL) {
+        return 0; /* an earlier connection of this context got one: it goes first */
+    }
     pthread_mutex_lock(&cache->lock);
     for (link = &cache->first; *link != NULL;) {
         picoquic_stored_ticket_t* t = *link;
