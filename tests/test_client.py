@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import threading
 
 import anyio
@@ -30,9 +32,8 @@ async def _echo(conn: QuicConnection, payload: bytes) -> None:
 
 
 def _network_threads() -> int:
-    # Our threads are not Python threads: count them in /proc by name.
-    import os
-
+    """How many aiopquic network threads this process runs (they are not Python
+    threads: counted in /proc by name)."""
     count = 0
     for tid in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{tid}/comm") as f:
@@ -174,8 +175,6 @@ async def test_misuse_says_what_to_do(client_config: QuicConfig) -> None:
 
 
 async def test_binding_a_port_in_use_fails_on_entry(client_config: QuicConfig) -> None:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]

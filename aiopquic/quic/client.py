@@ -13,8 +13,12 @@ import anyio
 from .._core import Endpoint
 from .config import QuicConfig
 from .connection import QuicConnection
-from .errors import PICOQUIC_ERROR_HANDSHAKE_TIMEOUT, PICOQUIC_ERROR_IDLE_TIMEOUT, HandshakeError
 from .endpoint import QuicEndpoint
+from .errors import (
+    PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
+    PICOQUIC_ERROR_IDLE_TIMEOUT,
+    HandshakeError,
+)
 
 __all__ = ["QuicClient", "open_quic_connection"]
 
