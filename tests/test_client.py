@@ -187,3 +187,22 @@ def test_no_thread_before_entry(client_config: QuicConfig) -> None:
     before = threading.active_count(), _network_threads()
     QuicClient(client_config)
     assert (threading.active_count(), _network_threads()) == before
+
+
+async def test_the_body_s_errors_and_cancellation_come_out_as_themselves(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            threads_before = _network_threads()
+            with pytest.raises(ValueError, match="from the body"):
+                async with QuicClient(client_config) as client, client.connect("127.0.0.1", listener.port):
+                    raise ValueError("from the body")
+            with anyio.CancelScope() as scope:
+                async with QuicClient(client_config) as client:
+                    conn = await client.connect("127.0.0.1", listener.port)
+                    scope.cancel()
+                    await anyio.sleep_forever()
+            assert scope.cancelled_caught
+            assert conn.closed
+            assert _network_threads() == threads_before
