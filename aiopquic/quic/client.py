@@ -191,6 +191,7 @@ def open_quic_connection(host: str, port: int, *, config: QuicConfig) -> _OpenCo
     ``conn = await open_quic_connection(...)`` followed by ``async with conn:``.
     The connection has its own UDP socket and network thread; leaving the
     ``async with`` closes the connection, stops the thread and frees the socket.
+    (:class:`QuicClient` shares one socket and thread among many connections.)
     When ``host`` has several addresses they are tried as RFC 8305 describes
     (IPv6 and IPv4 interleaved, the next one 250 ms after the last, or at once
     when it fails); the first handshake to complete wins.
