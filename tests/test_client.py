@@ -206,3 +206,21 @@ async def test_the_body_s_errors_and_cancellation_come_out_as_themselves(
             assert scope.cancelled_caught
             assert conn.closed
             assert _network_threads() == threads_before
+
+
+async def test_without_an_ipv6_socket_it_reaches_ipv4(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # Another IPv6 socket holds the port: the client falls back to IPv4 alone.
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as taken:
+        taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        taken.bind(("::", 0))
+        port = taken.getsockname()[1]
+        with anyio.fail_after(10):
+            async with running_server(echo_handler, server_config) as listener:
+                async with QuicClient(client_config, local_port=port) as client:
+                    assert client.port == port
+                    async with client.connect("127.0.0.1", listener.port) as conn:
+                        await _echo(conn, b"over IPv4")
+                    with pytest.raises(OSError, match="no IPv6 socket could be had"):
+                        await client.connect("::1", listener.port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Generator
 from types import TracebackType
@@ -21,6 +22,8 @@ from .errors import (
 )
 
 __all__ = ["QuicClient", "open_quic_connection"]
+
+logger = logging.getLogger("aiopquic.quic")
 
 
 #: RFC 8305's "Connection Attempt Delay": how long one address gets before the next starts.
@@ -238,6 +241,7 @@ class QuicClient:
         self.config = config
         self._local = (local_host, local_port)
         self._endpoint: QuicEndpoint | None = None
+        self._bound = ""  # the address bound: "" for both families
         self._closed = False
 
     @property
@@ -253,10 +257,8 @@ class QuicClient:
     async def __aenter__(self) -> QuicClient:
         if self._endpoint is not None or self._closed:
             raise RuntimeError("a QuicClient can be entered only once")
-        host, port = self._local
-        core = Endpoint(**self.config.endpoint_options(is_server=False))
+        core = self._start_core()
         try:
-            core.start(host or "", port)
             endpoint = QuicEndpoint(core, self.config)
             await endpoint.start_client_dispatch()
         except BaseException:
@@ -264,6 +266,26 @@ class QuicClient:
             raise
         self._endpoint = endpoint
         return self
+
+    def _start_core(self) -> Endpoint:
+        """Bind and start the core endpoint: both families unless ``local_host`` says
+        which; IPv4 alone where the IPv6 socket cannot be had (no IPv6 on the host,
+        or its port taken by another IPv6 socket)."""
+        host, port = self._local
+        binds = [host] if host is not None else ["", "0.0.0.0"]
+        for bind in binds:
+            core = Endpoint(**self.config.endpoint_options(is_server=False))
+            try:
+                core.start(bind, port)
+            except OSError as exc:
+                core.close()
+                if bind != binds[-1]:
+                    logger.info("QuicClient: no IPv6 socket (%s); reaching IPv4 servers only", exc)
+                    continue
+                raise
+            self._bound = bind
+            return core
+        raise AssertionError("unreachable")
 
     async def __aexit__(
         self,
@@ -292,15 +314,15 @@ class QuicClient:
     def _reachable(self, targets: list[tuple[int, str]], host: str) -> list[tuple[int, str]]:
         """The addresses this client's socket can send to."""
         self._running()
-        local_host = self._local[0]
-        if local_host is None:
+        if not self._bound:
             return targets
-        family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in self._bound else socket.AF_INET
         reachable = [t for t in targets if t[0] == family]
         if not reachable:
+            hint = "bind no local_host to reach both" if self._local[0] is not None else "no IPv6 socket could be had"
             raise OSError(
                 f"{host!r} has no {'IPv6' if family == socket.AF_INET6 else 'IPv4'} address, the only "
-                f"family this client reaches (bound to {local_host}); bind no local_host to reach both"
+                f"family this client reaches (bound to {self._bound}; {hint})"
             )
         return reachable
 
