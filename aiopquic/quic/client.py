@@ -224,7 +224,7 @@ class QuicClient:
     and frees the socket.
 
     By default it binds any address of both families, so it reaches IPv4 and
-    IPv6 servers; ``local_host`` binds one address (and then reaches only that
+    IPv6 servers (IPv4 alone where no IPv6 socket can be had); ``local_host`` binds one address (and then reaches only that
     address's family), ``local_port`` a port.
     """
 
