@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: run a server in a task group, read a whole stream."""
+"""Helpers shared by the tests: run a server in a task group, read a whole stream,
+count network threads."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -46,3 +48,24 @@ async def _echo_stream(stream: AnyQuicStream) -> None:
     if isinstance(stream, QuicStream):  # a unidirectional stream is only drained
         await stream.send(data)
         await stream.send_eof()
+
+
+def network_threads() -> int:
+    """Threads of this process that are aiopquic network threads (named by the core)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "aiopquic-net"
+        except FileNotFoundError:
+            pass  # the thread ended while we looked
+    return count
+
+
+async def assert_network_threads(expected: int) -> None:
+    """Assert that ``expected`` network threads run, allowing the kernel a moment to
+    remove threads already joined: pthread_join() returns when a thread has exited,
+    a little before its /proc entry goes."""
+    with anyio.move_on_after(1.0):
+        while network_threads() != expected:
+            await anyio.sleep(0.005)
+    assert network_threads() == expected

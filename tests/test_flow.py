@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from pathlib import Path
 
 import anyio
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from aiopquic import QuicConfig, QuicConnection, QuicStream, StreamReset, open_quic_connection
 from aiopquic._core import Endpoint
 
-from .helpers import echo_handler, read_all, running_server
+from .helpers import assert_network_threads, echo_handler, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -257,6 +256,39 @@ async def test_cancelled_send_still_sends_everything(
                 assert await read_all(stream) == payload + b"tail"
 
 
+async def test_a_cancelled_send_keeps_the_bytes_it_was_given(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # send() borrows the caller's buffer while it runs; cancelled with bytes still
+    # queued, it keeps a copy of them: changing the buffer afterwards changes nothing.
+    client = dataclasses.replace(client_config, send_buffer_size=16 * 1024)
+    original = bytes(range(256)) * 4096
+    buffer = bytearray(original)
+    go = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await go.wait()  # read nothing until the client's send() was cancelled
+            assert isinstance(stream, QuicStream)
+            await stream.send(await read_all(stream))
+            await stream.send_eof()
+
+    server = dataclasses.replace(server_config, max_stream_data=64 * 1024)  # far less than the payload
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                with anyio.move_on_after(0.2) as scope:
+                    await stream.send(buffer)
+                assert scope.cancelled_caught
+                buffer[:] = bytes(len(buffer))
+                buffer.extend(b"the buffer can grow again")
+                go.set()
+                await stream.send_eof()
+                assert await read_all(stream) == original
+
+
 async def test_send_cancelled_before_it_yields_sends_nothing(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
@@ -288,15 +320,5 @@ async def test_cancelled_connect_leaves_no_thread(server_config: QuicConfig, cli
                 stream = await conn.open_stream()
                 await stream.send_eof()
                 assert await read_all(stream) == b""
-    assert network_threads() == 0
+    await assert_network_threads(0)
 
-
-def network_threads() -> int:
-    """Threads of this process that are aiopquic network threads (named by the core)."""
-    count = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            count += (task / "comm").read_text().strip() == "aiopquic-net"
-        except FileNotFoundError:
-            pass  # the thread ended while we looked
-    return count

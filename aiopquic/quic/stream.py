@@ -25,6 +25,14 @@ __all__ = ["QuicReceiveStream", "QuicSendStream", "QuicStream"]
 DEFAULT_RECEIVE_SIZE = 65536
 
 
+def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
+    """``data`` as a flat view of bytes (a copy only if it is not contiguous)."""
+    view = memoryview(data)
+    if view.c_contiguous:
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return memoryview(view.tobytes())
+
+
 class _Half:
     """One direction of a stream: its handle, and the one task that may wait on it."""
 
@@ -137,21 +145,32 @@ class _SendHalf(_Half):
                 stream_id=self._h.stream_id,
             )
 
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
+    async def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue all of ``data``; return how many bytes that is."""
         # Yield first, then commit: the bytes reach the network thread with no
         # task switch before a following send_eof(), so data and FIN usually
         # leave in one packet.  Cancelled here, nothing was sent.
         await anyio.lowlevel.checkpoint()
         self._check_open()
-        if not data:
-            return
+        view = _byte_view(data)
+        if not view:
+            return 0
         # Commit all of it now: cancelled from here on, every byte is still sent.
-        self._pending.append(memoryview(bytes(data)))
-        self.flush()
-        while self._pending:
-            await self._wait()
-            self._raise_if_stopped()
-            self._conn._raise_if_closed()
+        # The caller's buffer is borrowed, not copied, while this call runs: the
+        # ring takes the only copy, unless the call ends with bytes still queued.
+        self._pending.append(view)
+        try:
+            self.flush()
+            while self._pending:
+                await self._wait()
+                self._raise_if_stopped()
+                self._conn._raise_if_closed()
+        finally:
+            if self._pending:  # cancelled while waiting for room: keep what is queued
+                self._pending = deque(memoryview(bytes(chunk)) for chunk in self._pending)
+            size = len(view)
+            view.release()  # give the buffer back now: a bytearray may be resized again
+        return size
 
     def flush(self) -> None:
         """Move pending bytes (then a pending FIN) into the ring; arm a wake-up if it is full."""
@@ -274,8 +293,7 @@ class _Sending(_StreamBase):
         none if it is cancelled at its first checkpoint (before anything is
         queued), all if it is cancelled later, while it waits for room.
         """
-        await self._tx.send(item)
-        self._conn._bytes_sent += len(item)
+        self._conn._bytes_sent += await self._tx.send(item)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
