@@ -32,6 +32,7 @@ from .errors import (
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
 
 if TYPE_CHECKING:
+    from ._parking import Spot
     from .config import QuicConfig
     from .endpoint import QuicEndpoint
 
@@ -102,8 +103,8 @@ class QuicConnection:
         handle.owner = self
         self._streams: dict[int, _AnyStream] = {}
         self._incoming: deque[AnyQuicStream] = deque()
-        self._accept_waiter: anyio.Event | None = None
-        self._datagram_waiter: anyio.Event | None = None
+        self._accept_spot = endpoint.spot()
+        self._datagram_spot = endpoint.spot()
         self._handshake_done = anyio.Event()
         self._close_sent = anyio.Event()
         self._closed = anyio.Event()
@@ -219,13 +220,9 @@ class QuicConnection:
         waited = False
         while not self._incoming:
             self._raise_if_closed()
-            if self._accept_waiter is not None:
+            if self._accept_spot.occupied:
                 raise anyio.BusyResourceError("accepting streams from")
-            self._accept_waiter = event = anyio.Event()
-            try:
-                await self._wait_event(event)
-            finally:
-                self._accept_waiter = None
+            await self._wait_in(self._accept_spot)
             waited = True
         stream = self._incoming.popleft()
         self._streams_accepted += 1
@@ -277,13 +274,9 @@ class QuicConnection:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 return data
             self._raise_if_closed()
-            if self._datagram_waiter is not None:
+            if self._datagram_spot.occupied:
                 raise anyio.BusyResourceError("receiving datagrams from")
-            self._datagram_waiter = event = anyio.Event()
-            try:
-                await self._wait_event(event)
-            finally:
-                self._datagram_waiter = None
+            await self._wait_in(self._datagram_spot)
 
     # -- closing --------------------------------------------------------
 
@@ -342,13 +335,14 @@ class QuicConnection:
         if self._closing_locally:
             raise anyio.ClosedResourceError("this connection was closed by us")
 
-    async def _wait_event(self, event: anyio.Event) -> None:
+    async def _wait_in(self, spot: Spot) -> None:
+        """Wait in ``spot`` for the dispatcher to wake us."""
         if not self._endpoint.dispatching:
             raise RuntimeError(
                 "this connection is not running: use it inside `async with conn:` "
                 "(or `async with open_quic_connection(...) as conn:`)"
             )
-        await event.wait()
+        await spot.wait()
 
     # -- events from the endpoint's dispatcher ---------------------------
 
@@ -356,8 +350,8 @@ class QuicConnection:
         if flags & EV_READY:
             self._ready = True
             self._handshake_done.set()
-        if flags & EV_DGRAM and self._datagram_waiter is not None:
-            self._datagram_waiter.set()
+        if flags & EV_DGRAM:
+            self._datagram_spot.wake()
         if flags & EV_CLOSE_SENT:
             self._close_sent.set()
             self._closed.set()
@@ -379,8 +373,7 @@ class QuicConnection:
                 new = QuicStream(handle, self)
             self._streams[new.stream_id] = new
             self._incoming.append(new)
-            if self._accept_waiter is not None:
-                self._accept_waiter.set()
+            self._accept_spot.wake()
             stream = new
         stream._on_event(flags)
 
@@ -402,9 +395,8 @@ class QuicConnection:
         self._on_closed()
 
     def _wake_all(self) -> None:
-        for waiter in (self._accept_waiter, self._datagram_waiter):
-            if waiter is not None:
-                waiter.set()
+        self._accept_spot.wake()
+        self._datagram_spot.wake()
         for stream in list(self._streams.values()):
             stream._on_connection_closed()
 

@@ -18,6 +18,7 @@ from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
 from .errors import StreamReset
 
 if TYPE_CHECKING:
+    from ._parking import Spot
     from .connection import QuicConnection
 
 __all__ = ["QuicReceiveStream", "QuicSendStream", "QuicStream"]
@@ -36,7 +37,7 @@ def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
 class _Half:
     """One direction of a stream: its handle, and the one task that may wait on it."""
 
-    __slots__ = ("_conn", "_h", "_waiter")
+    __slots__ = ("_conn", "_h", "_spot")
 
     #: Named in the error when two tasks use this half at once.
     _activity = ""
@@ -44,21 +45,20 @@ class _Half:
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
         self._h = handle
         self._conn = conn
-        self._waiter: anyio.Event | None = None
+        self._spot: Spot | None = None  # made on the first wait
 
     async def _wait(self) -> None:
         """Wait for the next event on this stream (or its connection)."""
-        if self._waiter is not None:
+        spot = self._spot
+        if spot is None:
+            spot = self._spot = self._conn._endpoint.spot()
+        elif spot.occupied:
             raise anyio.BusyResourceError(self._activity)
-        self._waiter = event = anyio.Event()
-        try:
-            await self._conn._wait_event(event)
-        finally:
-            self._waiter = None
+        await self._conn._wait_in(spot)
 
     def wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
+        if self._spot is not None:
+            self._spot.wake()
 
 
 class _ReceiveHalf(_Half):

@@ -1,0 +1,144 @@
+"""Instructions per 1 KiB request/response, counted by valgrind: a figure the noise
+of a shared machine does not move.
+
+Wall-clock latencies on a shared VM swing by 20-30 % from one minute to the
+next, which hides any change smaller than that.  This counts the user-space
+instructions (callgrind) of one process that runs an aiopquic server and client
+over loopback and makes sequential 1 KiB request/responses on fresh streams,
+twice (``--short`` and ``--long`` exchanges after a warm-up); the difference per
+exchange is split by where it ran: the Python interpreter, aiopquic's core
+(picoquic, picotls and the bridge, one shared object), OpenSSL, the C library.
+Both ends are in the one process, so a figure covers a whole exchange, client
+and server.  Kernel time (system calls, wake-ups) is not counted: see run.py
+for wall-clock figures.  Repeated runs agree to within ~0.5 %.
+
+    python benchmarks/instructions.py                 # asyncio and trio
+    python benchmarks/instructions.py --backend trio --long 1000
+
+Needs valgrind (``apt-get install valgrind``); takes about a minute per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+WARMUP = 50
+#: What each shared object counts as (matched against its file name).
+OBJECTS = [  # first match wins
+    ("aiopquic core", re.compile(r"/_core\.cpython")),
+    ("python", re.compile(r"libpython|/python3[.\d]*$|\.cpython-\d+")),
+    ("OpenSSL", re.compile(r"libcrypto|libssl")),
+    ("C library", re.compile(r"libc\.so|ld-linux")),
+]
+
+
+async def _exchanges(certs: Path, count: int) -> None:
+    import anyio
+
+    import aiopquic
+
+    async def handler(conn: aiopquic.QuicConnection) -> None:
+        async with conn, anyio.create_task_group() as tg:
+            async for stream in conn:
+                tg.start_soon(echo, stream)
+
+    async def echo(stream: aiopquic.AnyQuicStream) -> None:
+        data = await read_all(stream)
+        if isinstance(stream, aiopquic.QuicStream):
+            await stream.send(data)
+            await stream.send_eof()
+
+    async def read_all(stream: aiopquic.AnyQuicStream) -> bytes:
+        data = bytearray()
+        try:
+            while True:
+                data += await stream.receive()
+        except anyio.EndOfStream:
+            return bytes(data)
+
+    server = aiopquic.QuicConfig(alpn=["rr"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
+    client = aiopquic.QuicConfig(alpn=["rr"], cafile=certs / "ca.pem")
+    payload = bytes(1024)
+    async with anyio.create_task_group() as tg:
+        listener = await tg.start(aiopquic.serve_quic, handler, "127.0.0.1", 0, server)
+        async with aiopquic.open_quic_connection("localhost", listener.port, config=client) as conn:
+            for _ in range(WARMUP + count):
+                stream = await conn.open_stream()
+                await stream.send(payload)
+                await stream.send_eof()
+                if await read_all(stream) != payload:
+                    raise RuntimeError("the echo differs from the request")
+        tg.cancel_scope.cancel()
+
+
+def _count(backend: str, exchanges: int, certs: Path, workdir: Path) -> Counter[str]:
+    """Run the workload under callgrind; instructions by object."""
+    out = workdir / f"callgrind.{backend}.{exchanges}"
+    subprocess.run(
+        [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            sys.executable, __file__, "--child", backend, str(exchanges), str(certs),
+        ],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--threshold=100", "--inclusive=no", str(out)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    by_object: Counter[str] = Counter()
+    for line in annotated.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+(.*)", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        count = int(m.group(1).replace(",", ""))
+        obj = re.search(r"\[([^\]]+)\]\s*$", m.group(2))
+        name = obj.group(1) if obj else ""
+        kind = next((k for k, pattern in OBJECTS if pattern.search(name)), None)
+        if kind is None:
+            # Lines without an object are code inlined from headers: the interpreter's.
+            kind = "python" if not name or "Python-" in m.group(2) or "Include" in m.group(2) else "other"
+        by_object[kind] += count
+    return by_object
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        import anyio
+
+        backend, count, certs = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+        anyio.run(_exchanges, certs, count, backend=backend)
+        return
+    parser = argparse.ArgumentParser(description="instructions per request/response, counted by valgrind")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), action="append")
+    parser.add_argument("--short", type=int, default=200, help="exchanges in the first run")
+    parser.add_argument("--long", type=int, default=600, help="exchanges in the second run")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+        sys.exit("instructions.py needs valgrind: apt-get install valgrind")
+    if args.long <= args.short:
+        parser.error("--long must be larger than --short")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from aiopquic.cli.certs import make_certificates
+
+    with tempfile.TemporaryDirectory(prefix="aiopquic-instructions-") as tmp:
+        workdir = Path(tmp)
+        certs = workdir / "certs"
+        make_certificates(certs)  # here: the measured process never imports cryptography
+        for backend in args.backend or ["asyncio", "trio"]:
+            short = _count(backend, args.short, certs, workdir)
+            long = _count(backend, args.long, certs, workdir)
+            per = {k: (long[k] - short[k]) / (args.long - args.short) for k in set(short) | set(long)}
+            total = sum(per.values())
+            parts = ", ".join(f"{k} {v / 1000:.0f}k" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 500)
+            print(f"{backend}: {total / 1000:.0f}k instructions per 1 KiB request/response ({parts})")
+
+
+if __name__ == "__main__":
+    main()
