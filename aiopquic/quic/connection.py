@@ -32,7 +32,7 @@ from .errors import (
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
 
 if TYPE_CHECKING:
-    from ._parking import Spot
+    from ._lowlevel import Spot
     from .config import QuicConfig
     from .endpoint import QuicEndpoint
 
@@ -103,8 +103,9 @@ class QuicConnection:
         handle.owner = self
         self._streams: dict[int, _AnyStream] = {}
         self._incoming: deque[AnyQuicStream] = deque()
-        self._accept_spot = endpoint.spot()
-        self._datagram_spot = endpoint.spot()
+        self._ll = endpoint.lowlevel
+        self._accept_spot = self._ll.spot()
+        self._datagram_spot = self._ll.spot()
         self._handshake_done = anyio.Event()
         self._close_sent = anyio.Event()
         self._closed = anyio.Event()
@@ -192,12 +193,12 @@ class QuicConnection:
         It never blocks, and it is a cancellation point but does not yield to
         other tasks: the first ``send()`` on the new stream does.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._ll.checkpoint_if_cancelled()
         return self._register_opened(QuicStream(self._open_handle(uni=False), self))
 
     async def open_uni_stream(self) -> QuicSendStream:
         """Open a unidirectional (send-only) stream; like :meth:`open_stream`."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._ll.checkpoint_if_cancelled()
         return self._register_opened(QuicSendStream(self._open_handle(uni=True), self))
 
     def _open_handle(self, *, uni: bool) -> StreamHandle:
@@ -216,7 +217,7 @@ class QuicConnection:
         (the peer's unidirectional stream). Raises :class:`ConnectionClosed` once
         the connection is closed. A cancelled call loses no stream.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._ll.checkpoint_if_cancelled()
         waited = False
         while not self._incoming:
             self._raise_if_closed()
@@ -227,7 +228,7 @@ class QuicConnection:
         stream = self._incoming.popleft()
         self._streams_accepted += 1
         if not waited:  # every call yields once, as trio expects
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            await self._ll.cancel_shielded_checkpoint()
         return stream
 
     def __aiter__(self) -> QuicConnection:
@@ -251,7 +252,7 @@ class QuicConnection:
         dropped (and counted in :attr:`stats`). Raises :class:`ValueError` if
         ``data`` is larger than :attr:`max_datagram_size`.
         """
-        await anyio.lowlevel.checkpoint()
+        await self._ll.checkpoint()
         self._raise_if_closed()
         limit = self.max_datagram_size
         if limit == 0:
@@ -266,12 +267,12 @@ class QuicConnection:
 
     async def receive_datagram(self) -> bytes:
         """Wait for the next datagram from the peer."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._ll.checkpoint_if_cancelled()
         while True:
             data = self._h.receive_datagram()
             if data is not None:
                 self._datagrams_received += 1
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                await self._ll.cancel_shielded_checkpoint()
                 return data
             self._raise_if_closed()
             if self._datagram_spot.occupied:

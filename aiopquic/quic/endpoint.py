@@ -17,7 +17,7 @@ import anyio
 import sniffio
 
 from .._core import ConnHandle, Endpoint
-from ._parking import spot_factory
+from ._lowlevel import lowlevel_for
 from .config import QuicConfig
 from .connection import QuicConnection
 from .errors import ConnectionClosed
@@ -57,8 +57,8 @@ class QuicEndpoint:
     ) -> None:
         self.core = core
         self.config = config
-        #: What streams and connections of this endpoint wait in (made in the event loop).
-        self.spot = spot_factory(sniffio.current_async_library())
+        #: Waits and checkpoints of the async library running this endpoint.
+        self.lowlevel = lowlevel_for(sniffio.current_async_library())
         check_socket_buffer_limits(config.socket_buffer_size)
         self.on_connection = on_connection
         self._connections: set[QuicConnection] = set()

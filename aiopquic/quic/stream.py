@@ -18,7 +18,7 @@ from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
 from .errors import StreamReset
 
 if TYPE_CHECKING:
-    from ._parking import Spot
+    from ._lowlevel import Spot
     from .connection import QuicConnection
 
 __all__ = ["QuicReceiveStream", "QuicSendStream", "QuicStream"]
@@ -51,7 +51,7 @@ class _Half:
         """Wait for the next event on this stream (or its connection)."""
         spot = self._spot
         if spot is None:
-            spot = self._spot = self._conn._endpoint.spot()
+            spot = self._spot = self._conn._ll.spot()
         elif spot.occupied:
             raise anyio.BusyResourceError(self._activity)
         await self._conn._wait_in(spot)
@@ -75,7 +75,7 @@ class _ReceiveHalf(_Half):
     async def receive(self, max_bytes: int) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._conn._ll.checkpoint_if_cancelled()
         h = self._h
         waited = False
         while True:
@@ -95,7 +95,7 @@ class _ReceiveHalf(_Half):
             data = h.read(max_bytes)
             if data:
                 if not waited:  # every call yields once, as trio expects
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
+                    await self._conn._ll.cancel_shielded_checkpoint()
                 return data
             if not fin and h.fin_received:
                 continue  # the FIN landed after our first look: read again, it is all in
@@ -150,7 +150,7 @@ class _SendHalf(_Half):
         # Yield first, then commit: the bytes reach the network thread with no
         # task switch before a following send_eof(), so data and FIN usually
         # leave in one packet.  Cancelled here, nothing was sent.
-        await anyio.lowlevel.checkpoint()
+        await self._conn._ll.checkpoint()
         self._check_open()
         view = _byte_view(data)
         if not view:
@@ -301,10 +301,10 @@ class _Sending(_StreamBase):
         In a cancelled scope it raises before doing anything; otherwise the FIN
         is committed before the call yields, so it cannot be half done.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._conn._ll.checkpoint_if_cancelled()
         self._tx.send_eof()
         self._conn._forget_if_finished(self)
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        await self._conn._ll.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
@@ -323,7 +323,7 @@ class QuicReceiveStream(_Receiving, ByteReceiveStream):
     async def aclose(self) -> None:
         """Stop reading: unread bytes are discarded and the peer is told (code 0)."""
         self.stop_sending(0)
-        await anyio.lowlevel.checkpoint()
+        await self._conn._ll.checkpoint()
 
 
 class QuicSendStream(_Sending, ByteSendStream):
@@ -352,4 +352,4 @@ class QuicStream(_Receiving, _Sending, ByteStream):
         self._tx.send_eof()
         self._rx.stop(0)
         self._conn._forget_if_finished(self)
-        await anyio.lowlevel.checkpoint()
+        await self._conn._ll.checkpoint()

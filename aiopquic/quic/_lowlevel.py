@@ -1,0 +1,139 @@
+"""The few low-level operations streams and connections do thousands of times a
+second, in the cheapest form each backend offers, chosen once per endpoint.
+
+- A parking spot: one task waits in it until another wakes it.  An
+  ``anyio.Event`` per wait costs a backend lookup, an event object of anyio's and
+  one of the backend's; a spot is an asyncio future or trio's
+  ``wait_task_rescheduled``, made once and reused.  Cancellation is the
+  backend's own, as with an event: a cancelled wait raises where it waited and
+  a later ``wake()`` is a no-op.
+- Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
+  call; these are the backend's own functions, looked up once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import anyio.lowlevel
+
+__all__ = ["Lowlevel", "Spot", "lowlevel_for"]
+
+
+class Spot(Protocol):
+    """Where one task waits (``await spot.wait()``) until ``spot.wake()``."""
+
+    @property
+    def occupied(self) -> bool:
+        """True while a task waits here."""
+
+    async def wait(self) -> None:
+        """Wait until woken (or cancelled)."""
+
+    def wake(self) -> None:
+        """Wake the waiting task, if any."""
+
+
+class AsyncioSpot:
+    """A spot on asyncio: the waiter awaits a future."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    @property
+    def occupied(self) -> bool:
+        return self._future is not None
+
+    async def wait(self) -> None:
+        self._future = future = asyncio.get_running_loop().create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    def wake(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+@functools.cache
+def _trio_spot() -> type[Spot]:
+    """The spot class for trio (made on first use: trio is imported only then)."""
+    from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+    class TrioSpot:
+        """A spot on trio: the waiter parks with ``wait_task_rescheduled``."""
+
+        __slots__ = ("_task",)
+
+        def __init__(self) -> None:
+            self._task: Any = None
+
+        @property
+        def occupied(self) -> bool:
+            return self._task is not None
+
+        async def wait(self) -> None:
+            self._task = current_task()
+            await wait_task_rescheduled(self._abort)
+
+        def _abort(self, raise_cancel: object) -> Abort:
+            self._task = None
+            return Abort.SUCCEEDED
+
+        def wake(self) -> None:
+            task = self._task
+            if task is not None:
+                self._task = None
+                reschedule(task)
+
+    return TrioSpot
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowlevel:
+    """The spot class and checkpoints of one async library."""
+
+    spot: type[Spot]
+    checkpoint: Callable[[], Awaitable[None]]
+    checkpoint_if_cancelled: Callable[[], Awaitable[None]]
+    cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+
+
+@functools.cache
+def lowlevel_for(library: str) -> Lowlevel:
+    """The operations for the async library ``library`` (sniffio's name for it)."""
+    if library == "trio":
+        import trio.lowlevel
+
+        return Lowlevel(
+            _trio_spot(),
+            trio.lowlevel.checkpoint,
+            trio.lowlevel.checkpoint_if_cancelled,
+            trio.lowlevel.cancel_shielded_checkpoint,
+        )
+    if library != "asyncio":
+        raise RuntimeError(f"aiopquic runs on asyncio or trio, not {library}")
+    try:
+        # anyio's own asyncio checkpoints (they follow its cancel scopes), without
+        # the backend lookup of each call; through a private name, hence the fallback.
+        from anyio._core._eventloop import get_async_backend
+
+        backend: Any = get_async_backend("asyncio")
+        return Lowlevel(
+            AsyncioSpot, backend.checkpoint, backend.checkpoint_if_cancelled, backend.cancel_shielded_checkpoint
+        )
+    except (ImportError, AttributeError, TypeError):
+        return Lowlevel(
+            AsyncioSpot,
+            anyio.lowlevel.checkpoint,
+            anyio.lowlevel.checkpoint_if_cancelled,
+            anyio.lowlevel.cancel_shielded_checkpoint,
+        )
