@@ -133,7 +133,7 @@ def _anyio_echo(backend: str) -> None:
                 async with anyio.create_task_group() as tg:
                     async for data, peer in sock:
                         if not data:
-                            tg.cancel_scope.cancel()
+                            break  # the client is done
                         tg.start_soon(answer, data, peer)
 
     anyio.run(serve, backend=backend)

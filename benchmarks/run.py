@@ -703,7 +703,7 @@ def main() -> int:
             peers["picoquicdemo"] = PicoquicDemoPeer(binary)
 
     started = time.perf_counter()
-    log("  calibrating: UDP and thread round trips ...")
+    log("  calibrating: UDP, thread and anyio UDP round trips ...")
     machine = calibrate.measure()
     outcomes: dict[tuple[str, str], Outcome] = {}
     problems: list[str] = []

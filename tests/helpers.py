@@ -36,6 +36,14 @@ async def read_all(stream: ByteReceiveStream) -> bytes:
         return bytes(data)
 
 
+async def echo_once(conn: QuicConnection, payload: bytes) -> None:
+    """Send ``payload`` on a new stream of ``conn`` and check it comes back (echo_handler)."""
+    stream = await conn.open_stream()
+    await stream.send(payload)
+    await stream.send_eof()
+    assert await read_all(stream) == payload
+
+
 async def echo_handler(conn: QuicConnection) -> None:
     """Echo every bidirectional stream back, then FIN."""
     async with conn, anyio.create_task_group() as tg:

@@ -18,16 +18,9 @@ from aiopquic import (
 )
 from aiopquic.cli.certs import CertificateSet
 
-from .helpers import assert_network_threads, echo_handler, network_threads, read_all, running_server
+from .helpers import assert_network_threads, echo_handler, echo_once, network_threads, running_server
 
 pytestmark = pytest.mark.anyio
-
-
-async def _echo(conn: QuicConnection, payload: bytes) -> None:
-    stream = await conn.open_stream()
-    await stream.send(payload)
-    await stream.send_eof()
-    assert await read_all(stream) == payload
 
 
 async def test_connections_share_one_socket_and_thread(
@@ -40,13 +33,13 @@ async def test_connections_share_one_socket_and_thread(
                 ports = set()
                 for i in range(3):  # one after the other
                     async with client.connect("127.0.0.1", listener.port) as conn:
-                        await _echo(conn, b"sequential %d" % i)
+                        await echo_once(conn, b"sequential %d" % i)
                         assert conn.local_address is not None
                         ports.add(conn.local_address[1])
                 conns = [await client.connect("127.0.0.1", listener.port) for _ in range(4)]
                 async with anyio.create_task_group() as tg:  # at once
                     for i, conn in enumerate(conns):
-                        tg.start_soon(_echo, conn, b"concurrent %d" % i)
+                        tg.start_soon(echo_once, conn, b"concurrent %d" % i)
                 for conn in conns:
                     assert conn.local_address is not None
                     ports.add(conn.local_address[1])
@@ -93,9 +86,9 @@ async def test_a_failed_handshake_leaves_the_others_alone(
                 async with client.connect("127.0.0.1", good.port) as conn:
                     with pytest.raises(HandshakeError):
                         await client.connect("localhost", bad.port)
-                    await _echo(conn, b"still here")
+                    await echo_once(conn, b"still here")
                 async with client.connect("127.0.0.1", good.port) as conn:
-                    await _echo(conn, b"and still connecting")
+                    await echo_once(conn, b"and still connecting")
 
 
 async def test_a_cancelled_connect_leaves_the_client_usable(
@@ -108,7 +101,7 @@ async def test_a_cancelled_connect_leaves_the_client_usable(
                     scope.cancel()
                     await client.connect("127.0.0.1", listener.port)
                 async with client.connect("127.0.0.1", listener.port) as conn:
-                    await _echo(conn, b"after the cancelled attempt")
+                    await echo_once(conn, b"after the cancelled attempt")
 
 
 async def test_sessions_resume_within_one_client(
@@ -116,7 +109,7 @@ async def test_sessions_resume_within_one_client(
 ) -> None:
     async def resumed(client: QuicClient, port: int) -> bool:
         async with client.connect("localhost", port) as conn:
-            await _echo(conn, b"ping")
+            await echo_once(conn, b"ping")
             return conn.session_resumed
 
     with anyio.fail_after(10):
@@ -141,8 +134,8 @@ async def test_both_address_families(server_config: QuicConfig, client_config: Q
         ) as v4:
             async with QuicClient(client_config) as client:
                 async with client.connect("::1", v6.port) as conn6, client.connect("127.0.0.1", v4.port) as conn4:
-                    await _echo(conn6, b"six")
-                    await _echo(conn4, b"four")
+                    await echo_once(conn6, b"six")
+                    await echo_once(conn4, b"four")
             async with QuicClient(client_config, local_host="127.0.0.1") as client:
                 with pytest.raises(OSError, match="no IPv4 address"):
                     await client.connect("::1", v6.port)
@@ -210,6 +203,6 @@ async def test_without_an_ipv6_socket_it_reaches_ipv4(
                 async with QuicClient(client_config, local_port=port) as client:
                     assert client.port == port
                     async with client.connect("127.0.0.1", listener.port) as conn:
-                        await _echo(conn, b"over IPv4")
+                        await echo_once(conn, b"over IPv4")
                     with pytest.raises(OSError, match="no IPv6 socket could be had"):
                         await client.connect("::1", listener.port)

@@ -14,7 +14,7 @@ from aiopquic import HandshakeError, QuicClient, QuicConfig, open_quic_connectio
 from aiopquic.cli.certs import CertificateSet
 from aiopquic.quic import client
 
-from .helpers import echo_handler, read_all, running_server
+from .helpers import echo_handler, echo_once, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +45,7 @@ async def test_a_silent_first_address_does_not_stall_the_connection(
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
                 elapsed = time.monotonic() - start
                 assert conn.remote_address is not None and conn.remote_address[0] == "127.0.0.1"
-                stream = await conn.open_stream()
-                await stream.send(b"ping")
-                await stream.send_eof()
-                assert await read_all(stream) == b"ping"
+                await echo_once(conn, b"ping")
     # The second address started after the attempt delay, not after the handshake timeout.
     assert elapsed < client_config.handshake_timeout / 2
 
@@ -106,7 +103,4 @@ async def test_a_quic_client_races_addresses_too(
                     for _ in range(2):
                         async with quic_client.connect("localhost", listener.port) as conn:
                             assert conn.remote_address is not None and conn.remote_address[0] == "127.0.0.1"
-                            stream = await conn.open_stream()
-                            await stream.send(b"ping")
-                            await stream.send_eof()
-                            assert await read_all(stream) == b"ping"
+                            await echo_once(conn, b"ping")

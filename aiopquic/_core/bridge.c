@@ -1377,11 +1377,10 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
 {
     int ret = 0;
     struct timespec deadline;
-    ep->param.local_af = bind_addr->sa_family;
+    ep->param.local_af = bind_addr->sa_family; /* AF_UNSPEC (0): both families */
     if (bind_addr->sa_family == AF_UNSPEC) {
         /* Any address of both families: one IPv6 and one IPv4 socket, the port
          * (0: any) carried in a sockaddr_in. */
-        ep->param.local_af = 0;
         ep->param.local_port = ntohs(((struct sockaddr_in const*)bind_addr)->sin_port);
     }
     else if (bind_addr->sa_family == AF_INET6) {

@@ -45,7 +45,7 @@ void aq_sessions_free(aq_sessions_t* cache)
     free(cache);
 }
 
-uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const char* sni, const char* alpn)
+void aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const char* sni, const char* alpn)
 {
     uint64_t now = picoquic_get_tls_time(quic); /* the clock of time_valid_until */
     size_t sni_length = strlen(sni), alpn_length = strlen(alpn);
@@ -53,7 +53,7 @@ uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const cha
     picoquic_stored_ticket_t* found = NULL;
 
     if (picoquic_get_stored_ticket(quic, sni, (uint16_t)sni_length, alpn, (uint16_t)alpn_length, 0, 1, 0) != NULL) {
-        return 0; /* an earlier connection of this context got one: it goes first */
+        return; /* an earlier connection of this context got one: it goes first */
     }
     pthread_mutex_lock(&cache->lock);
     for (link = &cache->first; *link != NULL;) {
@@ -74,19 +74,20 @@ uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const cha
         link = &t->next_ticket;
     }
     pthread_mutex_unlock(&cache->lock);
-    if (found == NULL) {
-        return 0;
+    if (found != NULL) {
+        found->next_ticket = quic->p_first_ticket;
+        found->was_used = 0;
+        quic->p_first_ticket = found;
     }
-    found->next_ticket = quic->p_first_ticket;
-    found->was_used = 0;
-    quic->p_first_ticket = found;
-    return aq_ticket_id(found);
 }
 
 void aq_sessions_mark_used(picoquic_cnx_t* cnx)
 {
+    if (cnx->resumed_ticket_id == 0) {
+        return; /* a full handshake */
+    }
     for (picoquic_stored_ticket_t* t = cnx->quic->p_first_ticket; t != NULL; t = t->next_ticket) {
-        if (cnx->resumed_ticket_id != 0 && aq_ticket_id(t) == cnx->resumed_ticket_id) {
+        if (aq_ticket_id(t) == cnx->resumed_ticket_id) {
             t->was_used = 1;
         }
     }

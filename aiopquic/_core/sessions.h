@@ -21,9 +21,9 @@ aq_sessions_t* aq_sessions_new(void);
 void aq_sessions_free(aq_sessions_t* cache);
 
 /* Network thread, before creating a connection: unless the context holds an
- * unused ticket for (sni, alpn) already, move one valid ticket for them from the
- * cache into the context.  Returns its id, 0 if none moved. */
-uint64_t aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const char* sni, const char* alpn);
+ * unused ticket for (sni, alpn) already, move one valid ticket for them (if
+ * any) from the cache into the context. */
+void aq_sessions_lend(aq_sessions_t* cache, picoquic_quic_t* quic, const char* sni, const char* alpn);
 
 /* Network thread, once a client connection has started: mark the ticket it
  * resumes with (if any) used, so that neither a later connection of the same

@@ -224,8 +224,9 @@ class QuicClient:
     and frees the socket.
 
     By default it binds any address of both families, so it reaches IPv4 and
-    IPv6 servers (IPv4 alone where no IPv6 socket can be had); ``local_host`` binds one address (and then reaches only that
-    address's family), ``local_port`` a port.
+    IPv6 servers (IPv4 alone where no IPv6 socket can be had); ``local_host``
+    binds one address (and then reaches only that address's family),
+    ``local_port`` a port.
     """
 
     def __init__(self, config: QuicConfig, *, local_host: str | None = None, local_port: int = 0) -> None:
@@ -272,20 +273,24 @@ class QuicClient:
         which; IPv4 alone where the IPv6 socket cannot be had (no IPv6 on the host,
         or its port taken by another IPv6 socket)."""
         host, port = self._local
-        binds = [host] if host is not None else ["", "0.0.0.0"]
-        for bind in binds:
-            core = Endpoint(**self.config.endpoint_options(is_server=False))
-            try:
-                core.start(bind, port)
-            except OSError as exc:
-                core.close()
-                if bind != binds[-1]:
-                    logger.info("QuicClient: no IPv6 socket (%s); reaching IPv4 servers only", exc)
-                    continue
-                raise
-            self._bound = bind
-            return core
-        raise AssertionError("unreachable")
+        if host is not None:
+            return self._bind(host, port)
+        try:
+            return self._bind("", port)
+        except OSError as exc:
+            logger.info("QuicClient: no IPv6 socket (%s); reaching IPv4 servers only", exc)
+            return self._bind("0.0.0.0", port)
+
+    def _bind(self, host: str, port: int) -> Endpoint:
+        """A started core endpoint bound to ``host`` ("": both families) and ``port``."""
+        core = Endpoint(**self.config.endpoint_options(is_server=False))
+        try:
+            core.start(host, port)
+        except OSError:
+            core.close()
+            raise
+        self._bound = host
+        return core
 
     async def __aexit__(
         self,

@@ -153,7 +153,8 @@ class _SendHalf(_Half):
         await self._conn._ll.checkpoint()
         self._check_open()
         view = _byte_view(data)
-        if not view:
+        size = len(view)
+        if not size:
             return 0
         # Commit all of it now: cancelled from here on, every byte is still sent.
         # The caller's buffer is borrowed, not copied, while this call runs: the
@@ -168,7 +169,6 @@ class _SendHalf(_Half):
         finally:
             if self._pending:  # cancelled while waiting for room: keep what is queued
                 self._pending = deque(memoryview(bytes(chunk)) for chunk in self._pending)
-            size = len(view)
             view.release()  # give the buffer back now: a bytearray may be resized again
         return size
 
