@@ -28,6 +28,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t local_app_error
         uint64_t remote_app_error
         char* remote_reason
+        int close_truncated
         int was_ready
         int resumed
         uint64_t dg_tx_dropped
@@ -108,7 +109,7 @@ cdef extern from "bridge.h" nogil:
 
     aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const sockaddr* peer,
                                   const char* sni, const char* alpn)
-    void aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us)
+    int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code)
     int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t length)
     aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm)
     void aq_dgram_free(aq_dgram_t* d)
@@ -118,7 +119,7 @@ cdef extern from "bridge.h" nogil:
     size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max_bytes)
     int aq_stream_rx_arm(aq_stream_t* s)
     size_t aq_stream_writable(aq_stream_t* s)
-    Py_ssize_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length)
+    Py_ssize_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length, int all)
     size_t aq_stream_tx_arm(aq_stream_t* s)
     size_t aq_stream_unsent(aq_stream_t* s)
     void aq_stream_send_fin(aq_stream_t* s)

@@ -413,10 +413,17 @@ cdef class ConnHandle:
         aq_node_unref(&s.node)
         return h
 
-    def close(self, uint64_t code, str reason, double linger=0.0):
-        """Ask for CONNECTION_CLOSE; wait up to ``linger`` s for sent data to be acked first."""
+    def close(self, uint64_t code, bytes reason, double linger=0.0, uint64_t late_code=0):
+        """Ask for CONNECTION_CLOSE; wait up to ``linger`` s for sent data to be acked
+        first, and close with ``late_code`` instead if they are not by then."""
         if not self.endpoint.closed:
-            aq_conn_close(self.c, code, reason.encode(), <uint64_t>(linger * 1e6))
+            if aq_conn_close(self.c, code, reason, <uint64_t>(linger * 1e6), late_code) != 0:
+                raise MemoryError()
+
+    @property
+    def close_truncated(self):
+        """True if a lingering close ran out of time with sent data unacknowledged."""
+        return bool(self.c.close_truncated)
 
     def send_datagram(self, const uint8_t[::1] data):
         """Queue a datagram; return True if the oldest queued one was dropped for it."""
@@ -483,12 +490,13 @@ cdef class StreamHandle:
         aq_stream_read(self.s, <uint8_t*>PyBytes_AS_STRING(out), n)
         return out
 
-    def write(self, const uint8_t[::1] data):
-        """Copy as much of ``data`` as fits into the send ring; return the count."""
+    def write(self, const uint8_t[::1] data, bint all=False):
+        """Copy as much of ``data`` as fits into the send ring (with ``all``, every
+        byte, past the ring's size); return the count."""
         cdef Py_ssize_t n
         if data.shape[0] == 0:
             return 0
-        n = aq_stream_write(self.s, &data[0], data.shape[0])
+        n = aq_stream_write(self.s, &data[0], data.shape[0], all)
         if n < 0:
             raise MemoryError("no memory for the stream's send buffer")
         return n

@@ -121,9 +121,11 @@ static size_t aq_ring_used(aq_ring_t* r)
     return (size_t)(atomic_load(&r->head) - atomic_load(&r->tail));
 }
 
+/* Room left below the cap (a forced write may take a ring past it). */
 static size_t aq_ring_free(aq_ring_t* r)
 {
-    return r->cap - aq_ring_used(r);
+    size_t used = aq_ring_used(r);
+    return used >= r->cap ? 0 : r->cap - used;
 }
 
 static aq_chunk_t* aq_chunk_take(aq_ring_t* r)
@@ -1086,7 +1088,10 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep)
                 c->close_deferred = 0;
                 ep->deferred_closes--;
                 if (!closing) {
-                    (void)picoquic_close_ex(cnx, c->close_code, c->close_reason);
+                    /* Late: the peer must not take a truncated transfer for a clean end. */
+                    c->close_truncated = !aq_conn_drained(c, cnx);
+                    (void)picoquic_close_ex(cnx, c->close_truncated ? c->close_late_code : c->close_code,
+                        c->close_reason);
                 }
             }
         }
@@ -1595,14 +1600,18 @@ aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const struct sockaddr* peer,
     return c;
 }
 
-void aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us)
+int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code)
 {
     if (c->close_reason == NULL) {
+        if ((c->close_reason = strdup(reason != NULL ? reason : "")) == NULL) {
+            return -1;
+        }
         c->close_code = code;
         c->close_linger_us = linger_us;
-        c->close_reason = strdup(reason != NULL ? reason : "");
+        c->close_late_code = late_code;
         aq_push_net(&c->node, AQ_CMD_CLOSE);
     }
+    return 0;
 }
 
 int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len)
@@ -1697,9 +1706,9 @@ static void aq_stream_activate(aq_stream_t* s)
     }
 }
 
-ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len)
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all)
 {
-    size_t n = aq_stream_writable(s);
+    size_t n = all && s->tx.cap ? len : aq_stream_writable(s);
     if (n > len) {
         n = len;
     }

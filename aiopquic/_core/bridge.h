@@ -159,6 +159,8 @@ struct aq_conn {
     /* close request, written by Python before AQ_CMD_CLOSE */
     uint64_t close_code;
     uint64_t close_linger_us; /* wait this long for sent data to be acknowledged */
+    uint64_t close_late_code; /* sent instead of close_code if the linger runs out */
+    _Atomic int close_truncated; /* it did: data was still unacknowledged (before AQ_EV_CLOSE_SENT) */
     char* close_reason; /* picoquic keeps the pointer: freed with the conn */
     /* datagrams */
     pthread_mutex_t dg_lock;
@@ -235,7 +237,9 @@ void aq_node_unref(aq_node_t* n);
 /* Connections (Python thread). */
 aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const struct sockaddr* peer,
     const char* sni, const char* alpn);
-void aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us);
+/* Ask for CONNECTION_CLOSE with `code`, after up to linger_us for sent data to be
+ * acknowledged (then with late_code); -1 when out of memory. */
+int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code);
 int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len);
 aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm);
 void aq_dgram_free(aq_dgram_t* d);
@@ -246,7 +250,9 @@ size_t aq_stream_readable(aq_stream_t* s);
 size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max);
 int aq_stream_rx_arm(aq_stream_t* s); /* 1 if bytes, FIN or reset are there after arming */
 size_t aq_stream_writable(aq_stream_t* s);
-ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len); /* -1: out of memory */
+/* Copy what fits below the ring's cap, or with `all` every byte (past the cap):
+ * the count written, or -1 (nothing written) when out of memory. */
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all);
 size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX, return the room now */
 size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);

@@ -27,6 +27,7 @@ from .errors import (
     ConnectionClosed,
     HandshakeError,
     QuicError,
+    check_error_code,
     describe_transport_error,
 )
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
@@ -48,6 +49,11 @@ _AnyStream = Union[QuicStream, QuicReceiveStream, QuicSendStream]
 
 #: Application error code sent when the body of ``async with conn`` raises.
 ERROR_CODE_ON_EXCEPTION = 1
+#: Application error code of a graceful close (``aclose()``) whose ``close_timeout``
+#: ran out before the peer acknowledged every byte and FIN: the transfer was cut.
+ERROR_CODE_ON_CLOSE_TIMEOUT = 2
+#: Longest close reason sent, in UTF-8 bytes: CONNECTION_CLOSE must fit one packet.
+MAX_REASON_BYTES = 512
 
 _CERT_HINTS = {
     0x12A: "the server certificate was rejected (bad_certificate): its names do not "
@@ -285,12 +291,20 @@ class QuicConnection:
         """Close now: CONNECTION_CLOSE with ``error_code`` and ``reason`` goes out at once.
 
         Bytes not yet sent are dropped. Use :meth:`aclose` to let them go first.
+        ``error_code`` is an application error code (0 to 2**62 - 1); a ``reason``
+        longer than 512 UTF-8 bytes is cut to that (the frame must fit a packet).
+        Bad arguments raise before anything changes.
         """
         self._start_close(error_code, reason, linger=0.0)
 
     async def aclose(self) -> None:
         """Close gracefully: wait (up to ``config.close_timeout``) for sent data to be
-        acknowledged, then send CONNECTION_CLOSE (code 0) and wait until it is out."""
+        acknowledged, then send CONNECTION_CLOSE (code 0) and wait until it is out.
+
+        If the time runs out first, the close carries
+        :data:`ERROR_CODE_ON_CLOSE_TIMEOUT` instead of 0, so that the peer does not
+        take the cut transfer for a clean end, and a warning is logged here.
+        """
         self._start_close(0, "", linger=self._config.close_timeout)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self._config.close_timeout + 1.0):
@@ -321,20 +335,25 @@ class QuicConnection:
             self._endpoint.forget(self)
 
     def _start_close(self, error_code: int, reason: str, *, linger: float) -> None:
-        if error_code < 0 or error_code >= 1 << 62:
-            raise ValueError("error_code must be from 0 to 2**62 - 1")
+        check_error_code(error_code)
+        if not isinstance(reason, str):
+            raise TypeError(f"reason: expected a str, got {type(reason).__name__}")
         if self._closing_locally or self._closed_exc is not None:
             return
+        encoded = reason.encode()[:MAX_REASON_BYTES]
+        self._h.close(error_code, encoded, linger, ERROR_CODE_ON_CLOSE_TIMEOUT)
         self._closing_locally = True
         self._local_close_code = error_code
-        self._h.close(error_code, reason, linger)
         self._wake_all()
 
     def _raise_if_closed(self) -> None:
-        if self._closed_exc is not None and not self._closing_locally:
-            raise self._closed_exc
         if self._closing_locally:
             raise anyio.ClosedResourceError("this connection was closed by us")
+        closed = self._closed_exc
+        if closed is not None:
+            # A fresh exception per raise: one shared object would grow its
+            # traceback with every raise and tie together everything it passed.
+            raise closed.copy() from None
 
     async def _wait_in(self, spot: Spot) -> None:
         """Wait in ``spot`` for the dispatcher to wake us."""
@@ -354,6 +373,12 @@ class QuicConnection:
         if flags & EV_DGRAM:
             self._datagram_spot.wake()
         if flags & EV_CLOSE_SENT:
+            if self._h.close_truncated:
+                logger.warning(
+                    "%r: close_timeout (%s s) ran out with sent data not yet acknowledged; "
+                    "closed with error code %d (ERROR_CODE_ON_CLOSE_TIMEOUT) instead of 0",
+                    self, self._config.close_timeout, ERROR_CODE_ON_CLOSE_TIMEOUT,
+                )
             self._close_sent.set()
             self._closed.set()
         if flags & EV_CLOSED:

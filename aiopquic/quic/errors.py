@@ -57,6 +57,14 @@ PICOQUIC_ERROR_IDLE_TIMEOUT = PICOQUIC_ERROR_CLASS + 51
 PICOQUIC_ERROR_HANDSHAKE_TIMEOUT = PICOQUIC_ERROR_CLASS + 53
 
 
+def check_error_code(error_code: int) -> None:
+    """Raise unless ``error_code`` is a QUIC application error code (a varint)."""
+    if isinstance(error_code, bool) or not isinstance(error_code, int):
+        raise TypeError(f"error_code: expected an int, got {type(error_code).__name__}")
+    if not 0 <= error_code < 1 << 62:
+        raise ValueError(f"error_code: expected 0 to 2**62 - 1, got {error_code}")
+
+
 def describe_transport_error(code: int) -> str:
     """Return a readable name for a QUIC transport error code."""
     if 0x100 <= code <= 0x1FF:
@@ -98,6 +106,16 @@ class ConnectionClosed(QuicError, anyio.BrokenResourceError):
         self.reason = reason
         self.by_peer = by_peer
         self.transport_error = transport_error
+
+    def copy(self) -> ConnectionClosed:
+        """A new exception of the same kind saying the same (no traceback yet)."""
+        return type(self)(
+            str(self),
+            error_code=self.error_code,
+            reason=self.reason,
+            by_peer=self.by_peer,
+            transport_error=self.transport_error,
+        )
 
 
 class HandshakeError(ConnectionClosed):

@@ -8,14 +8,13 @@ network thread: ``send()`` copies into one, ``receive()`` copies out of the othe
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 
 from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
-from .errors import StreamReset
+from .errors import StreamReset, check_error_code
 
 if TYPE_CHECKING:
     from ._lowlevel import Spot
@@ -107,6 +106,7 @@ class _ReceiveHalf(_Half):
             waited = True
 
     def stop(self, error_code: int) -> None:
+        check_error_code(error_code)
         if not self.closed:
             self.closed = True
             if not self.done:
@@ -116,20 +116,28 @@ class _ReceiveHalf(_Half):
 
 
 class _SendHalf(_Half):
-    """The sending side of a stream: queues bytes, feeds its ring as it drains."""
+    """The sending side of a stream: writes into its ring, waits while it is full.
 
-    __slots__ = ("_fin_pending", "_pending", "closed", "done")
+    Python keeps no bytes of its own: what a send commits goes into the ring at
+    once, past the ring's size if the send is cancelled half way, so that the
+    network thread (and a graceful close waiting for it) sees every byte and the
+    FIN.  A send waiting for room has written nothing or is the only one that
+    went past the size, so memory stays bounded by one send beyond the ring.
+    """
+
+    __slots__ = ("closed", "done", "reset_by_us")
     _activity = "sending to"
 
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
         super().__init__(handle, conn)
-        self._pending: deque[memoryview] = deque()
-        self._fin_pending = False
         self.closed = False  # send_eof, reset or aclose: no more send()
         self.done = False  # FIN handed over, or reset either way
+        self.reset_by_us = False
 
     def _check_open(self) -> None:
         if self.closed:
+            if self.reset_by_us:
+                raise anyio.ClosedResourceError("this stream was reset by us: no more bytes go out")
             raise anyio.ClosedResourceError("this stream's sending side is closed (send_eof, reset or aclose)")
         self._raise_if_stopped()
         self._conn._raise_if_closed()
@@ -145,66 +153,45 @@ class _SendHalf(_Half):
                 stream_id=self._h.stream_id,
             )
 
-    async def send(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue all of ``data``; return how many bytes that is."""
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``, waiting for room; cancelled, all of it or none goes."""
         # Yield first, then commit: the bytes reach the network thread with no
         # task switch before a following send_eof(), so data and FIN usually
         # leave in one packet.  Cancelled here, nothing was sent.
         await self._conn._ll.checkpoint()
         self._check_open()
-        view = _byte_view(data)
-        size = len(view)
-        if not size:
-            return 0
-        # Commit all of it now: cancelled from here on, every byte is still sent.
-        # The caller's buffer is borrowed, not copied, while this call runs: the
-        # ring takes the only copy, unless the call ends with bytes still queued.
-        self._pending.append(view)
-        try:
-            self.flush()
-            while self._pending:
-                await self._wait()
-                self._raise_if_stopped()
-                self._conn._raise_if_closed()
-        finally:
-            if self._pending:  # cancelled while waiting for room: keep what is queued
-                self._pending = deque(memoryview(bytes(chunk)) for chunk in self._pending)
-            view.release()  # give the buffer back now: a bytearray may be resized again
-        return size
-
-    def flush(self) -> None:
-        """Move pending bytes (then a pending FIN) into the ring; arm a wake-up if it is full."""
+        if self._spot is not None and self._spot.occupied:
+            raise anyio.BusyResourceError(self._activity)  # before a byte is taken
         h = self._h
-        pending = self._pending
-        while pending:
-            chunk = pending[0]
-            n = h.write(chunk)
-            if n == len(chunk):
-                pending.popleft()
-                continue
-            if n:
-                pending[0] = chunk[n:]
-            if h.tx_arm() < h.tx_threshold:
-                return
-        if self._fin_pending:
-            self._fin_pending = False
-            h.send_fin()
+        # The caller's buffer is borrowed, not copied, while this call runs: the
+        # ring takes the only copy.
+        with _byte_view(data) as view:
+            size = len(view)
+            written = h.write(view)
+            while written < size:
+                try:
+                    if h.tx_arm() < h.tx_threshold:
+                        await self._wait()
+                except BaseException:
+                    if written:  # committed: the rest goes too, past the ring's size
+                        written += h.write(view[written:], all=True)
+                        self._conn._bytes_sent += written
+                    raise
+                self._check_open()
+                written += h.write(view[written:])
+        self._conn._bytes_sent += size
 
     def send_eof(self) -> None:
         if self.closed:
             return
-        self.closed = True
-        self.done = True
-        if self._pending:
-            self._fin_pending = True
-        else:
-            self._h.send_fin()
+        self.closed = self.done = True
+        self._h.send_fin()
 
     def reset(self, error_code: int) -> None:
-        if not self.done or self._pending:
-            self._pending.clear()
-            self._fin_pending = False
+        check_error_code(error_code)
+        if not self.done:
             self._h.reset(error_code)
+            self.reset_by_us = True
         self.closed = self.done = True
         self.wake()
 
@@ -234,10 +221,6 @@ class _StreamBase:
         if rx is not None and flags & (EV_RX | EV_RESET):
             rx.wake()
         if tx is not None and flags & (EV_TX | EV_STOP):
-            if flags & EV_STOP:
-                tx._pending.clear()
-            else:
-                tx.flush()
             tx.wake()
 
     def _on_connection_closed(self) -> None:
@@ -248,7 +231,7 @@ class _StreamBase:
 
     def _finished(self) -> bool:
         rx_over = self._rx is None or self._rx.done or self._rx.closed
-        tx_over = self._tx is None or (self._tx.done and not self._tx._pending)
+        tx_over = self._tx is None or self._tx.done
         return rx_over and tx_over
 
     def __repr__(self) -> str:
@@ -290,10 +273,15 @@ class _Sending(_StreamBase):
         """Send ``item``, waiting while the stream's send buffer is full.
 
         A cancelled call sends all of ``item`` or none of it, never a part:
-        none if it is cancelled at its first checkpoint (before anything is
-        queued), all if it is cancelled later, while it waits for room.
+        none if it is cancelled before its first byte went into the send buffer
+        (at its first checkpoint, or while the buffer was full from the start),
+        all if it is cancelled later: the rest is then buffered beyond the
+        buffer's size, and a later send waits until the buffer has room again.
+        Raises :class:`anyio.BusyResourceError` (sending nothing) while another
+        task's send on this stream waits, and :class:`anyio.ClosedResourceError`
+        if this stream is reset by us (:meth:`reset`) while the call waits.
         """
-        self._conn._bytes_sent += await self._tx.send(item)
+        await self._tx.send(item)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.

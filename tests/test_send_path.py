@@ -1,0 +1,284 @@
+"""The send path under cancellation, concurrency and resets, and closing with
+bytes in flight: nothing is lost silently, nothing is sent that was refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import traceback
+
+import anyio
+import pytest
+
+from aiopquic import ConnectionClosed, QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic.quic.connection import ERROR_CODE_ON_CLOSE_TIMEOUT, MAX_REASON_BYTES
+
+from .helpers import echo_handler, read_all, running_server
+
+pytestmark = pytest.mark.anyio
+
+CHUNK = 16 * 1024  # the bridge's buffer chunk
+SEND_BUFFER = 64 * 1024
+WINDOW = 64 * 1024
+PAYLOAD = bytes(range(256)) * 4096 * 2  # 2 MiB: far more than a window or a send buffer
+
+
+async def test_cancelled_send_then_eof_and_graceful_close_delivers_everything(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # The bytes a cancelled send() still owes must reach the peer, then the FIN,
+    # before a graceful close: not a clean close with the bytes lost.
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    go = anyio.Event()
+    received: list[bytes] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await go.wait()  # read nothing until the client gave up waiting
+            received.append(await read_all(stream))
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                with anyio.move_on_after(0.1) as scope:
+                    await stream.send(PAYLOAD)
+                assert scope.cancelled_caught
+                await stream.send_eof()
+                go.set()
+            # Leaving the block closed gracefully: it waited for every byte and the FIN.
+            with anyio.fail_after(10):
+                while not received:
+                    await anyio.sleep(0.01)
+    assert hashlib.sha256(received[0]).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+async def test_close_timeout_with_bytes_unacknowledged_is_not_a_clean_close(
+    server_config: QuicConfig, client_config: QuicConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER, close_timeout=0.2)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    seen: list[ConnectionClosed] = []
+    hold = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await conn.accept_stream()  # and never read it: the client stays blocked
+            try:
+                await conn.accept_stream()
+            except ConnectionClosed as exc:
+                seen.append(exc)
+            await hold.wait()
+
+    with anyio.fail_after(20), caplog.at_level(logging.WARNING, logger="aiopquic"):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                with anyio.move_on_after(0.1):
+                    await stream.send(PAYLOAD)
+                await stream.send_eof()
+            with anyio.fail_after(5):
+                while not seen:
+                    await anyio.sleep(0.01)
+            hold.set()
+    assert seen[0].by_peer
+    assert seen[0].error_code == ERROR_CODE_ON_CLOSE_TIMEOUT
+    assert any("close_timeout" in record.getMessage() for record in caplog.records)
+
+
+async def test_graceful_close_in_time_is_clean(
+    server_config: QuicConfig, client_config: QuicConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[BaseException] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            assert await read_all(stream) == PAYLOAD
+            try:
+                await conn.accept_stream()
+            except BaseException as exc:  # noqa: BLE001 - the test looks at what it is
+                seen.append(exc)
+                raise
+
+    with anyio.fail_after(20), caplog.at_level(logging.WARNING, logger="aiopquic"):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(PAYLOAD)
+                await stream.send_eof()
+            with anyio.fail_after(5):
+                while not seen:
+                    await anyio.sleep(0.01)
+    assert isinstance(seen[0], ConnectionClosed) and seen[0].error_code == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_second_concurrent_send_raises_busy_and_sends_nothing(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    go = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            assert isinstance(stream, QuicStream)
+            await go.wait()
+            await stream.send(await read_all(stream))
+            await stream.send_eof()
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                async with anyio.create_task_group() as tg:
+
+                    async def send_then_eof() -> None:
+                        await stream.send(PAYLOAD)
+                        await stream.send_eof()
+
+                    tg.start_soon(send_then_eof)
+                    await anyio.sleep(0.05)  # the first send now waits for room
+                    with pytest.raises(anyio.BusyResourceError):
+                        await stream.send(b"INTRUDER")
+                    go.set()
+                    echoed = await read_all(stream)
+                assert echoed == PAYLOAD
+                assert conn.stats.bytes_sent == len(PAYLOAD)
+
+
+async def test_reset_while_a_send_waits_makes_that_send_raise(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    hold = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await conn.accept_stream()
+            await hold.wait()
+
+    outcome: list[BaseException | None] = []
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+
+                async def sender() -> None:
+                    try:
+                        await stream.send(PAYLOAD)
+                    except anyio.ClosedResourceError as exc:
+                        outcome.append(exc)
+                    else:
+                        outcome.append(None)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sender)
+                    await anyio.sleep(0.05)
+                    stream.reset(7)
+                assert isinstance(outcome[0], anyio.ClosedResourceError)
+                assert conn.stats.bytes_sent < len(PAYLOAD)  # what was dropped is not counted
+                hold.set()
+
+
+async def test_repeatedly_cancelled_sends_keep_memory_bounded(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    hold = anyio.Event()
+    one_send = 256 * 1024
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await conn.accept_stream()  # never read
+            await hold.wait()
+
+    with anyio.fail_after(30):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                core = conn._endpoint.core
+                stream = await conn.open_stream()
+                for _ in range(40):
+                    with anyio.move_on_after(0.01):
+                        await stream.send(bytes(one_send))
+                # The window, the send buffer and one cancelled send's rest, never 40 of them.
+                assert core.buffer_chunks <= (SEND_BUFFER + one_send) // CHUNK + 4
+                stream.reset(0)
+                hold.set()
+
+
+async def test_close_arguments_are_checked_before_anything_changes(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                for bad_code in (-1, 1 << 62):
+                    with pytest.raises(ValueError, match="error_code"):
+                        stream.reset(bad_code)
+                    with pytest.raises(ValueError, match="error_code"):
+                        stream.stop_sending(bad_code)
+                    with pytest.raises(ValueError, match="error_code"):
+                        conn.close(bad_code)
+                with pytest.raises(TypeError, match="reason"):
+                    conn.close(0, None)  # type: ignore[arg-type]
+                assert not conn.closed
+                await stream.send(b"still open")  # nothing above changed the stream
+                await stream.send_eof()
+                assert await read_all(stream) == b"still open"
+
+
+async def test_a_long_close_reason_is_cut_and_the_close_still_goes_out(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    server = dataclasses.replace(server_config, idle_timeout=30.0)
+    seen: list[ConnectionClosed] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            try:
+                while True:
+                    await conn.accept_stream()
+            except ConnectionClosed as exc:
+                seen.append(exc)
+
+    reason = "é" * 3000  # 6000 bytes of UTF-8
+    with anyio.fail_after(10):  # far below the idle timeout the peer would otherwise wait for
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"x")
+                conn.close(5, reason)
+            while not seen:
+                await anyio.sleep(0.01)
+    assert seen[0].error_code == 5
+    assert seen[0].reason == "é" * (MAX_REASON_BYTES // 2)
+
+
+async def test_every_raise_of_a_closed_connection_is_a_fresh_exception(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    async def handler(conn: QuicConnection) -> None:
+        conn.close(9, "bye")
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                await conn.wait_closed()
+                raised: list[ConnectionClosed] = []
+                for _ in range(50):
+                    try:
+                        await conn.open_stream()
+                    except ConnectionClosed as exc:
+                        raised.append(exc)
+                assert len({id(exc) for exc in raised}) == 50
+                assert all(exc.error_code == 9 and exc.by_peer for exc in raised)
+                assert len(traceback.extract_tb(raised[-1].__traceback__)) < 10
