@@ -66,12 +66,13 @@ async def test_close_timeout_with_bytes_unacknowledged_is_not_a_clean_close(
 
     async def handler(conn: QuicConnection) -> None:
         async with conn:
-            await conn.accept_stream()  # and never read it: the client stays blocked
+            held = await conn.accept_stream()  # and never read it: the client stays blocked
             try:
                 await conn.accept_stream()
             except ConnectionClosed as exc:
                 seen.append(exc)
             await hold.wait()
+            await held.aclose()
 
     with anyio.fail_after(20), caplog.at_level(logging.WARNING, logger="aiopquic"):
         async with running_server(handler, server) as listener:
@@ -161,8 +162,9 @@ async def test_reset_while_a_send_waits_makes_that_send_raise(
 
     async def handler(conn: QuicConnection) -> None:
         async with conn:
-            await conn.accept_stream()
+            held = await conn.accept_stream()  # never read
             await hold.wait()
+            await held.aclose()
 
     outcome: list[BaseException | None] = []
     with anyio.fail_after(20):
@@ -197,8 +199,9 @@ async def test_repeatedly_cancelled_sends_keep_memory_bounded(
 
     async def handler(conn: QuicConnection) -> None:
         async with conn:
-            await conn.accept_stream()  # never read
+            held = await conn.accept_stream()  # never read
             await hold.wait()
+            await held.aclose()
 
     with anyio.fail_after(30):
         async with running_server(handler, server) as listener:

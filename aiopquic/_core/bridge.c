@@ -58,6 +58,7 @@ struct aq_endpoint {
     aq_conn_t* conns;
     int close_waiters;
     int deferred_closes;
+    int deferred_stops; /* of all connections */
     picoquic_cnx_t** to_delete;
     size_t n_to_delete;
     size_t cap_to_delete;
@@ -445,9 +446,12 @@ static void aq_link_stream(aq_conn_t* c, aq_stream_t* s)
     s->registered = 1;
 }
 
+static void aq_forget_deferred_stop(aq_stream_t* s);
+
 static void aq_unlink_stream(aq_stream_t* s)
 {
     aq_conn_t* c = s->conn;
+    aq_forget_deferred_stop(s);
     if (s->prev != NULL) {
         s->prev->next = s->next;
     }
@@ -1098,6 +1102,38 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep)
     }
 }
 
+static void aq_send_stop(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    (void)picoquic_stop_sending(cnx, s->stream_id, s->stop_code);
+    (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+}
+
+static void aq_forget_deferred_stop(aq_stream_t* s)
+{
+    if (s->stop_deferred) {
+        s->stop_deferred = 0;
+        s->conn->deferred_stops--;
+        s->conn->node.ep->deferred_stops--;
+    }
+}
+
+/* Send the STOP_SENDING frames the peer's new stream limit now allows. */
+static void aq_run_deferred_stops(aq_endpoint_t* ep)
+{
+    for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_stops > 0; c = c->next) {
+        picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+        if (c->deferred_stops == 0 || cnx == NULL) {
+            continue;
+        }
+        for (aq_stream_t* s = c->streams; s != NULL && c->deferred_stops > 0; s = s->next) {
+            if (s->stop_deferred && !aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
+                aq_forget_deferred_stop(s);
+                aq_send_stop(s, cnx);
+            }
+        }
+    }
+}
+
 static void aq_stream_command(aq_stream_t* s, uint32_t flags)
 {
     picoquic_cnx_t* cnx = (picoquic_cnx_t*)s->conn->cnx;
@@ -1122,9 +1158,16 @@ static void aq_stream_command(aq_stream_t* s, uint32_t flags)
             return;
         }
     }
-    if (flags & AQ_CMD_STOP) {
-        (void)picoquic_stop_sending(cnx, s->stream_id, s->stop_code);
-        (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+    if ((flags & AQ_CMD_STOP) && !s->stop_deferred) {
+        if (aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
+            /* The peer does not know this stream yet and may not hear of it now. */
+            s->stop_deferred = 1;
+            s->conn->deferred_stops++;
+            s->conn->node.ep->deferred_stops++;
+        }
+        else {
+            aq_send_stop(s, cnx);
+        }
     }
     if ((flags & AQ_CMD_RESET) && !s->reset_sent) {
         s->reset_sent = 1;
@@ -1187,6 +1230,9 @@ static int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, 
         aq_process_commands(ep);
         break;
     case picoquic_packet_loop_after_receive:
+        if (ep->deferred_stops > 0) {
+            aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
+        }
         /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
          * plain stream bytes wait for the end of the batch. */
         aq_signal_python(ep, AQ_SIGNAL_NOW);

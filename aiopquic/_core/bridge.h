@@ -131,6 +131,7 @@ struct aq_stream {
     int fin_sent;
     int reset_sent;
     int credit_pending;
+    int stop_deferred;      /* STOP_SENDING waits until the peer's stream limit covers the stream */
     aq_stream_t* prev;
     aq_stream_t* next;
 };
@@ -178,6 +179,7 @@ struct aq_conn {
     int close_requested;
     int close_sent_reported;
     int close_deferred;       /* CLOSE waits for the streams to drain */
+    int deferred_stops;       /* streams whose STOP_SENDING waits for the peer's stream limit */
     uint64_t close_deadline;  /* picoquic time (us) when the wait ends */
     aq_stream_t* streams; /* registered streams */
     aq_conn_t* prev;

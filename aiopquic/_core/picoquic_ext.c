@@ -37,3 +37,9 @@ int aq_stream_data_unacked(picoquic_cnx_t* cnx)
     }
     return 0;
 }
+
+int aq_stream_beyond_peer_limit(picoquic_cnx_t* cnx, uint64_t stream_id)
+{
+    uint64_t limit = IS_BIDIR_STREAM_ID(stream_id) ? cnx->max_streams_bidir_remote : cnx->max_streams_unidir_remote;
+    return IS_LOCAL_STREAM_ID(stream_id, cnx->client_mode) && STREAM_RANK_FROM_ID(stream_id) > limit;
+}

@@ -12,4 +12,8 @@
  * loss.  Control frames (NEW_CONNECTION_ID, ACK_FREQUENCY...) do not count. */
 int aq_stream_data_unacked(picoquic_cnx_t* cnx);
 
+/* 1 if stream_id is ours and beyond the stream limit the peer granted so far:
+ * any frame for it now would be a STREAM_LIMIT_ERROR at the peer. */
+int aq_stream_beyond_peer_limit(picoquic_cnx_t* cnx, uint64_t stream_id);
+
 #endif

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, Union
@@ -107,7 +108,8 @@ class QuicConnection:
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
         handle.owner = self
-        self._streams: dict[int, _AnyStream] = {}
+        # Weak: a stream nobody references any more is closed by its __del__.
+        self._streams: weakref.WeakValueDictionary[int, _AnyStream] = weakref.WeakValueDictionary()
         self._incoming: deque[AnyQuicStream] = deque()
         self._ll = endpoint.lowlevel
         self._accept_spot = self._ll.spot()

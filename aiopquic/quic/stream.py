@@ -8,6 +8,7 @@ network thread: ``send()`` copies into one, ``receive()`` copies out of the othe
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import anyio
@@ -233,6 +234,29 @@ class _StreamBase:
         rx_over = self._rx is None or self._rx.done or self._rx.closed
         tx_over = self._tx is None or self._tx.done
         return rx_over and tx_over
+
+    def __del__(self) -> None:
+        # Like an unclosed file: careless code may waste, but must not leave the
+        # peer waiting on a stream nobody can finish (it holds its stream credit).
+        try:
+            if self._finished() or self._conn.closed:
+                return
+        except AttributeError:  # half constructed
+            return
+        warnings.warn(
+            f"unclosed {self!r}: finish streams with aclose() or `async with stream`",
+            ResourceWarning,  # no source=self: a recorded warning would resurrect the stream
+            stacklevel=2,
+        )
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Close what is still open: reset an unfinished send side (its message is
+        cut), stop an unfinished receive side."""
+        if self._tx is not None and not self._tx.done:
+            self._tx.reset(0)
+        if self._rx is not None:
+            self._rx.stop(0)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.stream_id}>"

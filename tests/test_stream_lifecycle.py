@@ -1,0 +1,123 @@
+"""Streams that end early or carelessly: closed before the peer allows them, dropped
+without aclose(), reset by the peer and abandoned.  None may stall the connection
+or keep memory for its lifetime."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import anyio
+import pytest
+
+from aiopquic import QuicConfig, QuicConnection, StreamReset, open_quic_connection
+
+from .helpers import read_all, running_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def drain_handler(conn: QuicConnection) -> None:
+    """Read every stream to its end (or reset) and close it."""
+
+    async def drain(stream: object) -> None:
+        assert hasattr(stream, "aclose")
+        try:
+            await read_all(stream)  # type: ignore[arg-type]
+        except StreamReset:
+            pass
+        await stream.aclose()
+
+    async with conn, anyio.create_task_group() as tg:
+        async for stream in conn:
+            tg.start_soon(drain, stream)
+
+
+async def test_closing_streams_beyond_the_peers_stream_limit_sends_nothing_early(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # aclose() and stop_sending() on streams the peer has not allowed yet must wait
+    # for its MAX_STREAMS: a STOP_SENDING for them now is a STREAM_LIMIT_ERROR.
+    server = dataclasses.replace(server_config, max_streams_bidi=2)
+    with anyio.fail_after(10):
+        async with running_server(drain_handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                streams = [await conn.open_stream() for _ in range(10)]
+                for index, stream in enumerate(streams):
+                    await stream.send(b"x")
+                    if index % 2:
+                        await stream.aclose()
+                    else:
+                        stream.stop_sending(3)
+                        await stream.send_eof()
+                for stream in streams:
+                    with pytest.raises((anyio.EndOfStream, anyio.ClosedResourceError, StreamReset)):
+                        await stream.receive()
+                del streams, stream
+                gc.collect()
+                # The connection lives on, and the stream credit came back.
+                for _ in range(4):
+                    await echo_once_drained(conn)
+                assert not conn.closed
+
+
+async def echo_once_drained(conn: QuicConnection) -> None:
+    stream = await conn.open_stream()
+    await stream.send(b"ping")
+    await stream.send_eof()
+    assert await read_all(stream) == b""
+
+
+async def test_streams_dropped_without_aclose_give_their_credit_back(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    server = dataclasses.replace(server_config, max_streams_bidi=4)
+    with anyio.fail_after(20):
+        async with running_server(drain_handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                for index in range(40):  # ten times the peer's stream limit
+                    stream = await conn.open_stream()
+                    if index % 2:
+                        await stream.send(b"half a message")  # no FIN, never read
+                    with pytest.warns(ResourceWarning, match="unclosed"):
+                        del stream
+                        gc.collect()
+                await echo_once_drained(conn)
+                assert len(conn._streams) <= 1
+
+
+async def test_a_handler_that_abandons_reset_streams_keeps_no_memory(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # A peer resetting request after request, at a handler that returns on StreamReset
+    # without aclose(): each stream must go, with its buffers and its credit.
+    server = dataclasses.replace(server_config, max_streams_bidi=8)
+    server_conns: list[QuicConnection] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        server_conns.append(conn)
+
+        async def serve(stream: object) -> None:
+            try:
+                await read_all(stream)  # type: ignore[arg-type]
+            except StreamReset:
+                return  # abandoned: no aclose()
+
+        async with conn, anyio.create_task_group() as tg:
+            async for stream in conn:
+                tg.start_soon(serve, stream)
+
+    with anyio.fail_after(30), pytest.warns(ResourceWarning):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                for _ in range(200):  # 25 times the stream limit: credit must come back
+                    stream = await conn.open_stream()
+                    await stream.send(bytes(4096))
+                    stream.reset(5)
+                    await stream.aclose()
+                server_conn = server_conns[0]
+                with anyio.fail_after(5):
+                    while len(server_conn._streams) > 8:
+                        await anyio.sleep(0.01)
+                        gc.collect()
+                assert server_conn._endpoint.core.buffer_chunks <= 8 * 2 + 2
