@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 
 import anyio
 import pytest
@@ -121,3 +122,41 @@ async def test_a_handler_that_abandons_reset_streams_keeps_no_memory(
                         await anyio.sleep(0.01)
                         gc.collect()
                 assert server_conn._endpoint.core.buffer_chunks <= 8 * 2 + 2
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_closed_connection_holds_no_file_descriptor(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    kept: list[QuicConnection] = []
+    with anyio.fail_after(10):
+        async with running_server(drain_handler, server_config) as listener:
+            before = open_fds()
+            for _ in range(5):
+                async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                    await echo_once_drained(conn)
+                kept.append(conn)  # still referenced: its socket and wake fd must be gone
+            assert open_fds() == before
+
+
+async def test_a_send_cancelled_then_aclosed_is_forgotten(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    client = dataclasses.replace(client_config, send_buffer_size=64 * 1024)
+    server = dataclasses.replace(server_config, max_stream_data=64 * 1024)
+    with anyio.fail_after(20):
+        async with running_server(drain_handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                core = conn._endpoint.core
+                for _ in range(50):
+                    stream = await conn.open_stream()
+                    with anyio.move_on_after(0.005):
+                        await stream.send(bytes(512 * 1024))
+                    await stream.aclose()
+                assert len(conn._streams) == 0
+                with anyio.fail_after(10):
+                    while core.buffer_chunks > 2:  # the peer read them all
+                        await anyio.sleep(0.01)

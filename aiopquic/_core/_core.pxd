@@ -99,6 +99,7 @@ cdef extern from "bridge.h" nogil:
     int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
     void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
     void aq_endpoint_stop(aq_endpoint_t* ep)
+    void aq_endpoint_close_fd(aq_endpoint_t* ep)
     void aq_endpoint_free(aq_endpoint_t* ep)
     int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep)
 

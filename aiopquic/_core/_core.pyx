@@ -315,12 +315,15 @@ cdef class Endpoint:
             aq_endpoint_exit_when_closed(self.ep)
 
     def close(self):
-        """Stop the thread (joining it), close the socket, free picoquic."""
+        """Stop the thread (joining it), close the socket and the wake fd, free
+        picoquic.  Nobody may wait on :meth:`fileno` any more; the events left
+        can still be drained."""
         if self.closed:
             return
         self.closed = True
         with nogil:
             aq_endpoint_stop(self.ep)
+        aq_endpoint_close_fd(self.ep)
 
     def _check_open(self):
         if self.closed or not self.started:

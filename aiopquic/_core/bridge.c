@@ -1568,6 +1568,14 @@ void aq_endpoint_stop(aq_endpoint_t* ep)
     }
 }
 
+void aq_endpoint_close_fd(aq_endpoint_t* ep)
+{
+    if (ep->wake_fd >= 0) {
+        close(ep->wake_fd);
+        ep->wake_fd = -1;
+    }
+}
+
 void aq_endpoint_free(aq_endpoint_t* ep)
 {
     if (ep == NULL) {
@@ -1596,8 +1604,10 @@ size_t aq_drain_begin(aq_endpoint_t* ep)
 {
     uint64_t counter;
     size_t n = 0;
-    ssize_t r = read(ep->wake_fd, &counter, sizeof(counter));
-    (void)r; /* EAGAIN when nothing was signalled */
+    if (ep->wake_fd >= 0) {
+        ssize_t r = read(ep->wake_fd, &counter, sizeof(counter));
+        (void)r; /* EAGAIN when nothing was signalled */
+    }
     atomic_store(&ep->py_wake_pending, 0);
     aq_node_t* fifo = aq_detach_fifo(&ep->py_head, 1);
     /* Append behind what an earlier drain left unread. */

@@ -226,6 +226,9 @@ int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
  * close linger ran out); the exit is signalled on the wake fd like any event. */
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
+/* After aq_endpoint_stop, once nobody waits on it: close the wake fd (events left
+ * can still be drained). */
+void aq_endpoint_close_fd(aq_endpoint_t* ep);
 void aq_endpoint_free(aq_endpoint_t* ep);
 int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep); /* stream buffer chunks allocated now */
 

@@ -71,6 +71,7 @@ class QuicEndpoint:
         self._stopping = False
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
+        self._reader_fd = -1
 
     @property
     def port(self) -> int:
@@ -112,15 +113,16 @@ class QuicEndpoint:
         # The callback runs in a copy of this context: let anyio (through sniffio)
         # see asyncio there, so that events can be created and set.
         token = sniffio.current_async_library_cvar.set("asyncio")
+        self._reader_fd = self.core.fileno()
         try:
-            loop.add_reader(self.core.fileno(), self._dispatch_from_reader)
+            loop.add_reader(self._reader_fd, self._dispatch_from_reader)
         finally:
             sniffio.current_async_library_cvar.reset(token)
         self._reader_loop = loop
 
     def _remove_asyncio_reader(self) -> None:
         if self._reader_loop is not None:
-            self._reader_loop.remove_reader(self.core.fileno())
+            self._reader_loop.remove_reader(self._reader_fd)
             self._reader_loop = None
 
     def _dispatch_from_reader(self) -> None:
