@@ -14,7 +14,7 @@ from aiopquic import HandshakeError, QuicClient, QuicConfig, open_quic_connectio
 from aiopquic.cli.certs import CertificateSet
 from aiopquic.quic import client
 
-from .helpers import echo_handler, echo_once, running_server
+from .helpers import assert_network_threads, echo_handler, echo_once, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +104,24 @@ async def test_a_quic_client_races_addresses_too(
                         async with quic_client.connect("localhost", listener.port) as conn:
                             assert conn.remote_address is not None and conn.remote_address[0] == "127.0.0.1"
                             await echo_once(conn, b"ping")
+
+
+async def test_a_cancel_that_lands_as_an_attempt_wins_leaks_nothing(
+    server_config: QuicConfig, client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _resolve_to(monkeypatch, "127.0.0.1", "::1")
+    real_attempt = client._attempt
+    outer = anyio.CancelScope()
+
+    async def attempt_then_cancelled(*args: object, **kwargs: object) -> object:
+        conn = await real_attempt(*args, **kwargs)  # type: ignore[arg-type]
+        outer.cancel()  # the caller gives up just as this attempt wins
+        return conn
+
+    monkeypatch.setattr(client, "_attempt", attempt_then_cancelled)
+    with anyio.fail_after(5):
+        async with running_server(echo_handler, server_config, host="127.0.0.1") as listener:
+            with outer:
+                await open_quic_connection("localhost", listener.port, config=client_config)
+            assert outer.cancelled_caught
+            await assert_network_threads(1)  # the server's alone: the winner was closed

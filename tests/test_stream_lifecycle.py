@@ -13,7 +13,7 @@ import pytest
 
 from aiopquic import QuicConfig, QuicConnection, StreamReset, open_quic_connection
 
-from .helpers import read_all, running_server
+from .helpers import assert_network_threads, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +160,16 @@ async def test_a_send_cancelled_then_aclosed_is_forgotten(
                 with anyio.fail_after(10):
                     while core.buffer_chunks > 2:  # the peer read them all
                         await anyio.sleep(0.01)
+
+
+async def test_aclose_of_an_awaited_connection_never_entered(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(drain_handler, server_config) as listener:
+            conn = await open_quic_connection("localhost", listener.port, config=client_config)
+            with anyio.fail_after(1):  # not the 3 s of a close nobody dispatches
+                await conn.aclose()
+            await assert_network_threads(1)  # the server's alone
+            assert conn.closed
+            await conn.aclose()  # again: nothing to do

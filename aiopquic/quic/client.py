@@ -129,19 +129,22 @@ async def _race(
             failed.set()
             return
         if won:  # another address answered first
-            with anyio.CancelScope(shield=True):
-                async with conn:
-                    conn.close(0, "another address answered first")
+            await _discard(conn, "another address answered first")
             return
         won.append(conn)
         task_group.cancel_scope.cancel()
 
-    async with anyio.create_task_group() as task_group:
-        for target in targets:
-            failed = anyio.Event()
-            task_group.start_soon(attempt, target, failed)
-            with anyio.move_on_after(ATTEMPT_DELAY):
-                await failed.wait()
+    try:
+        async with anyio.create_task_group() as task_group:
+            for target in targets:
+                failed = anyio.Event()
+                task_group.start_soon(attempt, target, failed)
+                with anyio.move_on_after(ATTEMPT_DELAY):
+                    await failed.wait()
+    except BaseException:
+        if won:  # cancelled (or failed) just as an attempt won: nobody will use it
+            await _discard(won[0], "the connecting task was cancelled")
+        raise
     if won:
         return won[0]
     # Every address failed: raise the most telling error (from a server that
@@ -151,6 +154,13 @@ async def _race(
         if other is not error:
             error.add_note(f"also tried {address}: {other}")
     raise error
+
+
+async def _discard(conn: QuicConnection, reason: str) -> None:
+    """Close a connection nobody will use, and free its endpoint if it has one."""
+    with anyio.CancelScope(shield=True):
+        conn.close(0, reason)
+        await conn.aclose()
 
 
 def _answered(error: Exception) -> bool:

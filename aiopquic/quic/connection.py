@@ -308,6 +308,12 @@ class QuicConnection:
         take the cut transfer for a clean end, and a warning is logged here.
         """
         self._start_close(0, "", linger=self._config.close_timeout)
+        endpoint = self._endpoint
+        if endpoint.owns_connection and not endpoint.dispatching:
+            # Awaited but never entered (or already left): nobody dispatches its
+            # events, so close its endpoint, which waits for the close itself.
+            await endpoint.aclose()
+            return
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self._config.close_timeout + 1.0):
                 await self._close_sent.wait()

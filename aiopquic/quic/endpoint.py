@@ -69,6 +69,7 @@ class QuicEndpoint:
         #: The endpoint of ``open_quic_connection`` serves one connection and closes with it.
         self.owns_connection = False
         self._stopping = False
+        self._closed = False  # aclose() ran
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
@@ -233,6 +234,8 @@ class QuicEndpoint:
         out (after the close linger of connections closing gracefully), while
         this task stops its dispatcher: one trip to the thread for both.
         """
+        if self._closed:
+            return
         for conn in list(self._connections):
             conn.close(0, "endpoint shutting down")  # no-op for those already closing
         self._stopping = True
@@ -248,6 +251,7 @@ class QuicEndpoint:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.close_timeout + 1.0):
             await self.drive_until(lambda: self.core.thread_error() is not None)
         self.core.close()
+        self._closed = True
         self.dispatch()  # the close events picoquic raised while freeing
         for conn in list(self._connections):
             conn._on_closed()
