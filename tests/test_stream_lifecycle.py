@@ -173,3 +173,40 @@ async def test_aclose_of_an_awaited_connection_never_entered(
             await assert_network_threads(1)  # the server's alone
             assert conn.closed
             await conn.aclose()  # again: nothing to do
+
+
+async def test_peer_streams_the_application_has_not_taken_hold_their_credit(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # A peer's uni stream gives its MAX_STREAMS credit back when the application
+    # took it, not when its FIN reached our buffers: unaccepted streams stay bounded.
+    server = dataclasses.replace(server_config, max_streams_uni=8)
+    total = 200
+    queued: list[int] = []
+    chunks: list[int] = []
+    received: list[bytes] = []
+    ready = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await ready.wait()
+            await anyio.sleep(0.3)  # the client has sent every stream it could by now
+            queued.append(len(conn._incoming))
+            chunks.append(conn._endpoint.core.buffer_chunks)
+            for _ in range(total):
+                stream = await conn.accept_stream()
+                received.append(await read_all(stream))
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                for index in range(total):
+                    stream = await conn.open_uni_stream()
+                    await stream.send(index.to_bytes(2, "big"))
+                    await stream.aclose()
+                ready.set()
+                while len(received) < total:
+                    await anyio.sleep(0.01)
+    assert queued[0] <= 8
+    assert chunks[0] <= 8 + 2
+    assert sorted(int.from_bytes(data, "big") for data in received) == list(range(total))

@@ -126,6 +126,7 @@ cdef extern from "bridge.h" nogil:
     void aq_stream_send_fin(aq_stream_t* s)
     void aq_stream_reset(aq_stream_t* s, uint64_t code)
     void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)
+    void aq_stream_release(aq_stream_t* s)
     void aq_stream_discard_rx(aq_stream_t* s)
 
 

@@ -522,3 +522,9 @@ cdef class StreamHandle:
     def stop_sending(self, uint64_t code):
         if not self.conn.endpoint.closed:
             aq_stream_stop_sending(self.s, code)
+
+    def release(self):
+        """Python is done with this stream: a peer's stream gives its credit back
+        (MAX_STREAMS) once picoquic is done with it too.  Idempotent."""
+        if not self.conn.endpoint.closed:
+            aq_stream_release(self.s)

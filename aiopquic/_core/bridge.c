@@ -76,6 +76,7 @@ struct aq_endpoint {
 };
 
 static void aq_run_deferred_closes(aq_endpoint_t* ep);
+static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
 static void aq_conn_freed(aq_conn_t* c, uint64_t n);
 static void aq_conn_consumed(aq_conn_t* c, uint64_t n);
 
@@ -420,6 +421,7 @@ static aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx
     atomic_init(&s->tx_active, 0);
     atomic_init(&s->tx_fin, 0);
     atomic_init(&s->tx_waiting, 0);
+    atomic_init(&s->release_sent, 0);
     atomic_init(&s->rx_armed, 0);
     atomic_init(&s->rx_fin, 0);
     atomic_init(&s->rx_reset, 0);
@@ -886,6 +888,8 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
         return aq_prepare_stream(s, bytes, length);
     case picoquic_callback_stream_released:
         if (s != NULL && s->registered) {
+            s->pq_released = 1;
+            aq_return_stream_credit(s, cnx);
             aq_unlink_stream(s);
         }
         return 0;
@@ -1102,6 +1106,16 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep)
     }
 }
 
+/* A peer's stream counts toward MAX_STREAMS again once picoquic and Python are
+ * both done with it: a peer cannot pile up streams the application never took. */
+static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    if (s->app_released && s->pq_released && !s->credit_returned && !aq_is_local_stream(s->conn, s->stream_id)) {
+        s->credit_returned = 1;
+        picoquic_add_remote_stream_credit(cnx, (s->stream_id & 2) == 0);
+    }
+}
+
 static void aq_send_stop(aq_stream_t* s, picoquic_cnx_t* cnx)
 {
     (void)picoquic_stop_sending(cnx, s->stream_id, s->stop_code);
@@ -1139,6 +1153,10 @@ static void aq_stream_command(aq_stream_t* s, uint32_t flags)
     picoquic_cnx_t* cnx = (picoquic_cnx_t*)s->conn->cnx;
     if (cnx == NULL || picoquic_get_cnx_state(cnx) >= picoquic_state_disconnecting) {
         return;
+    }
+    if (flags & AQ_CMD_RELEASE) {
+        s->app_released = 1;
+        aq_return_stream_credit(s, cnx);
     }
     if ((flags & AQ_CMD_ACTIVATE) && !s->reset_sent && !s->fin_sent) {
         int ret = s->registered ? picoquic_mark_active_stream(cnx, s->stream_id, 1, s)
@@ -1389,6 +1407,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
+    picoquic_set_app_stream_credit(ep->quic, 1); /* see aq_return_stream_credit() */
     if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);
@@ -1810,6 +1829,13 @@ void aq_stream_discard_rx(aq_stream_t* s)
     if ((n = aq_ring_used(&s->rx)) > 0) {
         aq_ring_read(&s->rx, NULL, n);
         aq_conn_freed(s->conn, n);
+    }
+}
+
+void aq_stream_release(aq_stream_t* s)
+{
+    if (atomic_exchange(&s->release_sent, 1) == 0) {
+        aq_push_net(&s->node, AQ_CMD_RELEASE);
     }
 }
 

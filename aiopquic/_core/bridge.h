@@ -49,6 +49,7 @@ enum {
     AQ_CMD_CREDIT = 1u << 1,    /* stream: grant receive credit */
     AQ_CMD_STOP = 1u << 2,      /* stream: send STOP_SENDING */
     AQ_CMD_RESET = 1u << 3,     /* stream: send RESET_STREAM */
+    AQ_CMD_RELEASE = 1u << 4,   /* stream: Python is done with it (a peer's: its credit may go back) */
     AQ_CMD_CONNECT = 1u << 8,   /* conn: start the client handshake */
     AQ_CMD_CLOSE = 1u << 9,     /* conn: send CONNECTION_CLOSE */
     AQ_CMD_DGRAM = 1u << 10,    /* conn: datagrams queued */
@@ -116,6 +117,7 @@ struct aq_stream {
     _Atomic int tx_active;  /* picoquic polls (or was asked to poll) this stream */
     _Atomic int tx_fin;     /* send FIN once the ring is empty */
     _Atomic int tx_waiting; /* Python waits for ring space */
+    _Atomic int release_sent; /* AQ_CMD_RELEASE was raised */
     uint64_t reset_code;    /* written before AQ_CMD_RESET */
     uint64_t stop_code;     /* written before AQ_CMD_STOP */
     /* network -> Python */
@@ -132,6 +134,9 @@ struct aq_stream {
     int reset_sent;
     int credit_pending;
     int stop_deferred;      /* STOP_SENDING waits until the peer's stream limit covers the stream */
+    int app_released;       /* Python is done with the stream (AQ_CMD_RELEASE) */
+    int pq_released;        /* picoquic is done with it */
+    int credit_returned;    /* a peer's stream: MAX_STREAMS counts it again */
     aq_stream_t* prev;
     aq_stream_t* next;
 };
@@ -264,5 +269,8 @@ void aq_stream_send_fin(aq_stream_t* s);
 void aq_stream_reset(aq_stream_t* s, uint64_t code);
 void aq_stream_stop_sending(aq_stream_t* s, uint64_t code);
 void aq_stream_discard_rx(aq_stream_t* s); /* drop unread bytes, now and to come */
+/* Python is done with the stream: a peer's stream gives its stream credit back
+ * once picoquic is done with it too.  Idempotent. */
+void aq_stream_release(aq_stream_t* s);
 
 #endif

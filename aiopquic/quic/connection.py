@@ -437,6 +437,7 @@ class QuicConnection:
     def _forget_if_finished(self, stream: _StreamBase) -> None:
         if stream._finished():
             self._streams.pop(stream.stream_id, None)
+            stream._release()
 
     def _build_close_error(self) -> ConnectionClosed:
         local, remote, local_app, remote_app, reason = self._h.close_info

@@ -239,16 +239,24 @@ class _StreamBase:
         # Like an unclosed file: careless code may waste, but must not leave the
         # peer waiting on a stream nobody can finish (it holds its stream credit).
         try:
-            if self._finished() or self._conn.closed:
+            if self._conn.closed:
                 return
         except AttributeError:  # half constructed
             return
-        warnings.warn(
-            f"unclosed {self!r}: finish streams with aclose() or `async with stream`",
-            ResourceWarning,  # no source=self: a recorded warning would resurrect the stream
-            stacklevel=2,
-        )
-        self._abandon()
+        if not self._finished():
+            warnings.warn(
+                f"unclosed {self!r}: finish streams with aclose() or `async with stream`",
+                ResourceWarning,  # no source=self: a recorded warning would resurrect the stream
+                stacklevel=2,
+            )
+            self._abandon()
+        self._release()
+
+    def _release(self) -> None:
+        """The application is done with this stream: a peer's stream may give its
+        stream credit back (the core waits until the protocol is done with it too)."""
+        if (self.stream_id & 1) != (not self._conn.is_client):  # opened by the peer
+            self._handle.release()
 
     def _abandon(self) -> None:
         """Close what is still open: reset an unfinished send side (its message is
