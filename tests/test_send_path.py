@@ -11,7 +11,7 @@ import traceback
 import anyio
 import pytest
 
-from aiopquic import ConnectionClosed, QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import ConnectionClosed, QuicConfig, QuicConnection, QuicStream, StreamReset, open_quic_connection
 from aiopquic.quic.connection import ERROR_CODE_ON_CLOSE_TIMEOUT, MAX_REASON_BYTES
 
 from .helpers import echo_handler, read_all, running_server
@@ -285,3 +285,41 @@ async def test_every_raise_of_a_closed_connection_is_a_fresh_exception(
                 assert len({id(exc) for exc in raised}) == 50
                 assert all(exc.error_code == 9 and exc.by_peer for exc in raised)
                 assert len(traceback.extract_tb(raised[-1].__traceback__)) < 10
+
+
+async def test_eof_and_aclose_while_another_task_sends(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # A FIN must never follow part of a message: send_eof() is busy while a send
+    # waits, and aclose() resets the stream (the waiting send raises).
+    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
+    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    hold = anyio.Event()
+    outcome: list[BaseException] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            held = await conn.accept_stream()
+            await hold.wait()
+            with pytest.raises(StreamReset):
+                await read_all(held)
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+
+                async def sender() -> None:
+                    try:
+                        await stream.send(PAYLOAD)
+                    except anyio.ClosedResourceError as exc:
+                        outcome.append(exc)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sender)
+                    await anyio.sleep(0.05)
+                    with pytest.raises(anyio.BusyResourceError):
+                        await stream.send_eof()
+                    await stream.aclose()
+                assert isinstance(outcome[0], anyio.ClosedResourceError)
+                hold.set()

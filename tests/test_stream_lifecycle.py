@@ -210,3 +210,22 @@ async def test_peer_streams_the_application_has_not_taken_hold_their_credit(
     assert queued[0] <= 8
     assert chunks[0] <= 8 + 2
     assert sorted(int.from_bytes(data, "big") for data in received) == list(range(total))
+
+
+async def test_finished_streams_kept_by_the_application_hold_no_send_buffer(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(20):
+        async with running_server(drain_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                core = conn._endpoint.core
+                kept = []
+                for _ in range(1000):
+                    stream = await conn.open_uni_stream()
+                    await stream.send(b"x")
+                    await stream.send_eof()
+                    kept.append(stream)
+                with anyio.fail_after(10):
+                    while core.buffer_chunks > 2:  # not 1000 chunks of 16 KiB
+                        await anyio.sleep(0.01)
+                assert len(kept) == 1000

@@ -736,6 +736,9 @@ static int aq_prepare_stream(aq_stream_t* s, void* ctx, size_t room)
     }
     if (is_fin) {
         s->fin_sent = 1;
+        /* Python writes nothing after the FIN: free the ring's last chunk now, not
+         * when the stream object goes (an application may keep thousands). */
+        aq_ring_release(&s->tx);
     }
     return 0;
 }

@@ -174,7 +174,7 @@ class _SendHalf(_Half):
                     if h.tx_arm() < h.tx_threshold:
                         await self._wait()
                 except BaseException:
-                    if written:  # committed: the rest goes too, past the ring's size
+                    if written and not self.closed:  # committed: the rest goes too, past the ring's size
                         written += h.write(view[written:], all=True)
                         self._conn._bytes_sent += written
                     raise
@@ -185,8 +185,18 @@ class _SendHalf(_Half):
     def send_eof(self) -> None:
         if self.closed:
             return
+        if self._spot is not None and self._spot.occupied:  # the FIN must follow its bytes
+            raise anyio.BusyResourceError(self._activity)
         self.closed = self.done = True
         self._h.send_fin()
+
+    def finish(self) -> None:
+        """aclose(): FIN after the bytes sent, or a reset if a send in another task is
+        cut short (a FIN would make its partial message look complete)."""
+        if self._spot is not None and self._spot.occupied:
+            self.reset(0)
+        else:
+            self.send_eof()
 
     def reset(self, error_code: int) -> None:
         check_error_code(error_code)
@@ -319,7 +329,8 @@ class _Sending(_StreamBase):
         """Finish the stream (FIN) after the bytes already sent.
 
         In a cancelled scope it raises before doing anything; otherwise the FIN
-        is committed before the call yields, so it cannot be half done.
+        is committed before the call yields, so it cannot be half done.  While a
+        send waits in another task it raises :class:`anyio.BusyResourceError`.
         """
         await self._conn._ll.checkpoint_if_cancelled()
         self._tx.send_eof()
@@ -355,8 +366,12 @@ class QuicSendStream(_Sending, ByteSendStream):
         self._tx = _SendHalf(handle, conn)
 
     async def aclose(self) -> None:
-        """Finish the stream gracefully (FIN), as :meth:`send_eof`."""
-        await self.send_eof()
+        """Finish the stream gracefully (FIN), as :meth:`send_eof`; a send still
+        waiting in another task raises :class:`anyio.ClosedResourceError` and the
+        stream is reset instead."""
+        self._tx.finish()
+        self._conn._forget_if_finished(self)
+        await self._conn._ll.checkpoint()
 
 
 class QuicStream(_Receiving, _Sending, ByteStream):
@@ -368,8 +383,13 @@ class QuicStream(_Receiving, _Sending, ByteStream):
         self._tx = _SendHalf(handle, conn)
 
     async def aclose(self) -> None:
-        """Finish sending (FIN) and stop receiving; the stream is then unusable."""
-        self._tx.send_eof()
+        """Finish sending (FIN) and stop receiving; the stream is then unusable.
+
+        A send still waiting in another task raises
+        :class:`anyio.ClosedResourceError`, and the stream is reset instead of
+        finished: its message was cut.
+        """
+        self._tx.finish()
         self._rx.stop(0)
         self._conn._forget_if_finished(self)
         await self._conn._ll.checkpoint()
