@@ -323,3 +323,47 @@ async def test_eof_and_aclose_while_another_task_sends(
                     await stream.aclose()
                 assert isinstance(outcome[0], anyio.ClosedResourceError)
                 hold.set()
+
+
+async def test_the_connection_send_cap_bounds_all_streams_together(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    cap = 256 * 1024
+    client = dataclasses.replace(client_config, connection_send_buffer_size=cap, send_buffer_size=cap)
+    server = dataclasses.replace(server_config, max_stream_data=16 * 1024)  # most stays here
+    streams, size = 100, 64 * 1024
+    go = anyio.Event()
+    received: list[int] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn, anyio.create_task_group() as tg:
+            await go.wait()
+            for _ in range(streams):
+                stream = await conn.accept_stream()
+
+                async def drain(stream: object = stream) -> None:
+                    received.append(len(await read_all(stream)))  # type: ignore[arg-type]
+
+                tg.start_soon(drain)
+
+    done: list[int] = []
+    with anyio.fail_after(30):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+
+                async def send_one() -> None:
+                    stream = await conn.open_uni_stream()
+                    await stream.send(bytes(size))
+                    done.append(1)
+                    await stream.aclose()
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(streams):
+                        tg.start_soon(send_one)
+                    await anyio.sleep(0.5)
+                    # Each finished send left ~48 KiB buffered: the cap stops the rest.
+                    assert len(done) <= cap // (size - 16 * 1024) + 2
+                    go.set()
+                while len(received) < streams:
+                    await anyio.sleep(0.01)
+    assert received == [size] * streams

@@ -3,6 +3,7 @@
 from ._core import (
     ERROR_START_FAILED,
     EV_CLOSE_SENT,
+    EV_TX_ROOM,
     EV_CLOSED,
     EV_DGRAM,
     EV_NEW,
@@ -21,6 +22,7 @@ from ._core import (
 __all__ = [
     "ERROR_START_FAILED",
     "EV_CLOSE_SENT",
+    "EV_TX_ROOM",
     "EV_CLOSED",
     "EV_DGRAM",
     "EV_NEW",

@@ -68,6 +68,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t max_data
         uint64_t max_stream_data
         uint64_t send_buffer
+        uint64_t connection_send_buffer
         uint64_t max_streams_bidi
         uint64_t max_streams_uni
         uint64_t max_datagram_frame_size
@@ -90,6 +91,7 @@ cdef extern from "bridge.h" nogil:
         AQ_EV_CLOSED
         AQ_EV_DGRAM
         AQ_EV_CLOSE_SENT
+        AQ_EV_TX_ROOM
 
     aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,

@@ -23,6 +23,7 @@ EV_READY = AQ_EV_READY
 EV_CLOSED = AQ_EV_CLOSED
 EV_DGRAM = AQ_EV_DGRAM
 EV_CLOSE_SENT = AQ_EV_CLOSE_SENT
+EV_TX_ROOM = AQ_EV_TX_ROOM
 #: Local error of a client connection picoquic refused to start.
 ERROR_START_FAILED = 0x10000000
 
@@ -155,6 +156,7 @@ cdef class Endpoint:
         uint64_t max_data=16 << 20,
         uint64_t max_stream_data=1 << 20,
         uint64_t send_buffer=1 << 20,
+        uint64_t connection_send_buffer=16 << 20,
         uint64_t max_streams_bidi=128,
         uint64_t max_streams_uni=128,
         uint64_t max_datagram_frame_size=0,
@@ -192,6 +194,7 @@ cdef class Endpoint:
             cfg.max_data = max_data
             cfg.max_stream_data = max_stream_data
             cfg.send_buffer = send_buffer
+            cfg.connection_send_buffer = connection_send_buffer
             cfg.max_streams_bidi = max_streams_bidi
             cfg.max_streams_uni = max_streams_uni
             cfg.max_datagram_frame_size = max_datagram_frame_size

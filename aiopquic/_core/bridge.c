@@ -69,6 +69,7 @@ struct aq_endpoint {
     size_t rx_window;
     uint64_t conn_window; /* bytes a connection may buffer (QuicConfig.max_data) */
     size_t tx_cap;
+    uint64_t conn_tx_cap; /* bytes a connection's send rings hold at most (but for a cancelled send's rest) */
     size_t dgram_queue;
     uint64_t local_max_datagram;
     char** alpns;
@@ -275,8 +276,12 @@ void aq_node_unref(aq_node_t* n)
     if (n->kind == AQ_KIND_STREAM) {
         aq_stream_t* s = (aq_stream_t*)n;
         size_t unread = s->rx.cap > 0 ? aq_ring_used(&s->rx) : 0;
+        size_t unsent = s->tx.cap > 0 ? aq_ring_used(&s->tx) : 0;
         if (unread > 0) {
             aq_conn_freed(s->conn, unread); /* never read: free its share */
+        }
+        if (unsent > 0) {
+            atomic_fetch_sub(&s->conn->tx_buffered, (int64_t)unsent);
         }
         aq_ring_release(&s->rx);
         aq_ring_release(&s->tx);
@@ -535,6 +540,8 @@ static aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client)
     atomic_init(&c->dg_rx_dropped, 0);
     atomic_init(&c->dg_rx_armed, 0);
     atomic_init(&c->rx_buffered, 0);
+    atomic_init(&c->tx_buffered, 0);
+    atomic_init(&c->tx_room_waiting, 0);
     atomic_init(&c->rx_freed, 0);
     c->next_bidi = is_client ? 0 : 1;
     c->next_uni = is_client ? 2 : 3;
@@ -689,6 +696,27 @@ static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
 /* ------------------------------------------------------------------ */
 /* Sending                                                             */
 
+/* Network thread: n bytes left this connection's send rings (sent or dropped). */
+static void aq_conn_tx_done(aq_conn_t* c, size_t n)
+{
+    uint64_t cap = c->node.ep->conn_tx_cap;
+    int64_t left = atomic_fetch_sub(&c->tx_buffered, (int64_t)n) - (int64_t)n;
+    if (atomic_load(&c->tx_room_waiting) && (left <= 0 || (uint64_t)left <= cap - cap / 4) &&
+        atomic_exchange(&c->tx_room_waiting, 0)) {
+        aq_push_py(&c->node, AQ_EV_TX_ROOM);
+    }
+}
+
+/* Network thread: bytes that will never be sent (reset): out of the ring now. */
+static void aq_tx_discard(aq_stream_t* s)
+{
+    size_t n = s->tx.cap > 0 ? aq_ring_used(&s->tx) : 0;
+    if (n > 0) {
+        aq_ring_read(&s->tx, NULL, n);
+        aq_conn_tx_done(s->conn, n);
+    }
+}
+
 static int aq_prepare_stream(aq_stream_t* s, void* ctx, size_t room)
 {
     size_t avail = 0, n = 0;
@@ -729,6 +757,7 @@ static int aq_prepare_stream(aq_stream_t* s, void* ctx, size_t room)
     }
     if (n > 0) {
         aq_ring_read(&s->tx, dst, n);
+        aq_conn_tx_done(s->conn, n);
         if (atomic_load(&s->tx_waiting) && aq_ring_free(&s->tx) >= s->tx.cap / 4 &&
             atomic_exchange(&s->tx_waiting, 0)) {
             aq_push_py(&s->node, AQ_EV_TX);
@@ -885,6 +914,7 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
             s->reset_sent = 1;
             (void)picoquic_reset_stream(cnx, stream_id, s->tx_stop_code);
             (void)picoquic_set_app_stream_ctx(cnx, stream_id, s);
+            aq_tx_discard(s);
         }
         return 0;
     case picoquic_callback_prepare_to_send:
@@ -1194,6 +1224,7 @@ static void aq_stream_command(aq_stream_t* s, uint32_t flags)
         s->reset_sent = 1;
         (void)picoquic_reset_stream(cnx, s->stream_id, s->reset_code);
         (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+        aq_tx_discard(s);
     }
 }
 
@@ -1373,6 +1404,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     ep->rx_window = (size_t)cfg->max_stream_data;
     ep->conn_window = cfg->max_data;
     ep->tx_cap = (size_t)cfg->send_buffer;
+    ep->conn_tx_cap = cfg->connection_send_buffer;
     ep->dgram_queue = cfg->datagram_queue > 0 ? (size_t)cfg->datagram_queue : 1;
     ep->local_max_datagram = cfg->max_datagram_frame_size;
     ep->n_alpns = cfg->n_alpns;
@@ -1774,7 +1806,11 @@ int aq_stream_rx_arm(aq_stream_t* s)
 
 size_t aq_stream_writable(aq_stream_t* s)
 {
-    return s->tx.cap ? aq_ring_free(&s->tx) : 0;
+    uint64_t cap = s->node.ep->conn_tx_cap;
+    int64_t buffered = atomic_load(&s->conn->tx_buffered);
+    size_t room = s->tx.cap ? aq_ring_free(&s->tx) : 0;
+    uint64_t conn_room = buffered <= 0 ? cap : (uint64_t)buffered >= cap ? 0 : cap - (uint64_t)buffered;
+    return conn_room < room ? (size_t)conn_room : room;
 }
 
 static void aq_stream_activate(aq_stream_t* s)
@@ -1794,6 +1830,7 @@ ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int al
         if (aq_ring_write(&s->tx, src, n) != 0) {
             return -1;
         }
+        atomic_fetch_add(&s->conn->tx_buffered, (int64_t)n);
         aq_stream_activate(s);
     }
     return (ptrdiff_t)n;
@@ -1802,6 +1839,7 @@ ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int al
 size_t aq_stream_tx_arm(aq_stream_t* s)
 {
     atomic_store(&s->tx_waiting, 1);
+    atomic_store(&s->conn->tx_room_waiting, 1);
     return aq_stream_writable(s);
 }
 

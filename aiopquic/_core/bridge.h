@@ -40,7 +40,8 @@ enum {
     AQ_EV_READY = 1u << 8,      /* conn: handshake complete */
     AQ_EV_CLOSED = 1u << 9,     /* conn: closed (by either side, or failed) */
     AQ_EV_DGRAM = 1u << 10,     /* conn: datagram readable */
-    AQ_EV_CLOSE_SENT = 1u << 11 /* conn: our CONNECTION_CLOSE went out */
+    AQ_EV_CLOSE_SENT = 1u << 11, /* conn: our CONNECTION_CLOSE went out */
+    AQ_EV_TX_ROOM = 1u << 12    /* conn: room again below the connection's send cap */
 };
 
 /* Commands (Python -> network). */
@@ -175,6 +176,9 @@ struct aq_conn {
     _Atomic uint64_t dg_tx_dropped;
     _Atomic uint64_t dg_rx_dropped;
     _Atomic int dg_rx_armed;
+    /* the send cap: bytes in this connection's send rings, all streams together */
+    _Atomic int64_t tx_buffered;
+    _Atomic int tx_room_waiting;    /* Python waits for room below the cap */
     /* connection flow control: MAX_DATA follows what the application consumed */
     _Atomic int64_t rx_buffered;    /* stream bytes received and not yet read or dropped */
     _Atomic uint64_t rx_freed;      /* bytes read or dropped, ever (MAX_DATA requests each quarter window) */
@@ -209,6 +213,7 @@ typedef struct {
     uint64_t max_data;
     uint64_t max_stream_data;
     uint64_t send_buffer;
+    uint64_t connection_send_buffer;
     uint64_t max_streams_bidi;
     uint64_t max_streams_uni;
     uint64_t max_datagram_frame_size;
@@ -263,7 +268,7 @@ size_t aq_stream_writable(aq_stream_t* s);
 /* Copy what fits below the ring's cap, or with `all` every byte (past the cap):
  * the count written, or -1 (nothing written) when out of memory. */
 ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all);
-size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX, return the room now */
+size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX (and the connection's AQ_EV_TX_ROOM), return the room now */
 size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);
 void aq_stream_reset(aq_stream_t* s, uint64_t code);

@@ -67,6 +67,9 @@ class QuicConfig:
     max_stream_data: int = 1024 * 1024
     #: Per-stream send buffer: ``send()`` waits while it is full.
     send_buffer_size: int = 1024 * 1024
+    #: Per-connection cap on the send buffers of all its streams together: ``send()``
+    #: also waits while they hold this much.  At least ``send_buffer_size``.
+    connection_send_buffer_size: int = 16 * 1024 * 1024
     #: Bidirectional streams the peer may have open at once.
     max_streams_bidi: int = 128
     #: Unidirectional streams the peer may have open at once.
@@ -122,6 +125,12 @@ class QuicConfig:
         self._check_int("max_data", 1, _VARINT_MAX)
         self._check_int("max_stream_data", 1024, 1 << 30)
         self._check_int("send_buffer_size", 1024, 1 << 30)
+        self._check_int("connection_send_buffer_size", 1024, 1 << 40)
+        if self.connection_send_buffer_size < self.send_buffer_size:
+            raise ValueError(
+                f"connection_send_buffer_size: {self.connection_send_buffer_size} is below "
+                f"send_buffer_size ({self.send_buffer_size}); it caps all streams together"
+            )
         self._check_int("max_streams_bidi", 0, 1 << 60)
         self._check_int("max_streams_uni", 0, 1 << 60)
         self._check_int("max_datagram_frame_size", 0, 65535)
@@ -182,6 +191,7 @@ class QuicConfig:
             "max_data": self.max_data,
             "max_stream_data": self.max_stream_data,
             "send_buffer": self.send_buffer_size,
+            "connection_send_buffer": self.connection_send_buffer_size,
             "max_streams_bidi": self.max_streams_bidi,
             "max_streams_uni": self.max_streams_uni,
             "max_datagram_frame_size": self.max_datagram_frame_size,

@@ -18,6 +18,7 @@ from .._core import (
     EV_DGRAM,
     EV_NEW,
     EV_READY,
+    EV_TX_ROOM,
     ConnHandle,
     StreamHandle,
 )
@@ -380,6 +381,10 @@ class QuicConnection:
             self._handshake_done.set()
         if flags & EV_DGRAM:
             self._datagram_spot.wake()
+        if flags & EV_TX_ROOM:  # the connection's send cap has room again
+            for stream in list(self._streams.values()):
+                if stream._tx is not None:
+                    stream._tx.wake()
         if flags & EV_CLOSE_SENT:
             if self._h.close_truncated:
                 logger.warning(
