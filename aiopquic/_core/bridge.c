@@ -80,6 +80,11 @@ static void aq_run_deferred_closes(aq_endpoint_t* ep);
 static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
 static void aq_conn_freed(aq_conn_t* c, uint64_t n);
 static void aq_conn_consumed(aq_conn_t* c, uint64_t n);
+static void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx);
+
+/* Set on the network thread: there the bridge acts on picoquic directly instead
+ * of queueing commands for itself. */
+static _Thread_local int aq_on_network_thread;
 
 /* ------------------------------------------------------------------ */
 /* Rings                                                               */
@@ -383,13 +388,19 @@ static void aq_conn_freed(aq_conn_t* c, uint64_t n)
 }
 
 /* Any thread: n more bytes of this connection's streams are done with (read,
- * dropped, or never buffered at all).  Each quarter window, ask for MAX_DATA. */
+ * dropped, or never buffered at all).  Each quarter window, raise MAX_DATA: at
+ * once on the network thread, else through a command. */
 static void aq_conn_consumed(aq_conn_t* c, uint64_t n)
 {
     uint64_t step = c->node.ep->conn_window / 4 + 1;
     uint64_t before = atomic_fetch_add(&c->rx_freed, n);
     if (before / step != (before + n) / step) {
-        aq_push_net(&c->node, AQ_CMD_MAX_DATA);
+        if (!aq_on_network_thread) {
+            aq_push_net(&c->node, AQ_CMD_MAX_DATA);
+        }
+        else if (c->cnx != NULL) {
+            aq_grant_max_data(c, (picoquic_cnx_t*)c->cnx);
+        }
     }
 }
 
@@ -1337,6 +1348,7 @@ static void* aq_thread_main(void* arg)
 {
     aq_endpoint_t* ep = (aq_endpoint_t*)arg;
     /* picoquic's loop ends with pthread_exit(), so report the exit from a cleanup handler. */
+    aq_on_network_thread = 1;
     pthread_cleanup_push(aq_thread_exited, ep);
     ep->thread_fn(ep->thread_arg);
     pthread_cleanup_pop(1);
