@@ -1422,7 +1422,14 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     ep->n_alpns = cfg->n_alpns;
     ep->alpns = (char**)calloc(cfg->n_alpns ? cfg->n_alpns : 1, sizeof(char*));
     for (size_t i = 0; ep->alpns != NULL && i < cfg->n_alpns; i++) {
-        ep->alpns[i] = strdup(cfg->alpns[i]);
+        if ((ep->alpns[i] = strdup(cfg->alpns[i])) == NULL) {
+            break;
+        }
+    }
+    if (ep->alpns == NULL || (cfg->n_alpns > 0 && ep->alpns[cfg->n_alpns - 1] == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        aq_endpoint_free(ep);
+        return NULL;
     }
 
     pthread_once(&aq_cc_once, aq_register_cc);
@@ -1718,6 +1725,10 @@ aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const struct sockaddr* peer,
     aq_copy_addr(&c->connect_addr, peer);
     c->sni = sni != NULL ? strdup(sni) : NULL;
     c->alpn_single = alpn != NULL ? strdup(alpn) : NULL;
+    if ((sni != NULL && c->sni == NULL) || (alpn != NULL && c->alpn_single == NULL)) {
+        aq_node_unref(&c->node); /* frees what was copied */
+        return NULL;
+    }
     aq_push_net(&c->node, AQ_CMD_CONNECT);
     return c;
 }
