@@ -23,6 +23,7 @@ from .._core import (
 from .errors import (
     PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
     PICOQUIC_ERROR_IDLE_TIMEOUT,
+    PICOQUIC_ERROR_REPEAT_TIMEOUT,
     PICOQUIC_ERROR_STATELESS_RESET,
     ConnectionClosed,
     HandshakeError,
@@ -433,6 +434,12 @@ class QuicConnection:
         if local in (PICOQUIC_ERROR_IDLE_TIMEOUT, PICOQUIC_ERROR_HANDSHAKE_TIMEOUT):
             return ConnectionClosed(
                 f"connection timed out: nothing heard from the peer for {self.idle_timeout} s",
+                transport_error=local,
+            )
+        if local == PICOQUIC_ERROR_REPEAT_TIMEOUT:
+            return ConnectionClosed(
+                f"connection timed out: the peer acknowledged none of our data for {self.idle_timeout} s "
+                "although it kept sending (it is stuck or misbehaving)",
                 transport_error=local,
             )
         if remote == PICOQUIC_ERROR_STATELESS_RESET:
