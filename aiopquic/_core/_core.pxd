@@ -47,6 +47,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t rx_reset_code
         int tx_stopped
         uint64_t tx_stop_code
+        int early_data
 
     ctypedef struct aq_dgram_t:
         size_t len
@@ -76,6 +77,7 @@ cdef extern from "bridge.h" nogil:
         const char* qlog_dir
         int socket_buffer_size
         uint32_t max_connections
+        int early_data
 
     enum:
         AQ_KIND_CONN

@@ -164,6 +164,7 @@ cdef class Endpoint:
         qlog_dir=None,
         int socket_buffer_size=4 << 20,
         uint32_t max_connections=1024,
+        bint early_data=False,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -201,6 +202,7 @@ cdef class Endpoint:
             cfg.qlog_dir = NULL if b_qlog is None else <const char*>b_qlog
             cfg.socket_buffer_size = socket_buffer_size
             cfg.max_connections = max_connections
+            cfg.early_data = early_data
             self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
             free(alpn_ptrs)
@@ -451,6 +453,11 @@ cdef class StreamHandle:
     @property
     def fin_received(self):
         return bool(self.s.rx_fin)
+
+    @property
+    def early_data(self):
+        """True for a peer's stream that arrived in 0-RTT (early data)."""
+        return bool(self.s.early_data)
 
     @property
     def reset_code(self):

@@ -482,6 +482,9 @@ static aq_stream_t* aq_peer_stream(aq_conn_t* c, picoquic_cnx_t* cnx, uint64_t s
     if (s == NULL) {
         return NULL;
     }
+    /* A server processes 1-RTT packets only once the handshake is complete: a
+     * stream that shows up before that came in 0-RTT packets. */
+    s->early_data = !c->is_client && picoquic_get_cnx_state(cnx) < picoquic_state_ready;
     /* The allocation's reference becomes picoquic's. */
     (void)picoquic_set_app_stream_ctx(cnx, stream_id, s);
     (void)picoquic_set_app_flow_control(cnx, stream_id, 1);
@@ -1336,6 +1339,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     else {
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
+        aq_accept_early_data(ep->quic, cfg->early_data);
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
     if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {

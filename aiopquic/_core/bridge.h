@@ -126,6 +126,7 @@ struct aq_stream {
     uint64_t rx_reset_code;
     _Atomic int tx_stopped;
     uint64_t tx_stop_code;
+    int early_data;         /* peer-opened in 0-RTT (set before AQ_EV_NEW) */
     /* network thread only */
     int registered;         /* picoquic holds a reference (app_stream_ctx) */
     int fin_sent;
@@ -209,6 +210,7 @@ typedef struct {
     const char* qlog_dir;
     int socket_buffer_size;
     uint32_t max_connections;
+    int early_data; /* server: accept 0-RTT data */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */

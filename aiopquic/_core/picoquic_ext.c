@@ -2,6 +2,7 @@
 #include "picoquic_ext.h"
 
 #include "picoquic_internal.h"
+#include "picotls.h"
 
 static int aq_is_stream_frame(uint8_t type)
 {
@@ -36,4 +37,12 @@ int aq_stream_data_unacked(picoquic_cnx_t* cnx)
         }
     }
     return 0;
+}
+
+void aq_accept_early_data(picoquic_quic_t* quic, int accept)
+{
+    ptls_context_t* ctx = (ptls_context_t*)quic->tls_master_ctx;
+    if (ctx != NULL) {
+        ctx->max_early_data_size = accept ? 0xFFFFFFFF : 0; /* picoquic's own value, or none */
+    }
 }

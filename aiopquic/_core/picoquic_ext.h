@@ -12,4 +12,8 @@
  * loss.  Control frames (NEW_CONNECTION_ID, ACK_FREQUENCY...) do not count. */
 int aq_stream_data_unacked(picoquic_cnx_t* cnx);
 
+/* Server: accept 0-RTT (early) data from resuming clients, or not.  picoquic
+ * always accepts it; refusing also issues session tickets that do not offer it. */
+void aq_accept_early_data(picoquic_quic_t* quic, int accept);
+
 #endif

@@ -229,6 +229,13 @@ class _StreamBase:
         """The connection this stream belongs to."""
         return self._conn
 
+    @property
+    def early_data(self) -> bool:
+        """True if the peer opened this stream in 0-RTT (early) data, which an
+        attacker can replay: act on it only if doing it twice is harmless.  Only a
+        server with ``QuicConfig(early_data=True)`` sees such streams."""
+        return self._handle.early_data
+
     def _on_event(self, flags: int) -> None:
         rx, tx = self._rx, self._tx
         if rx is not None and flags & (EV_RX | EV_RESET):
