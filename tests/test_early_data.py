@@ -4,18 +4,20 @@ came early.  aioquic plays the resuming client (it can send 0-RTT at will)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket
 
-from aiopquic import QuicConfig, QuicConnection, QuicStream
+from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
 from aiopquic.cli.certs import CertificateSet
 
 from .aioquic_peer import AioquicPeer, early_data_echo
-from .helpers import read_all, running_server
+from .helpers import echo_once, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +116,63 @@ def test_early_data_is_off_by_default_and_a_bool() -> None:
     assert QuicConfig(alpn=["test"]).early_data is False
     with pytest.raises(TypeError, match="early_data"):
         QuicConfig(alpn=["test"], early_data="yes")  # type: ignore[arg-type]
+
+
+def client_config(certs: CertificateSet, *, early_data: bool = False) -> QuicConfig:
+    return QuicConfig(alpn=["test"], cafile=certs.cafile, server_name="localhost", early_data=early_data)
+
+
+@asynccontextmanager
+async def slow_return_path(server_port: int, delay: float) -> AsyncIterator[int]:
+    """A UDP relay in front of ``server_port`` that delays every datagram of the
+    server by ``delay``: time for the client to write its first stream bytes
+    before the server's handshake reply arrives, however fast the machine.
+    Yields the relay's port; one client at a time."""
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as front, await anyio.create_connected_udp_socket(
+        "127.0.0.1", server_port
+    ) as back, anyio.create_task_group() as tg:
+        client: list[tuple[str, int]] = []
+        sending = anyio.Lock()  # anyio sockets take one sender at a time
+
+        async def to_server() -> None:
+            async for data, address in front:
+                client[:] = [address]
+                await back.send(data)
+
+        async def deliver_late(data: bytes) -> None:
+            await anyio.sleep(delay)
+            async with sending:
+                await front.sendto(data, *client[0])
+
+        async def to_client() -> None:
+            async for data in back:
+                tg.start_soon(deliver_late, data)
+
+        tg.start_soon(to_server)
+        tg.start_soon(to_client)
+        yield front.extra(anyio.abc.SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("server_early", "client_early", "second_early"),
+    [(True, True, True), (False, True, False), (True, False, False), (False, False, False)],
+)
+async def test_our_client_sends_0rtt_only_when_both_opt_in(
+    certs: CertificateSet, server_early: bool, client_early: bool, second_early: bool
+) -> None:
+    """The second connection resumes the first one's session; its first stream goes
+    in 0-RTT only when both configs say early_data=True, and arrives whole either way."""
+    seen = Seen()
+    client = client_config(certs, early_data=client_early)
+    # The relay's delay inflates the server's retransmission timer, and so the
+    # draining period its shutdown waits out (up to close_timeout): keep it short.
+    server = dataclasses.replace(server_config(certs, early_data=server_early), close_timeout=0.2)
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(recording_echo(seen), server) as listener:
+            async with slow_return_path(listener.port, 0.05) as port:
+                for second in (False, True):
+                    async with open_quic_connection("127.0.0.1", port, config=client) as conn:
+                        await echo_once(conn, b"hello" * 1000)
+                    assert conn.session_resumed == second
+    assert seen.early == [False, second_early]

@@ -91,6 +91,7 @@ cdef extern from "bridge.h" nogil:
         AQ_EV_CLOSED
         AQ_EV_DGRAM
         AQ_EV_CLOSE_SENT
+        AQ_EV_EARLY
 
     aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,

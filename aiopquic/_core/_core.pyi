@@ -9,6 +9,7 @@ EV_READY: int
 EV_CLOSED: int
 EV_DGRAM: int
 EV_CLOSE_SENT: int
+EV_EARLY: int
 ERROR_START_FAILED: int
 
 class TrustStore:

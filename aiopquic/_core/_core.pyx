@@ -23,6 +23,7 @@ EV_READY = AQ_EV_READY
 EV_CLOSED = AQ_EV_CLOSED
 EV_DGRAM = AQ_EV_DGRAM
 EV_CLOSE_SENT = AQ_EV_CLOSE_SENT
+EV_EARLY = AQ_EV_EARLY
 #: Local error of a client connection picoquic refused to start.
 ERROR_START_FAILED = 0x10000000
 

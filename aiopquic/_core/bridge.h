@@ -40,7 +40,8 @@ enum {
     AQ_EV_READY = 1u << 8,      /* conn: handshake complete */
     AQ_EV_CLOSED = 1u << 9,     /* conn: closed (by either side, or failed) */
     AQ_EV_DGRAM = 1u << 10,     /* conn: datagram readable */
-    AQ_EV_CLOSE_SENT = 1u << 11 /* conn: our CONNECTION_CLOSE went out */
+    AQ_EV_CLOSE_SENT = 1u << 11, /* conn: our CONNECTION_CLOSE went out */
+    AQ_EV_EARLY = 1u << 12      /* conn (client): 0-RTT keys, streams may be used before READY */
 };
 
 /* Commands (Python -> network). */
@@ -157,6 +158,7 @@ struct aq_conn {
     char* remote_reason;
     int was_ready;
     int resumed; /* the handshake resumed a TLS session */
+    int early;   /* client: alpn and peer_addr written before AQ_EV_EARLY */
     /* close request, written by Python before AQ_CMD_CLOSE */
     uint64_t close_code;
     uint64_t close_linger_us; /* wait this long for sent data to be acknowledged */
@@ -210,7 +212,7 @@ typedef struct {
     const char* qlog_dir;
     int socket_buffer_size;
     uint32_t max_connections;
-    int early_data; /* server: accept 0-RTT data */
+    int early_data; /* server: accept 0-RTT data; client: send it */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */

@@ -46,3 +46,9 @@ void aq_accept_early_data(picoquic_quic_t* quic, int accept)
         ctx->max_early_data_size = accept ? 0xFFFFFFFF : 0; /* picoquic's own value, or none */
     }
 }
+
+int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id)
+{
+    picoquic_stream_head_t* stream = picoquic_find_stream(cnx, stream_id);
+    return stream != NULL && stream->is_0rtt_received;
+}

@@ -16,4 +16,7 @@ int aq_stream_data_unacked(picoquic_cnx_t* cnx);
  * always accepts it; refusing also issues session tickets that do not offer it. */
 void aq_accept_early_data(picoquic_quic_t* quic, int accept);
 
+/* 1 if a STREAM frame of this stream came in a 0-RTT packet (patch 0008). */
+int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id);
+
 #endif

@@ -15,6 +15,7 @@ from .._core import (
     EV_CLOSE_SENT,
     EV_CLOSED,
     EV_DGRAM,
+    EV_EARLY,
     EV_NEW,
     EV_READY,
     ConnHandle,
@@ -108,6 +109,9 @@ class QuicConnection:
         self._accept_spot = self._ll.spot()
         self._datagram_spot = self._ll.spot()
         self._handshake_done = anyio.Event()
+        #: Set at the handshake's end, or (client, early_data) once 0-RTT data can go.
+        self._usable = anyio.Event()
+        self._early = False
         self._close_sent = anyio.Event()
         self._closed = anyio.Event()
         self._ready = False
@@ -349,9 +353,13 @@ class QuicConnection:
     # -- events from the endpoint's dispatcher ---------------------------
 
     def _on_event(self, flags: int) -> None:
+        if flags & EV_EARLY:
+            self._early = True
+            self._usable.set()
         if flags & EV_READY:
             self._ready = True
             self._handshake_done.set()
+            self._usable.set()
         if flags & EV_DGRAM:
             self._datagram_spot.wake()
         if flags & EV_CLOSE_SENT:
@@ -387,6 +395,7 @@ class QuicConnection:
             else:
                 logger.debug("%r closed: %s", self, self._closed_exc)
         self._handshake_done.set()
+        self._usable.set()
         self._close_sent.set()
         self._closed.set()
         self._wake_all()
