@@ -13,7 +13,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket
 
-from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import QuicClient, QuicConfig, QuicConnection, QuicStream, open_quic_connection
 from aiopquic.cli.certs import CertificateSet
 
 from .aioquic_peer import AioquicPeer, early_data_echo
@@ -176,3 +176,20 @@ async def test_our_client_sends_0rtt_only_when_both_opt_in(
                         await echo_once(conn, b"hello" * 1000)
                     assert conn.session_resumed == second
     assert seen.early == [False, second_early]
+
+
+async def test_quic_client_sends_0rtt_too(certs: CertificateSet) -> None:
+    """QuicClient.connect takes the same early path as open_quic_connection."""
+    seen = Seen()
+    server = dataclasses.replace(server_config(certs, early_data=True), close_timeout=0.2)
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(recording_echo(seen), server) as listener:
+            async with slow_return_path(listener.port, 0.05) as port, QuicClient(
+                client_config(certs, early_data=True)
+            ) as client:
+                for _ in range(2):
+                    async with client.connect("127.0.0.1", port) as conn:
+                        assert conn.remote_address == ("127.0.0.1", port)
+                        assert conn.alpn_protocol == "test"
+                        await echo_once(conn, b"hello")
+    assert seen.early == [False, True]
