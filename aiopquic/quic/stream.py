@@ -231,9 +231,10 @@ class _StreamBase:
 
     @property
     def early_data(self) -> bool:
-        """True if the peer opened this stream in 0-RTT (early) data, which an
-        attacker can replay: act on it only if doing it twice is harmless.  Only a
-        server with ``QuicConfig(early_data=True)`` sees such streams."""
+        """True if bytes of this peer stream came in 0-RTT (early) data, sent before
+        the handshake under the resumed session's keys (not forward secret).  Only a
+        server with ``QuicConfig(early_data=True)`` sees such streams.  A replayed
+        copy of them cannot complete a handshake, so it never reaches a handler."""
         return self._handle.early_data
 
     def _on_event(self, flags: int) -> None:
