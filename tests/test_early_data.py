@@ -13,7 +13,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket
 
-from aiopquic import QuicClient, QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import HandshakeError, QuicClient, QuicConfig, QuicConnection, QuicStream, open_quic_connection
 from aiopquic.cli.certs import CertificateSet
 
 from .aioquic_peer import AioquicPeer, early_data_echo
@@ -193,3 +193,31 @@ async def test_quic_client_sends_0rtt_too(certs: CertificateSet) -> None:
                         assert conn.alpn_protocol == "test"
                         await echo_once(conn, b"hello")
     assert seen.early == [False, True]
+
+
+async def test_0rtt_connection_whose_handshake_fails_raises_handshake_error_on_use(
+    certs: CertificateSet, other_certs: CertificateSet
+) -> None:
+    """The client returns the connection before the handshake completes; when it
+    then fails (here: another server, whose certificate we do not trust, cannot
+    use the ticket), the next use raises HandshakeError, and no handler ran."""
+    client = client_config(certs, early_data=True)
+    seen = Seen()
+    untrusted = QuicConfig(
+        alpn=["test"], certfile=other_certs.certfile, keyfile=other_certs.keyfile, early_data=True, close_timeout=0.2
+    )
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(recording_echo(Seen()), server_config(certs, early_data=True)) as listener:
+            async with open_quic_connection("127.0.0.1", listener.port, config=client) as conn:
+                await echo_once(conn, b"first")  # and a ticket
+        async with running_server(recording_echo(seen), untrusted) as listener, slow_return_path(
+            listener.port, 0.05
+        ) as port:
+            entered = False
+            with pytest.raises(HandshakeError, match="certificate"):
+                async with open_quic_connection("127.0.0.1", port, config=client) as conn:
+                    entered = True
+                    assert not conn.session_resumed  # not known yet
+                    await echo_once(conn, b"early")
+    assert entered, "the connection was not returned before the handshake completed"
+    assert seen.early == [] and seen.remote_address == []
