@@ -221,3 +221,27 @@ async def test_0rtt_connection_whose_handshake_fails_raises_handshake_error_on_u
                     await echo_once(conn, b"early")
     assert entered, "the connection was not returned before the handshake completed"
     assert seen.early == [] and seen.remote_address == []
+
+
+async def test_our_client_sends_0rtt_to_aioquic(
+    peer: AioquicPeer, certs: CertificateSet
+) -> None:
+    """Against aioquic's server (which accepts early data): the resumed connection's
+    first stream reaches it before the handshake completes, and comes back whole."""
+    tickets: dict[bytes, SessionTicket] = {}
+    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    config.load_cert_chain(certs.certfile, certs.keyfile)
+    port = await peer.serve(
+        config,
+        session_ticket_handler=lambda ticket: tickets.__setitem__(ticket.ticket, ticket),
+        session_ticket_fetcher=tickets.pop,
+    )
+    client = client_config(certs, early_data=True)
+    with anyio.fail_after(TIMEOUT):
+        async with slow_return_path(port, 0.05) as relay_port:
+            for second in (False, True):
+                async with open_quic_connection("127.0.0.1", relay_port, config=client) as conn:
+                    await echo_once(conn, b"hello" * 1000)
+                assert conn.session_resumed == second
+                server = await peer.accepted()
+                assert server.early_streams == ({0} if second else set())
