@@ -49,6 +49,8 @@ class PeerProtocol(QuicConnectionProtocol):
         self.resets: dict[int, int] = {}
         self.stops: dict[int, int] = {}
         self.datagrams: list[bytes] = []
+        #: Streams whose first bytes came before the handshake completed (0-RTT).
+        self.early_streams: set[int] = set()
         self.handshake: events.HandshakeCompleted | None = None
         self.terminated: events.ConnectionTerminated | None = None
         self._changed = asyncio.Event()
@@ -59,6 +61,8 @@ class PeerProtocol(QuicConnectionProtocol):
         if isinstance(event, events.HandshakeCompleted):
             self.handshake = event
         elif isinstance(event, events.StreamDataReceived):
+            if event.stream_id not in self.received and self.handshake is None:
+                self.early_streams.add(event.stream_id)
             self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.end_stream:
                 self.ended.add(event.stream_id)
@@ -218,18 +222,23 @@ class AioquicPeer:
 
     # -- server -----------------------------------------------------------
 
-    async def serve(self, configuration: QuicConfiguration, host: str = "127.0.0.1", *, echo: bool = True) -> int:
-        """Start an aioquic server; return its port."""
-        return int(await self.call(self._serve, configuration, host, echo))
+    async def serve(
+        self, configuration: QuicConfiguration, host: str = "127.0.0.1", *, echo: bool = True, **kwargs: Any
+    ) -> int:
+        """Start an aioquic server; return its port.
 
-    async def _serve(self, configuration: QuicConfiguration, host: str, echo: bool) -> int:
+        ``kwargs`` go to :func:`aioquic.asyncio.serve` (``session_ticket_fetcher``...).
+        """
+        return int(await self.call(self._serve, configuration, host, echo, kwargs))
+
+    async def _serve(self, configuration: QuicConfiguration, host: str, echo: bool, kwargs: dict[str, Any]) -> int:
         def create_protocol(*args: Any, **kwargs: Any) -> PeerProtocol:
             protocol = PeerProtocol(*args, echo=echo, **kwargs)
             assert self._accepted is not None
             self._accepted.put_nowait(protocol)
             return protocol
 
-        server = await serve(host, 0, configuration=configuration, create_protocol=create_protocol)
+        server = await serve(host, 0, configuration=configuration, create_protocol=create_protocol, **kwargs)
         self._servers.append(server)
         assert server._transport is not None
         return int(server._transport.get_extra_info("sockname")[1])

@@ -7,6 +7,7 @@ test's own event loop.  aioquic's client verifies our certificate with the test 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Iterator
@@ -751,6 +752,7 @@ async def test_server_session_resumption_and_0rtt_from_aioquic(
     peer: AioquicPeer, aioquic_client_config: QuicConfiguration, our_server_config: QuicConfig
 ) -> None:
     tickets: list[SessionTicket] = []
+    our_server_config = dataclasses.replace(our_server_config, early_data=True)  # 0-RTT is opt-in
     with anyio.fail_after(TIMEOUT):
         async with running_server(echo_handler, our_server_config) as listener:
             first = await peer.connect(

@@ -48,6 +48,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t rx_reset_code
         int tx_stopped
         uint64_t tx_stop_code
+        int early_data
 
     ctypedef struct aq_dgram_t:
         size_t len
@@ -78,6 +79,7 @@ cdef extern from "bridge.h" nogil:
         const char* qlog_dir
         int socket_buffer_size
         uint32_t max_connections
+        int early_data
 
     enum:
         AQ_KIND_CONN
@@ -92,6 +94,7 @@ cdef extern from "bridge.h" nogil:
         AQ_EV_DGRAM
         AQ_EV_CLOSE_SENT
         AQ_EV_TX_ROOM
+        AQ_EV_EARLY
 
     aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     int aq_endpoint_start(aq_endpoint_t* ep, const sockaddr* bind_addr, int timeout_ms,

@@ -10,6 +10,7 @@ EV_CLOSED: int
 EV_DGRAM: int
 EV_CLOSE_SENT: int
 EV_TX_ROOM: int
+EV_EARLY: int
 ERROR_START_FAILED: int
 
 class TrustStore:
@@ -70,6 +71,8 @@ class StreamHandle:
     tx_threshold: int
     @property
     def fin_received(self) -> bool: ...
+    @property
+    def early_data(self) -> bool: ...
     @property
     def reset_code(self) -> int | None: ...
     @property

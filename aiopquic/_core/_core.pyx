@@ -24,6 +24,7 @@ EV_CLOSED = AQ_EV_CLOSED
 EV_DGRAM = AQ_EV_DGRAM
 EV_CLOSE_SENT = AQ_EV_CLOSE_SENT
 EV_TX_ROOM = AQ_EV_TX_ROOM
+EV_EARLY = AQ_EV_EARLY
 #: Local error of a client connection picoquic refused to start.
 ERROR_START_FAILED = 0x10000000
 
@@ -166,6 +167,7 @@ cdef class Endpoint:
         qlog_dir=None,
         int socket_buffer_size=4 << 20,
         uint32_t max_connections=1024,
+        bint early_data=False,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -204,6 +206,7 @@ cdef class Endpoint:
             cfg.qlog_dir = NULL if b_qlog is None else <const char*>b_qlog
             cfg.socket_buffer_size = socket_buffer_size
             cfg.max_connections = max_connections
+            cfg.early_data = early_data
             self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
             free(alpn_ptrs)
@@ -464,6 +467,11 @@ cdef class StreamHandle:
     @property
     def fin_received(self):
         return bool(self.s.rx_fin)
+
+    @property
+    def early_data(self):
+        """True for a peer's stream that arrived in 0-RTT (early data)."""
+        return bool(self.s.early_data)
 
     @property
     def reset_code(self):

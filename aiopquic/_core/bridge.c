@@ -66,6 +66,7 @@ struct aq_endpoint {
     aq_sessions_t* sessions;
     /* configuration */
     int is_server;
+    int early_data; /* QuicConfig.early_data */
     size_t rx_window;
     uint64_t conn_window; /* bytes a connection may buffer (QuicConfig.max_data) */
     size_t tx_cap;
@@ -506,6 +507,8 @@ static aq_stream_t* aq_peer_stream(aq_conn_t* c, picoquic_cnx_t* cnx, uint64_t s
     if (s == NULL) {
         return NULL;
     }
+    /* Bytes of it came in 0-RTT packets (delivered now, or waiting for a gap to fill). */
+    s->early_data = aq_stream_is_0rtt(cnx, stream_id);
     /* The allocation's reference becomes picoquic's. */
     (void)picoquic_set_app_stream_ctx(cnx, stream_id, s);
     (void)picoquic_set_app_flow_control(cnx, stream_id, 1);
@@ -686,9 +689,11 @@ static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
 
     picoquic_get_local_addr(cnx, &addr);
     aq_copy_addr(&c->local_addr, addr);
-    addr = NULL;
-    picoquic_get_peer_addr(cnx, &addr);
-    aq_copy_addr(&c->peer_addr, addr);
+    if (!c->early) { /* else Python may be reading it: it is the address we connected to */
+        addr = NULL;
+        picoquic_get_peer_addr(cnx, &addr);
+        aq_copy_addr(&c->peer_addr, addr);
+    }
     if (c->alpn[0] == 0) {
         char const* alpn = c->alpn_single;
         if (alpn == NULL) {
@@ -1077,6 +1082,14 @@ static void aq_client_start(aq_conn_t* c)
         return;
     }
     aq_sessions_mark_used(cnx); /* the next connection of this context takes another */
+    if (ep->early_data && picoquic_is_0rtt_available(cnx) && c->alpn_single != NULL) {
+        /* Resuming with a ticket that allows 0-RTT: streams opened from now on
+         * send their first bytes in 0-RTT packets (again in 1-RTT if refused). */
+        aq_copy_addr(&c->peer_addr, (struct sockaddr*)&c->connect_addr);
+        snprintf(c->alpn, sizeof(c->alpn), "%s", c->alpn_single);
+        c->early = 1;
+        aq_push_py(&c->node, AQ_EV_EARLY);
+    }
 }
 
 /* Every byte and FIN we were given has been sent and acknowledged (control frames
@@ -1413,6 +1426,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         return NULL;
     }
     ep->is_server = cfg->is_server;
+    ep->early_data = cfg->early_data;
     ep->rx_window = (size_t)cfg->max_stream_data;
     ep->conn_window = cfg->max_data;
     ep->tx_cap = (size_t)cfg->send_buffer;
@@ -1459,6 +1473,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     else {
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
+        aq_accept_early_data(ep->quic, cfg->early_data);
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
     picoquic_set_app_stream_credit(ep->quic, 1); /* see aq_return_stream_credit() */

@@ -41,7 +41,8 @@ enum {
     AQ_EV_CLOSED = 1u << 9,     /* conn: closed (by either side, or failed) */
     AQ_EV_DGRAM = 1u << 10,     /* conn: datagram readable */
     AQ_EV_CLOSE_SENT = 1u << 11, /* conn: our CONNECTION_CLOSE went out */
-    AQ_EV_TX_ROOM = 1u << 12    /* conn: room again below the connection's send cap */
+    AQ_EV_TX_ROOM = 1u << 12,   /* conn: room again below the connection's send cap */
+    AQ_EV_EARLY = 1u << 13      /* conn (client): 0-RTT keys, streams may be used before READY */
 };
 
 /* Commands (Python -> network). */
@@ -129,6 +130,7 @@ struct aq_stream {
     uint64_t rx_reset_code;
     _Atomic int tx_stopped;
     uint64_t tx_stop_code;
+    int early_data;         /* peer-opened in 0-RTT (set before AQ_EV_NEW) */
     /* network thread only */
     int registered;         /* picoquic holds a reference (app_stream_ctx) */
     int fin_sent;
@@ -163,6 +165,7 @@ struct aq_conn {
     char* remote_reason;
     int was_ready;
     int resumed; /* the handshake resumed a TLS session */
+    int early;   /* client: alpn and peer_addr written before AQ_EV_EARLY */
     /* close request, written by Python before AQ_CMD_CLOSE */
     uint64_t close_code;
     uint64_t close_linger_us; /* wait this long for sent data to be acknowledged */
@@ -223,6 +226,7 @@ typedef struct {
     const char* qlog_dir;
     int socket_buffer_size;
     uint32_t max_connections;
+    int early_data; /* server: accept 0-RTT data; client: send it */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */

@@ -2,6 +2,7 @@
 #include "picoquic_ext.h"
 
 #include "picoquic_internal.h"
+#include "picotls.h"
 
 static int aq_is_stream_frame(uint8_t type)
 {
@@ -42,4 +43,18 @@ int aq_stream_beyond_peer_limit(picoquic_cnx_t* cnx, uint64_t stream_id)
 {
     uint64_t limit = IS_BIDIR_STREAM_ID(stream_id) ? cnx->max_streams_bidir_remote : cnx->max_streams_unidir_remote;
     return IS_LOCAL_STREAM_ID(stream_id, cnx->client_mode) && STREAM_RANK_FROM_ID(stream_id) > limit;
+}
+
+void aq_accept_early_data(picoquic_quic_t* quic, int accept)
+{
+    ptls_context_t* ctx = (ptls_context_t*)quic->tls_master_ctx;
+    if (ctx != NULL) {
+        ctx->max_early_data_size = accept ? 0xFFFFFFFF : 0; /* picoquic's own value, or none */
+    }
+}
+
+int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id)
+{
+    picoquic_stream_head_t* stream = picoquic_find_stream(cnx, stream_id);
+    return stream != NULL && stream->is_0rtt_received;
 }

@@ -16,4 +16,11 @@ int aq_stream_data_unacked(picoquic_cnx_t* cnx);
  * any frame for it now would be a STREAM_LIMIT_ERROR at the peer. */
 int aq_stream_beyond_peer_limit(picoquic_cnx_t* cnx, uint64_t stream_id);
 
+/* Server: accept 0-RTT (early) data from resuming clients, or not.  picoquic
+ * always accepts it; refusing also issues session tickets that do not offer it. */
+void aq_accept_early_data(picoquic_quic_t* quic, int accept);
+
+/* 1 if a STREAM frame of this stream came in a 0-RTT packet (patch 0008). */
+int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id);
+
 #endif

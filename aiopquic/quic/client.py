@@ -67,7 +67,9 @@ async def _connect(host: str, port: int, config: QuicConfig, client: QuicClient 
         targets = client._reachable(targets, host)
     server_name = config.server_name or host
     if len(targets) == 1:
-        return await _attempt(targets[0], port, config, server_name, f"{host}:{port}", client)
+        # 0-RTT only here: returning before the handshake would end a race at once.
+        early = config.early_data
+        return await _attempt(targets[0], port, config, server_name, f"{host}:{port}", client, early=early)
     return await _race(targets, port, config, server_name, host, client)
 
 
@@ -78,13 +80,16 @@ async def _attempt(
     server_name: str,
     label: str,
     client: QuicClient | None,
+    *,
+    early: bool = False,
 ) -> QuicConnection:
     """Connect to one address and complete the handshake: from an endpoint of its
-    own, or from ``client``'s."""
+    own, or from ``client``'s.  With ``early``, return as soon as 0-RTT data can
+    be sent, when resuming with a ticket that allows it."""
     family, address = target
     alpn = config.alpn[0] if len(config.alpn) == 1 else None
     if client is not None:
-        return await client._handshake(address, port, server_name, alpn, label)
+        return await client._handshake(address, port, server_name, alpn, label, early=early)
     core = Endpoint(**config.endpoint_options(is_server=False))
     try:
         # Don't wait for the socket: a failure shows up as a failed handshake.
@@ -94,15 +99,15 @@ async def _attempt(
         handle = core.connect(address, port, server_name, alpn)
         conn = QuicConnection(handle, endpoint, config, server_name=server_name, peer_label=label)
         endpoint.add_connection(conn)
-        await endpoint.drive_until(conn._handshake_done.is_set)
+        await endpoint.drive_until(conn._usable.is_set if early else conn._handshake_done.is_set)
     except BaseException:
         core.close()
         raise
-    if not conn._ready:
-        assert conn._closed_exc is not None
+    if not conn._ready and conn._closed_exc is not None:
         core.close()
         raise conn._closed_exc
-    # Ready, perhaps already closed again by the peer: the first use will say so.
+    # Ready (or sending 0-RTT), perhaps already closed again by the peer: the
+    # first use will say so.
     return conn
 
 
@@ -342,18 +347,17 @@ class QuicClient:
         return reachable
 
     async def _handshake(
-        self, address: str, port: int, server_name: str, alpn: str | None, label: str
+        self, address: str, port: int, server_name: str, alpn: str | None, label: str, *, early: bool = False
     ) -> QuicConnection:
         endpoint = self._running()
         handle = endpoint.core.connect(address, port, server_name, alpn)
         conn = QuicConnection(handle, endpoint, self.config, server_name=server_name, peer_label=label)
         endpoint.add_connection(conn)
         try:
-            await conn._handshake_done.wait()
+            await (conn._usable if early else conn._handshake_done).wait()
         except BaseException:
             conn.close(0, "connection attempt abandoned")
             raise
-        if not conn._ready:
-            assert conn._closed_exc is not None
+        if not conn._ready and conn._closed_exc is not None:
             raise conn._closed_exc
         return conn

@@ -94,6 +94,12 @@ class QuicConfig:
     #: (1-RTT resumption: no certificate to send or verify; no early data).  Needs a
     #: single ``alpn`` entry.
     resume_sessions: bool = True
+    #: 0-RTT: a resuming client sends its first stream bytes with its first
+    #: packet, a round trip early, and a server accepts them.  An attacker can
+    #: replay early data, so both sides must opt in; a server marks the streams
+    #: that arrived early (``stream.early_data``).  Off: the server refuses early
+    #: data (the client sends it again after the handshake) and the client sends none.
+    early_data: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.alpn, str) or not isinstance(self.alpn, Sequence):
@@ -137,6 +143,8 @@ class QuicConfig:
         self._check_int("datagram_queue_size", 1, 1 << 20)
         self._check_int("socket_buffer_size", 0, (1 << 31) - 1)
         self._check_int("max_connections", 1, 1 << 20)
+        if not isinstance(self.early_data, bool):
+            raise TypeError(f"early_data: expected True or False, got {self.early_data!r}")
         if self.congestion_control not in CONGESTION_CONTROLS:
             raise ValueError(
                 f"congestion_control: {self.congestion_control!r} is not one of "
@@ -201,4 +209,5 @@ class QuicConfig:
             "qlog_dir": os.fspath(self.qlog_dir) if self.qlog_dir is not None else None,
             "socket_buffer_size": self.socket_buffer_size,
             "max_connections": self.max_connections,
+            "early_data": self.early_data,
         }

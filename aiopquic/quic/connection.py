@@ -16,6 +16,7 @@ from .._core import (
     EV_CLOSE_SENT,
     EV_CLOSED,
     EV_DGRAM,
+    EV_EARLY,
     EV_NEW,
     EV_READY,
     EV_TX_ROOM,
@@ -25,6 +26,7 @@ from .._core import (
 from .errors import (
     PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
     PICOQUIC_ERROR_IDLE_TIMEOUT,
+    PICOQUIC_ERROR_REPEAT_TIMEOUT,
     PICOQUIC_ERROR_STATELESS_RESET,
     ConnectionClosed,
     HandshakeError,
@@ -116,6 +118,9 @@ class QuicConnection:
         self._accept_spot = self._ll.spot()
         self._datagram_spot = self._ll.spot()
         self._handshake_done = anyio.Event()
+        #: Set at the handshake's end, or (client, early_data) once 0-RTT data can go.
+        self._usable = anyio.Event()
+        self._early = False
         self._close_sent = anyio.Event()
         self._closed = anyio.Event()
         self._ready = False
@@ -376,9 +381,13 @@ class QuicConnection:
     # -- events from the endpoint's dispatcher ---------------------------
 
     def _on_event(self, flags: int) -> None:
+        if flags & EV_EARLY:
+            self._early = True
+            self._usable.set()
         if flags & EV_READY:
             self._ready = True
             self._handshake_done.set()
+            self._usable.set()
         if flags & EV_DGRAM:
             self._datagram_spot.wake()
         if flags & EV_TX_ROOM:  # the connection's send cap has room again
@@ -424,6 +433,7 @@ class QuicConnection:
             else:
                 logger.debug("%r closed: %s", self, self._closed_exc)
         self._handshake_done.set()
+        self._usable.set()
         self._close_sent.set()
         self._closed.set()
         self._wake_all()
@@ -472,6 +482,12 @@ class QuicConnection:
         if local in (PICOQUIC_ERROR_IDLE_TIMEOUT, PICOQUIC_ERROR_HANDSHAKE_TIMEOUT):
             return ConnectionClosed(
                 f"connection timed out: nothing heard from the peer for {self.idle_timeout} s",
+                transport_error=local,
+            )
+        if local == PICOQUIC_ERROR_REPEAT_TIMEOUT:
+            return ConnectionClosed(
+                f"connection timed out: the peer acknowledged none of our data for {self.idle_timeout} s "
+                "although it kept sending (it is stuck or misbehaving)",
                 transport_error=local,
             )
         if remote == PICOQUIC_ERROR_STATELESS_RESET:

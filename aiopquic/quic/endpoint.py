@@ -16,7 +16,7 @@ from collections.abc import Callable
 import anyio
 import sniffio
 
-from .._core import ConnHandle, Endpoint
+from .._core import EV_READY, ConnHandle, Endpoint
 from ._lowlevel import lowlevel_for
 from .config import QuicConfig
 from .connection import QuicConnection
@@ -64,6 +64,7 @@ class QuicEndpoint:
         self._connections: set[QuicConnection] = set()
         self._scope: anyio.CancelScope | None = None
         self._adopted: list[QuicConnection] = []  # peer-opened, not yet handed to the server
+        self._handshaking: set[QuicConnection] = set()  # peer-opened, handshake not done
         self._adopted_event = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
         #: The endpoint of ``open_quic_connection`` serves one connection and closes with it.
@@ -196,6 +197,10 @@ class QuicEndpoint:
                 if conn is None:
                     conn = self._adopt(handle)
                 conn._on_event(flags)
+                if conn in self._handshaking and (flags & EV_READY or conn.closed):
+                    self._handshaking.discard(conn)
+                    if flags & EV_READY:
+                        self._adopted.append(conn)
                 if conn.closed and conn._closed.is_set():
                     self._connections.discard(conn)
             else:
@@ -207,10 +212,11 @@ class QuicEndpoint:
             self._on_thread_failed()
 
     def _adopt(self, handle: ConnHandle) -> QuicConnection:
-        """A connection the peer opened: wrap it and hand it to the server."""
+        """A connection the peer opened: wrap it, and hand it to the server once
+        its handshake is complete (0-RTT streams can come before that)."""
         conn = QuicConnection(handle, self, self.config)
         self._connections.add(conn)
-        self._adopted.append(conn)
+        self._handshaking.add(conn)
         return conn
 
     def _on_thread_failed(self) -> None:
@@ -256,3 +262,4 @@ class QuicEndpoint:
         for conn in list(self._connections):
             conn._on_closed()
         self._connections.clear()
+        self._handshaking.clear()

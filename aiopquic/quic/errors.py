@@ -54,6 +54,9 @@ _TRANSPORT_ERRORS = {
 PICOQUIC_ERROR_CLASS = 0x400
 PICOQUIC_ERROR_STATELESS_RESET = PICOQUIC_ERROR_CLASS + 30
 PICOQUIC_ERROR_IDLE_TIMEOUT = PICOQUIC_ERROR_CLASS + 51
+#: Our data went unacknowledged for the idle timeout while the peer kept sending
+#: (picoquic patch 0007).
+PICOQUIC_ERROR_REPEAT_TIMEOUT = PICOQUIC_ERROR_CLASS + 52
 PICOQUIC_ERROR_HANDSHAKE_TIMEOUT = PICOQUIC_ERROR_CLASS + 53
 
 
@@ -74,6 +77,8 @@ def describe_transport_error(code: int) -> str:
         return "idle timeout"
     if code == PICOQUIC_ERROR_HANDSHAKE_TIMEOUT:
         return "handshake timeout"
+    if code == PICOQUIC_ERROR_REPEAT_TIMEOUT:
+        return "timeout waiting for acknowledgements"
     if code == PICOQUIC_ERROR_STATELESS_RESET:
         return "stateless reset"
     name = _TRANSPORT_ERRORS.get(code)

@@ -227,6 +227,14 @@ class _StreamBase:
         """The connection this stream belongs to."""
         return self._conn
 
+    @property
+    def early_data(self) -> bool:
+        """True if bytes of this peer stream came in 0-RTT (early) data, sent before
+        the handshake under the resumed session's keys (not forward secret).  Only a
+        server with ``QuicConfig(early_data=True)`` sees such streams.  A replayed
+        copy of them cannot complete a handshake, so it never reaches a handler."""
+        return self._handle.early_data
+
     def _on_event(self, flags: int) -> None:
         rx, tx = self._rx, self._tx
         if rx is not None and flags & (EV_RX | EV_RESET):
