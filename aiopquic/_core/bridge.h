@@ -14,6 +14,8 @@
  *
  * Every picoquic call happens on the network thread.  Python never waits on
  * a lock held by the network thread, except the tiny datagram queue lock.
+ *
+ * This header is what Cython sees; internal.h lists the files behind it.
  */
 #ifndef AIOPQUIC_BRIDGE_H
 #define AIOPQUIC_BRIDGE_H
@@ -23,6 +25,8 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <sys/socket.h>
+
+#include "ring.h"
 
 typedef struct aq_endpoint aq_endpoint_t;
 typedef struct aq_conn aq_conn_t;
@@ -71,42 +75,6 @@ typedef struct aq_node {
     void* py_obj; /* borrowed; touched by the Python thread only */
 } aq_node_t;
 
-/* Single-producer single-consumer byte queue in fixed-size chunks, allocated as
- * bytes arrive and freed as they are read: a stream holds memory for the bytes
- * it buffers, not for its whole window.  head/tail count bytes forever; chunk k
- * holds bytes [k * AQ_CHUNK_SIZE, (k + 1) * AQ_CHUNK_SIZE). */
-#define AQ_CHUNK_SIZE 16384
-
-typedef struct aq_chunk {
-    struct aq_chunk* _Atomic next;
-    uint8_t data[AQ_CHUNK_SIZE];
-} aq_chunk_t;
-
-typedef struct {
-    size_t cap;            /* most bytes buffered at once, or 0 when the direction does not exist */
-    _Atomic uint64_t head; /* bytes written */
-    _Atomic uint64_t tail; /* bytes read */
-    _Atomic(aq_chunk_t*) first; /* the first chunk, published by the producer */
-    aq_chunk_t* wchunk;    /* producer: the last chunk */
-    uint64_t wend;         /* producer: end offset of wchunk */
-    aq_chunk_t* rchunk;    /* consumer: the chunk holding byte `tail` */
-    uint64_t rend;         /* consumer: end offset of rchunk */
-    _Atomic(aq_chunk_t*) spare; /* one read chunk handed back for reuse */
-    _Atomic int64_t* chunks;    /* the endpoint's count of allocated chunks */
-} aq_ring_t;
-
-typedef struct aq_dgram {
-    struct aq_dgram* next;
-    size_t len;
-    int tries;
-    uint8_t data[];
-} aq_dgram_t;
-
-typedef struct {
-    struct aq_dgram* first;
-    struct aq_dgram* last;
-    size_t count;
-} aq_dgram_queue_t;
 
 struct aq_stream {
     aq_node_t node;

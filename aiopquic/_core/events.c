@@ -1,0 +1,277 @@
+/*
+ * events.c: nodes (connections and streams as both threads see them), their
+ * reference counts, the dirty lists that carry flags each way, the wake fd and
+ * the drain.  The functions say which thread may call them.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+_Thread_local int aq_on_network_thread;
+
+void aq_node_ref(aq_node_t* n)
+{
+    atomic_fetch_add(&n->refcnt, 1);
+}
+
+void aq_node_unref(aq_node_t* n)
+{
+    if (atomic_fetch_sub(&n->refcnt, 1) != 1) {
+        return;
+    }
+    if (n->kind == AQ_KIND_STREAM) {
+        aq_stream_t* s = (aq_stream_t*)n;
+        size_t unread = s->rx.cap > 0 ? aq_ring_used(&s->rx) : 0;
+        size_t unsent = s->tx.cap > 0 ? aq_ring_used(&s->tx) : 0;
+        if (unread > 0) {
+            aq_conn_freed(s->conn, unread); /* never read: free its share */
+        }
+        if (unsent > 0) {
+            atomic_fetch_sub(&s->conn->tx_buffered, (int64_t)unsent);
+        }
+        aq_ring_release(&s->rx);
+        aq_ring_release(&s->tx);
+        aq_node_unref(&s->conn->node);
+        free(s);
+    }
+    else {
+        aq_conn_t* c = (aq_conn_t*)n;
+        aq_dgram_queue_clear(&c->dg_tx);
+        aq_dgram_queue_clear(&c->dg_rx);
+        pthread_mutex_destroy(&c->dg_lock);
+        free(c->sni);
+        free(c->alpn_single);
+        free(c->close_reason);
+        free(c->remote_reason);
+        free(c);
+    }
+}
+
+static void aq_node_init(aq_node_t* n, aq_endpoint_t* ep, int kind)
+{
+    atomic_init(&n->refcnt, 1);
+    n->kind = kind;
+    n->ep = ep;
+    n->py_next = NULL;
+    atomic_init(&n->py_queued, 0);
+    atomic_init(&n->py_flags, 0);
+    n->net_next = NULL;
+    atomic_init(&n->net_queued, 0);
+    atomic_init(&n->net_flags, 0);
+    n->py_obj = NULL;
+}
+
+aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int has_tx)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    aq_stream_t* s = (aq_stream_t*)calloc(1, sizeof(aq_stream_t));
+    if (s == NULL) {
+        return NULL;
+    }
+    aq_node_init(&s->node, ep, AQ_KIND_STREAM);
+    s->stream_id = stream_id;
+    s->rx_window = ep->rx_window;
+    aq_ring_init(&s->rx, has_rx ? ep->rx_window : 0, &ep->chunks);
+    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0, &ep->chunks);
+    atomic_init(&s->tx_active, 0);
+    atomic_init(&s->tx_fin, 0);
+    atomic_init(&s->tx_waiting, 0);
+    atomic_init(&s->release_sent, 0);
+    atomic_init(&s->rx_armed, 0);
+    atomic_init(&s->rx_fin, 0);
+    atomic_init(&s->rx_reset, 0);
+    atomic_init(&s->rx_discard, 0);
+    atomic_init(&s->tx_stopped, 0);
+    aq_node_ref(&c->node);
+    s->conn = c;
+    return s;
+}
+
+aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client)
+{
+    aq_conn_t* c = (aq_conn_t*)calloc(1, sizeof(aq_conn_t));
+    if (c == NULL) {
+        return NULL;
+    }
+    aq_node_init(&c->node, ep, AQ_KIND_CONN);
+    c->is_client = is_client;
+    pthread_mutex_init(&c->dg_lock, NULL);
+    atomic_init(&c->dg_tx_dropped, 0);
+    atomic_init(&c->dg_rx_dropped, 0);
+    atomic_init(&c->dg_rx_armed, 0);
+    atomic_init(&c->rx_buffered, 0);
+    atomic_init(&c->tx_buffered, 0);
+    atomic_init(&c->tx_room_waiting, 0);
+    atomic_init(&c->rx_freed, 0);
+    c->next_bidi = is_client ? 0 : 1;
+    c->next_uni = is_client ? 2 : 3;
+    return c;
+}
+
+void aq_copy_addr(struct sockaddr_storage* dst, const struct sockaddr* src)
+{
+    memset(dst, 0, sizeof(*dst));
+    if (src == NULL) {
+        return;
+    }
+    if (src->sa_family == AF_INET6) {
+        memcpy(dst, src, sizeof(struct sockaddr_in6));
+    }
+    else if (src->sa_family == AF_INET) {
+        memcpy(dst, src, sizeof(struct sockaddr_in));
+    }
+}
+
+/* Network thread (or the stopping thread once it joined): raise flags for Python. */
+void aq_push_py_when(aq_node_t* n, uint32_t flags, int when)
+{
+    aq_endpoint_t* ep = n->ep;
+    atomic_fetch_or(&n->py_flags, flags);
+    if (atomic_exchange(&n->py_queued, 1) == 0) {
+        aq_node_t* old = atomic_load(&ep->py_head);
+        aq_node_ref(n);
+        do {
+            n->py_next = old;
+        } while (!atomic_compare_exchange_weak(&ep->py_head, &old, n));
+        if (ep->py_signal_needed < when) {
+            ep->py_signal_needed = when;
+        }
+    }
+}
+
+void aq_push_py(aq_node_t* n, uint32_t flags)
+{
+    aq_push_py_when(n, flags, AQ_SIGNAL_NOW);
+}
+
+/* Wake Python if what was raised calls for it by now (AQ_SIGNAL_BATCH: anything). */
+void aq_signal_python(aq_endpoint_t* ep, int when)
+{
+    if (ep->py_signal_needed < when) {
+        return;
+    }
+    ep->py_signal_needed = 0;
+    if (atomic_exchange(&ep->py_wake_pending, 1) == 0) {
+        uint64_t one = 1;
+        ssize_t r = write(ep->wake_fd, &one, sizeof(one));
+        (void)r; /* an eventfd write only fails on counter overflow */
+    }
+}
+
+/* Python thread: raise command flags for the network thread and wake it. */
+void aq_push_net(aq_node_t* n, uint32_t flags)
+{
+    aq_endpoint_t* ep = n->ep;
+    if (ep->stopped) {
+        return;
+    }
+    atomic_fetch_or(&n->net_flags, flags);
+    if (atomic_exchange(&n->net_queued, 1) == 0) {
+        aq_node_t* old = atomic_load(&ep->net_head);
+        aq_node_ref(n);
+        do {
+            n->net_next = old;
+        } while (!atomic_compare_exchange_weak(&ep->net_head, &old, n));
+    }
+    if (atomic_exchange(&ep->net_wake_pending, 1) == 0 && ep->thread != NULL) {
+        (void)picoquic_wake_up_network_thread(ep->thread);
+    }
+}
+
+/* Any thread: buffered stream bytes of this connection were read or dropped. */
+void aq_conn_freed(aq_conn_t* c, uint64_t n)
+{
+    atomic_fetch_sub(&c->rx_buffered, (int64_t)n);
+    aq_conn_consumed(c, n);
+}
+
+/* Any thread: n more bytes of this connection's streams are done with (read,
+ * dropped, or never buffered at all).  Each quarter window, raise MAX_DATA: at
+ * once on the network thread, else through a command. */
+void aq_conn_consumed(aq_conn_t* c, uint64_t n)
+{
+    uint64_t step = c->node.ep->conn_window / 4 + 1;
+    uint64_t before = atomic_fetch_add(&c->rx_freed, n);
+    if (before / step != (before + n) / step) {
+        if (!aq_on_network_thread) {
+            aq_push_net(&c->node, AQ_CMD_MAX_DATA);
+        }
+        else if (c->cnx != NULL) {
+            aq_grant_max_data(c, (picoquic_cnx_t*)c->cnx);
+        }
+    }
+}
+
+/* Detach a whole list and return it oldest first. */
+aq_node_t* aq_detach_fifo(_Atomic(aq_node_t*)* head, int for_py)
+{
+    aq_node_t* n = atomic_exchange(head, NULL);
+    aq_node_t* fifo = NULL;
+    while (n != NULL) {
+        aq_node_t** link = for_py ? &n->py_next : &n->net_next;
+        aq_node_t* next = *link;
+        *link = fifo;
+        fifo = n;
+        n = next;
+    }
+    return fifo;
+}
+
+void aq_release_list(_Atomic(aq_node_t*)* head, int for_py)
+{
+    aq_node_t* n = aq_detach_fifo(head, for_py);
+    while (n != NULL) {
+        aq_node_t* next = for_py ? n->py_next : n->net_next;
+        if (for_py) {
+            atomic_store(&n->py_queued, 0);
+            atomic_store(&n->py_flags, 0);
+        }
+        else {
+            atomic_store(&n->net_queued, 0);
+            atomic_store(&n->net_flags, 0);
+        }
+        aq_node_unref(n);
+        n = next;
+    }
+}
+
+size_t aq_drain_begin(aq_endpoint_t* ep)
+{
+    uint64_t counter;
+    size_t n = 0;
+    if (ep->wake_fd >= 0) {
+        ssize_t r = read(ep->wake_fd, &counter, sizeof(counter));
+        (void)r; /* EAGAIN when nothing was signalled */
+    }
+    atomic_store(&ep->py_wake_pending, 0);
+    aq_node_t* fifo = aq_detach_fifo(&ep->py_head, 1);
+    /* Append behind what an earlier drain left unread. */
+    if (ep->drain_cur == NULL) {
+        ep->drain_cur = fifo;
+    }
+    else {
+        aq_node_t* tail = ep->drain_cur;
+        while (tail->py_next != NULL) {
+            tail = tail->py_next;
+        }
+        tail->py_next = fifo;
+    }
+    for (aq_node_t* m = ep->drain_cur; m != NULL; m = m->py_next) {
+        n++;
+    }
+    return n;
+}
+
+aq_node_t* aq_drain_next(aq_endpoint_t* ep, uint32_t* flags)
+{
+    aq_node_t* n = ep->drain_cur;
+    if (n == NULL) {
+        return NULL;
+    }
+    ep->drain_cur = n->py_next;
+    atomic_store(&n->py_queued, 0);
+    *flags = atomic_exchange(&n->py_flags, 0);
+    return n;
+}

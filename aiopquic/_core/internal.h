@@ -1,0 +1,107 @@
+/*
+ * internal.h: what the bridge's C files share and Cython does not see: the
+ * endpoint structure and the helpers one file offers another.
+ *
+ *   ring.c      byte rings and datagram queues (ring.h)
+ *   events.c    nodes, their reference counts, the dirty lists both ways, the
+ *               wake fd, the drain; flow-control accounting any thread may do
+ *   net.c       the network thread: picoquic callbacks, commands, the loop
+ *   endpoint.c  creating, starting, stopping and freeing an endpoint
+ *   api.c       what the Python thread calls on connections and streams
+ */
+#ifndef AIOPQUIC_INTERNAL_H
+#define AIOPQUIC_INTERNAL_H
+
+#include "bridge.h"
+
+#include "picoquic.h"
+#include "picoquic_utils.h"
+#include "picoquic_packet_loop.h"
+#include "picoquic_ext.h"
+#include "sessions.h"
+#include "trust.h"
+
+/* Our own local error for a client connection picoquic refused to start. */
+#define AQ_ERROR_START_FAILED 0x10000000ull
+
+struct aq_endpoint {
+    picoquic_quic_t* quic;
+    picoquic_network_thread_ctx_t* thread;
+    picoquic_packet_loop_param_t param;
+    picoquic_thread_fn thread_fn;
+    void* thread_arg;
+    int wake_fd;
+    /* dirty lists */
+    _Atomic(aq_node_t*) py_head;
+    _Atomic(aq_node_t*) net_head;
+    _Atomic int py_wake_pending;
+    _Atomic int net_wake_pending;
+    /* Python thread: the list being drained */
+    aq_node_t* drain_cur;
+    /* thread start/exit */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    int start_state; /* 0 starting, 1 running, -1 exited */
+    _Atomic int thread_exited;
+    _Atomic int exit_when_closed; /* Python asked the loop to end once the closes are out */
+    int thread_rc;
+    _Atomic int port;
+    _Atomic int64_t chunks; /* stream buffer chunks allocated */
+    int stopped;
+    int freeing;
+    /* network thread only */
+    int py_signal_needed;
+    aq_conn_t* conns;
+    int close_waiters;
+    int deferred_closes;
+    int deferred_stops; /* of all connections */
+    picoquic_cnx_t** to_delete;
+    size_t n_to_delete;
+    size_t cap_to_delete;
+    /* client session resumption */
+    aq_sessions_t* sessions;
+    /* configuration */
+    int is_server;
+    int early_data; /* QuicConfig.early_data */
+    size_t rx_window;
+    uint64_t conn_window; /* bytes a connection may buffer (QuicConfig.max_data) */
+    size_t tx_cap;
+    uint64_t conn_tx_cap; /* bytes a connection's send rings hold at most (but for a cancelled send's rest) */
+    size_t dgram_queue;
+    uint64_t local_max_datagram;
+    char** alpns;
+    size_t n_alpns;
+};
+
+/* When to wake Python for what was raised: after this packet, or after the whole
+ * batch of packets at hand (stream bytes without FIN: let them pile up). */
+enum { AQ_SIGNAL_BATCH = 1, AQ_SIGNAL_NOW = 2 };
+
+/* Set on the network thread: there the bridge acts on picoquic directly instead
+ * of queueing commands for itself. */
+extern _Thread_local int aq_on_network_thread;
+
+/* events.c: nodes, dirty lists, the wake fd */
+aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client);
+void aq_conn_consumed(aq_conn_t* c, uint64_t n);
+void aq_conn_freed(aq_conn_t* c, uint64_t n);
+void aq_copy_addr(struct sockaddr_storage* dst, const struct sockaddr* src);
+aq_node_t* aq_detach_fifo(_Atomic(aq_node_t*)* head, int for_py);
+void aq_push_net(aq_node_t* n, uint32_t flags);
+void aq_push_py(aq_node_t* n, uint32_t flags);
+void aq_push_py_when(aq_node_t* n, uint32_t flags, int when);
+void aq_release_list(_Atomic(aq_node_t*)* head, int for_py);
+void aq_signal_python(aq_endpoint_t* ep, int when);
+aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int has_tx);
+
+/* net.c: the network thread (picoquic callbacks, commands) */
+size_t aq_alpn_select(picoquic_quic_t* quic, picoquic_iovec_t* list, size_t count);
+int aq_default_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+    picoquic_call_back_event_t event, void* ctx, void* stream_ctx);
+void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx);
+int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv);
+void aq_run_deferred_deletes(aq_endpoint_t* ep);
+void aq_unlink_conn(aq_endpoint_t* ep, aq_conn_t* c);
+void aq_unlink_stream(aq_stream_t* s);
+
+#endif

@@ -1,0 +1,857 @@
+/*
+ * net.c: the network thread.  picoquic callbacks copy bytes and events into
+ * the rings and dirty lists; commands from Python are carried out here; the
+ * packet loop callback ties both to picoquic's loop.  Only this thread calls
+ * picoquic (and the stopping thread, once it has joined it).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
+static void aq_run_deferred_closes(aq_endpoint_t* ep);
+static void aq_forget_deferred_stop(aq_stream_t* s);
+static void aq_check_close_sent(aq_endpoint_t* ep);
+
+static int aq_is_local_stream(aq_conn_t* c, uint64_t stream_id)
+{
+    return (int)(stream_id & 1) == (c->is_client ? 0 : 1);
+}
+
+static void aq_link_stream(aq_conn_t* c, aq_stream_t* s)
+{
+    s->prev = NULL;
+    s->next = c->streams;
+    if (c->streams != NULL) {
+        c->streams->prev = s;
+    }
+    c->streams = s;
+    s->registered = 1;
+}
+
+void aq_unlink_stream(aq_stream_t* s)
+{
+    aq_conn_t* c = s->conn;
+    aq_forget_deferred_stop(s);
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    }
+    else {
+        c->streams = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    }
+    s->prev = s->next = NULL;
+    s->registered = 0;
+    aq_node_unref(&s->node); /* picoquic's reference */
+}
+
+/* Give picoquic a reference to a stream we created; activate it or just attach it. */
+static int aq_register_local(aq_stream_t* s, picoquic_cnx_t* cnx, int activate)
+{
+    int ret = activate ? picoquic_mark_active_stream(cnx, s->stream_id, 1, s)
+                       : picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+    if (ret == 0) {
+        if (s->rx.cap > 0) {
+            (void)picoquic_set_app_flow_control(cnx, s->stream_id, 1);
+        }
+        aq_node_ref(&s->node);
+        aq_link_stream(s->conn, s);
+    }
+    return ret;
+}
+
+static aq_stream_t* aq_peer_stream(aq_conn_t* c, picoquic_cnx_t* cnx, uint64_t stream_id)
+{
+    int is_uni = (stream_id & 2) != 0;
+    aq_stream_t* s = aq_stream_alloc(c, stream_id, 1, !is_uni);
+    if (s == NULL) {
+        return NULL;
+    }
+    /* Bytes of it came in 0-RTT packets (delivered now, or waiting for a gap to fill). */
+    s->early_data = aq_stream_is_0rtt(cnx, stream_id);
+    /* The allocation's reference becomes picoquic's. */
+    (void)picoquic_set_app_stream_ctx(cnx, stream_id, s);
+    (void)picoquic_set_app_flow_control(cnx, stream_id, 1);
+    aq_link_stream(c, s);
+    aq_push_py(&s->node, AQ_EV_NEW);
+    return s;
+}
+
+static void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c)
+{
+    c->prev = NULL;
+    c->next = ep->conns;
+    if (ep->conns != NULL) {
+        ep->conns->prev = c;
+    }
+    ep->conns = c;
+}
+
+void aq_unlink_conn(aq_endpoint_t* ep, aq_conn_t* c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    }
+    else {
+        ep->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+}
+
+static void aq_report_closed(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    uint64_t local = 0, remote = 0, local_app = 0, remote_app = 0;
+    char const* reason;
+    if (c->closed_reported) {
+        return;
+    }
+    c->closed_reported = 1;
+    picoquic_get_close_reasons(cnx, &local, &remote, &local_app, &remote_app);
+    c->local_error = local;
+    c->remote_error = remote;
+    c->local_app_error = local_app;
+    c->remote_app_error = remote_app;
+    reason = picoquic_get_remote_error_reason(cnx);
+    if (reason != NULL && c->remote_reason == NULL) {
+        c->remote_reason = strdup(reason);
+    }
+    aq_push_py(&c->node, AQ_EV_CLOSED);
+}
+
+static int aq_noop_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+    picoquic_call_back_event_t event, void* ctx, void* stream_ctx)
+{
+    (void)cnx; (void)stream_id; (void)bytes; (void)length; (void)event; (void)ctx; (void)stream_ctx;
+    return 0;
+}
+
+static void aq_defer_delete(aq_endpoint_t* ep, picoquic_cnx_t* cnx)
+{
+    if (ep->n_to_delete == ep->cap_to_delete) {
+        size_t cap = ep->cap_to_delete ? 2 * ep->cap_to_delete : 8;
+        picoquic_cnx_t** grown = (picoquic_cnx_t**)realloc(ep->to_delete, cap * sizeof(*grown));
+        if (grown == NULL) {
+            return; /* picoquic_free reclaims it at the end */
+        }
+        ep->to_delete = grown;
+        ep->cap_to_delete = cap;
+    }
+    ep->to_delete[ep->n_to_delete++] = cnx;
+}
+
+void aq_run_deferred_deletes(aq_endpoint_t* ep)
+{
+    for (size_t i = 0; i < ep->n_to_delete; i++) {
+        picoquic_delete_cnx(ep->to_delete[i]);
+    }
+    ep->n_to_delete = 0;
+}
+
+/* picoquic is done with this connection: drop every reference it held. */
+static void aq_conn_teardown(aq_conn_t* c)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+    if (cnx == NULL) {
+        return;
+    }
+    aq_report_closed(c, cnx);
+    while (c->streams != NULL) {
+        aq_unlink_stream(c->streams);
+    }
+    picoquic_set_callback(cnx, aq_noop_cb, NULL);
+    c->cnx = NULL;
+    if (c->is_client && !ep->freeing) {
+        aq_defer_delete(ep, cnx);
+    }
+    if (c->close_deferred) {
+        c->close_deferred = 0;
+        ep->deferred_closes--;
+    }
+    if (c->close_requested && !c->close_sent_reported) {
+        c->close_sent_reported = 1;
+        ep->close_waiters--;
+        aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
+    }
+    aq_unlink_conn(ep, c);
+    aq_node_unref(&c->node); /* picoquic's reference */
+}
+
+static void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    uint64_t written = atomic_load(&s->rx.head);
+    uint64_t read = atomic_load(&s->rx.tail);
+    uint64_t limit = read + s->rx_window;
+    if (!s->registered || atomic_load(&s->rx_fin) || atomic_load(&s->rx_reset) || limit <= written) {
+        return;
+    }
+    s->credit_pending = picoquic_open_flow_control(cnx, s->stream_id, limit - written) != 0;
+}
+
+/* Connection flow control (picoquic leaves MAX_DATA to us): the peer may have at
+ * most conn_window bytes buffered here across all streams.  picoquic counts what
+ * arrived (final sizes of reset streams included); the buffers know what is left. */
+void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    int64_t buffered = atomic_load(&c->rx_buffered);
+    uint64_t room = buffered <= 0 ? ep->conn_window
+        : (uint64_t)buffered >= ep->conn_window ? 0 : ep->conn_window - (uint64_t)buffered;
+    /* Callers come a quarter window apart (or on a reset): no threshold here, or
+     * a declined grant could leave a blocked peer waiting for one that never comes. */
+    (void)picoquic_extend_max_data(cnx, picoquic_get_data_received(cnx) + room); /* no-op unless higher */
+}
+
+static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    struct sockaddr* addr = NULL;
+    picoquic_tp_t const* tp = picoquic_get_transport_parameters(cnx, 0);
+    uint64_t remote = tp != NULL ? tp->max_datagram_frame_size : 0;
+
+    picoquic_get_local_addr(cnx, &addr);
+    aq_copy_addr(&c->local_addr, addr);
+    if (!c->early) { /* else Python may be reading it: it is the address we connected to */
+        addr = NULL;
+        picoquic_get_peer_addr(cnx, &addr);
+        aq_copy_addr(&c->peer_addr, addr);
+    }
+    if (c->alpn[0] == 0) {
+        char const* alpn = c->alpn_single;
+        if (alpn == NULL) {
+            alpn = picoquic_tls_get_negotiated_alpn(cnx);
+        }
+        if (alpn != NULL) {
+            snprintf(c->alpn, sizeof(c->alpn), "%s", alpn);
+        }
+    }
+    c->remote_max_datagram = remote < ep->local_max_datagram ? remote : ep->local_max_datagram;
+    c->remote_idle_timeout_ms = tp != NULL ? tp->max_idle_timeout : 0;
+    c->resumed = picoquic_tls_is_psk_handshake(cnx);
+    c->was_ready = 1;
+}
+
+/* Network thread: n bytes left this connection's send rings (sent or dropped). */
+static void aq_conn_tx_done(aq_conn_t* c, size_t n)
+{
+    uint64_t cap = c->node.ep->conn_tx_cap;
+    int64_t left = atomic_fetch_sub(&c->tx_buffered, (int64_t)n) - (int64_t)n;
+    if (atomic_load(&c->tx_room_waiting) && (left <= 0 || (uint64_t)left <= cap - cap / 4) &&
+        atomic_exchange(&c->tx_room_waiting, 0)) {
+        aq_push_py(&c->node, AQ_EV_TX_ROOM);
+    }
+}
+
+/* Network thread: bytes that will never be sent (reset): out of the ring now. */
+static void aq_tx_discard(aq_stream_t* s)
+{
+    size_t n = s->tx.cap > 0 ? aq_ring_used(&s->tx) : 0;
+    if (n > 0) {
+        aq_ring_read(&s->tx, NULL, n);
+        aq_conn_tx_done(s->conn, n);
+    }
+}
+
+static int aq_prepare_stream(aq_stream_t* s, void* ctx, size_t room)
+{
+    size_t avail = 0, n = 0;
+    int is_fin = 0, still = 0, rechecked = 0;
+    uint8_t* dst;
+
+    if (s == NULL || s->reset_sent || s->fin_sent || s->tx.cap == 0) {
+        (void)picoquic_provide_stream_data_buffer(ctx, 0, 0, 0);
+        return 0;
+    }
+    for (;;) {
+        int fin = atomic_load(&s->tx_fin);
+        avail = aq_ring_used(&s->tx);
+        n = avail < room ? avail : room;
+        if (n < avail) {
+            still = 1;
+            break;
+        }
+        if (fin) {
+            is_fin = 1;
+            break;
+        }
+        if (rechecked) {
+            still = 1; /* Python wrote while we looked: keep polling */
+            break;
+        }
+        /* The ring empties with this packet: go idle unless Python just wrote. */
+        atomic_store(&s->tx_active, 0);
+        if (aq_ring_used(&s->tx) == avail && !atomic_load(&s->tx_fin)) {
+            break;
+        }
+        atomic_store(&s->tx_active, 1);
+        rechecked = 1;
+    }
+    dst = picoquic_provide_stream_data_buffer(ctx, n, is_fin, still);
+    if (dst == NULL && (n > 0 || is_fin)) {
+        return -1;
+    }
+    if (n > 0) {
+        aq_ring_read(&s->tx, dst, n);
+        aq_conn_tx_done(s->conn, n);
+        if (atomic_load(&s->tx_waiting) && aq_ring_free(&s->tx) >= s->tx.cap / 4 &&
+            atomic_exchange(&s->tx_waiting, 0)) {
+            aq_push_py(&s->node, AQ_EV_TX);
+        }
+    }
+    if (is_fin) {
+        s->fin_sent = 1;
+        /* Python writes nothing after the FIN: free the ring's last chunk now, not
+         * when the stream object goes (an application may keep thousands). */
+        aq_ring_release(&s->tx);
+    }
+    return 0;
+}
+
+static void aq_prepare_datagram(aq_conn_t* c, void* ctx, size_t room)
+{
+    aq_dgram_t* d;
+    int more;
+    pthread_mutex_lock(&c->dg_lock);
+    d = c->dg_tx.first;
+    if (d != NULL && d->len > room) {
+        /* Too big for this packet: ask again, and give up after a few packets. */
+        if (++d->tries < 8) {
+            pthread_mutex_unlock(&c->dg_lock);
+            (void)picoquic_provide_datagram_buffer_ex(ctx, 0, picoquic_datagram_active_any_path);
+            return;
+        }
+        free(aq_dgram_queue_pop(&c->dg_tx));
+        atomic_fetch_add(&c->dg_tx_dropped, 1);
+        d = NULL;
+    }
+    if (d != NULL) {
+        (void)aq_dgram_queue_pop(&c->dg_tx);
+    }
+    more = c->dg_tx.first != NULL;
+    pthread_mutex_unlock(&c->dg_lock);
+    if (d == NULL) {
+        (void)picoquic_provide_datagram_buffer_ex(ctx, 0,
+            more ? picoquic_datagram_active_any_path : picoquic_datagram_not_active);
+        return;
+    }
+    uint8_t* dst = picoquic_provide_datagram_buffer_ex(ctx, d->len,
+        more ? picoquic_datagram_active_any_path : picoquic_datagram_not_active);
+    if (dst != NULL) {
+        memcpy(dst, d->data, d->len);
+    }
+    free(d);
+}
+
+static void aq_receive_datagram(aq_conn_t* c, const uint8_t* bytes, size_t length)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    aq_dgram_t* d = (aq_dgram_t*)malloc(sizeof(aq_dgram_t) + length);
+    if (d == NULL) {
+        atomic_fetch_add(&c->dg_rx_dropped, 1);
+        return;
+    }
+    d->len = length;
+    d->tries = 0;
+    memcpy(d->data, bytes, length);
+    pthread_mutex_lock(&c->dg_lock);
+    if (c->dg_rx.count >= ep->dgram_queue) {
+        free(aq_dgram_queue_pop(&c->dg_rx));
+        atomic_fetch_add(&c->dg_rx_dropped, 1);
+    }
+    aq_dgram_queue_push(&c->dg_rx, d);
+    pthread_mutex_unlock(&c->dg_lock);
+    if (atomic_exchange(&c->dg_rx_armed, 0)) {
+        aq_push_py(&c->node, AQ_EV_DGRAM);
+    }
+}
+
+static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, uint64_t stream_id,
+    const uint8_t* bytes, size_t length, int fin)
+{
+    if (picoquic_get_cnx_state(cnx) >= picoquic_state_disconnecting) {
+        return 0; /* frames decoded after the close: Python has moved on */
+    }
+    if (s == NULL) {
+        if (aq_is_local_stream(c, stream_id)) {
+            return 0; /* a stream of ours we no longer track */
+        }
+        if ((s = aq_peer_stream(c, cnx, stream_id)) == NULL) {
+            return -1;
+        }
+    }
+    if (s->rx.cap == 0) {
+        return 0;
+    }
+    if (length > 0) {
+        if (aq_ring_free(&s->rx) < length) {
+            return -1; /* the peer ignored our flow control */
+        }
+        if (atomic_load(&s->rx_discard)) {
+            aq_conn_consumed(c, length); /* nobody will read it */
+        }
+        else if (aq_ring_write(&s->rx, bytes, length) != 0) {
+            return -1; /* out of memory */
+        }
+        else {
+            atomic_fetch_add(&c->rx_buffered, (int64_t)length);
+        }
+    }
+    if (fin) {
+        atomic_store(&s->rx_fin, 1);
+    }
+    if (atomic_exchange(&s->rx_armed, 0)) {
+        aq_push_py_when(&s->node, AQ_EV_RX, fin ? AQ_SIGNAL_NOW : AQ_SIGNAL_BATCH);
+    }
+    else if (fin && c->node.ep->py_signal_needed != 0) {
+        c->node.ep->py_signal_needed = AQ_SIGNAL_NOW; /* the pending wake-up ends a message */
+    }
+    return 0;
+}
+
+static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+    picoquic_call_back_event_t event, void* ctx, void* stream_ctx)
+{
+    aq_conn_t* c = (aq_conn_t*)ctx;
+    aq_stream_t* s = (aq_stream_t*)stream_ctx;
+    aq_endpoint_t* ep = c->node.ep;
+
+    switch (event) {
+    case picoquic_callback_stream_data:
+        return aq_stream_bytes(c, cnx, s, stream_id, bytes, length, 0);
+    case picoquic_callback_stream_fin:
+        return aq_stream_bytes(c, cnx, s, stream_id, bytes, length, 1);
+    case picoquic_callback_stream_reset:
+        if (s == NULL) {
+            if (aq_is_local_stream(c, stream_id) || (s = aq_peer_stream(c, cnx, stream_id)) == NULL) {
+                return 0;
+            }
+        }
+        s->rx_reset_code = picoquic_get_remote_stream_error(cnx, stream_id);
+        atomic_store(&s->rx_reset, 1);
+        atomic_store(&s->rx_armed, 0);
+        aq_push_py(&s->node, AQ_EV_RESET);
+        aq_grant_max_data(c, cnx); /* its final size may count bytes that never came */
+        return 0;
+    case picoquic_callback_stop_sending:
+        if (s == NULL) {
+            if (aq_is_local_stream(c, stream_id) || (s = aq_peer_stream(c, cnx, stream_id)) == NULL) {
+                return 0;
+            }
+        }
+        s->tx_stop_code = picoquic_get_remote_stop_sending_error(cnx, stream_id);
+        atomic_store(&s->tx_stopped, 1);
+        aq_push_py(&s->node, AQ_EV_STOP);
+        if (!s->reset_sent) {
+            /* RFC 9000 3.5: answer STOP_SENDING with RESET_STREAM. */
+            s->reset_sent = 1;
+            (void)picoquic_reset_stream(cnx, stream_id, s->tx_stop_code);
+            (void)picoquic_set_app_stream_ctx(cnx, stream_id, s);
+            aq_tx_discard(s);
+        }
+        return 0;
+    case picoquic_callback_prepare_to_send:
+        return aq_prepare_stream(s, bytes, length);
+    case picoquic_callback_stream_released:
+        if (s != NULL && s->registered) {
+            s->pq_released = 1;
+            aq_return_stream_credit(s, cnx);
+            aq_unlink_stream(s);
+        }
+        return 0;
+    case picoquic_callback_almost_ready:
+    case picoquic_callback_ready:
+        /* A client can use the connection at almost_ready (1-RTT keys, server
+         * verified); a server waits for ready (the client's Finished). */
+        if (event == picoquic_callback_almost_ready && !c->is_client) {
+            return 0;
+        }
+        if (!c->was_ready) {
+            aq_snapshot_ready(c, cnx);
+            aq_push_py(&c->node, AQ_EV_READY);
+        }
+        aq_grant_max_data(c, cnx);
+        for (aq_stream_t* t = c->streams; t != NULL; t = t->next) {
+            if (t->credit_pending) {
+                aq_grant_credit(t, cnx);
+            }
+        }
+        return 0;
+    case picoquic_callback_application_close:
+    case picoquic_callback_stateless_reset:
+        aq_report_closed(c, cnx);
+        return 0;
+    case picoquic_callback_close:
+        aq_conn_teardown(c);
+        return 0;
+    case picoquic_callback_app_wakeup:
+        if (ep->deferred_closes > 0) {
+            aq_run_deferred_closes(ep);
+        }
+        return 0;
+    case picoquic_callback_datagram:
+        aq_receive_datagram(c, bytes, length);
+        return 0;
+    case picoquic_callback_prepare_datagram:
+        aq_prepare_datagram(c, bytes, length);
+        return 0;
+    case picoquic_callback_request_alpn_list:
+        for (size_t i = 0; i < ep->n_alpns; i++) {
+            (void)picoquic_add_proposed_alpn(bytes, ep->alpns[i]);
+        }
+        return 0;
+    case picoquic_callback_set_alpn:
+        snprintf(c->alpn, sizeof(c->alpn), "%s", (char const*)bytes);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static aq_conn_t* aq_attach_server_cnx(aq_endpoint_t* ep, picoquic_cnx_t* cnx)
+{
+    aq_conn_t* c = aq_conn_alloc(ep, 0);
+    if (c == NULL) {
+        return NULL;
+    }
+    /* The allocation's reference becomes picoquic's. */
+    c->cnx = cnx;
+    picoquic_set_callback(cnx, aq_conn_cb, c);
+    aq_link_conn(ep, c);
+    return c;
+}
+
+/* Server default callback: first event of a connection the ALPN selector did not see. */
+int aq_default_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+    picoquic_call_back_event_t event, void* ctx, void* stream_ctx)
+{
+    aq_endpoint_t* ep = (aq_endpoint_t*)ctx;
+    aq_conn_t* c;
+    if (event == picoquic_callback_close || event == picoquic_callback_application_close ||
+        event == picoquic_callback_stateless_reset) {
+        return 0;
+    }
+    if ((c = aq_attach_server_cnx(ep, cnx)) == NULL) {
+        return -1;
+    }
+    return aq_conn_cb(cnx, stream_id, bytes, length, event, c, stream_ctx);
+}
+
+size_t aq_alpn_select(picoquic_quic_t* quic, picoquic_iovec_t* list, size_t count)
+{
+    aq_endpoint_t* ep = (aq_endpoint_t*)picoquic_get_default_callback_context(quic);
+    for (size_t i = 0; i < count; i++) {
+        for (size_t j = 0; j < ep->n_alpns; j++) {
+            size_t len = strlen(ep->alpns[j]);
+            if (list[i].len == len && memcmp(list[i].base, ep->alpns[j], len) == 0) {
+                picoquic_cnx_t* cnx = picoquic_get_cnx_in_progress(quic);
+                if (cnx != NULL) {
+                    aq_conn_t* c = NULL;
+                    if (picoquic_get_callback_context(cnx) == (void*)ep) {
+                        c = aq_attach_server_cnx(ep, cnx);
+                    }
+                    else {
+                        c = (aq_conn_t*)picoquic_get_callback_context(cnx);
+                    }
+                    if (c != NULL) {
+                        snprintf(c->alpn, sizeof(c->alpn), "%s", ep->alpns[j]);
+                    }
+                }
+                return i;
+            }
+        }
+    }
+    return count; /* no common protocol: the handshake fails with no_application_protocol */
+}
+
+static void aq_client_start(aq_conn_t* c)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    picoquic_cnx_t* cnx;
+    if (ep->sessions == NULL) {
+        /* No resumption: forget the tickets earlier connections of this context got. */
+        aq_sessions_forget(ep->quic);
+    }
+    else if (c->sni != NULL && c->alpn_single != NULL) {
+        aq_sessions_lend(ep->sessions, ep->quic, c->sni, c->alpn_single);
+    }
+    cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
+        picoquic_null_connection_id, (struct sockaddr*)&c->connect_addr, picoquic_current_time(),
+        0, c->sni, c->alpn_single, 1);
+    if (cnx == NULL) {
+        c->closed_reported = 1;
+        c->local_error = AQ_ERROR_START_FAILED;
+        aq_push_py(&c->node, AQ_EV_CLOSED);
+        return;
+    }
+    picoquic_set_callback(cnx, aq_conn_cb, c);
+    aq_node_ref(&c->node); /* picoquic's reference */
+    c->cnx = cnx;
+    aq_link_conn(ep, c);
+    if (picoquic_start_client_cnx(cnx) != 0) {
+        c->closed_reported = 1;
+        c->local_error = AQ_ERROR_START_FAILED;
+        aq_push_py(&c->node, AQ_EV_CLOSED);
+        aq_conn_teardown(c);
+        return;
+    }
+    aq_sessions_mark_used(cnx); /* the next connection of this context takes another */
+    if (ep->early_data && picoquic_is_0rtt_available(cnx) && c->alpn_single != NULL) {
+        /* Resuming with a ticket that allows 0-RTT: streams opened from now on
+         * send their first bytes in 0-RTT packets (again in 1-RTT if refused). */
+        aq_copy_addr(&c->peer_addr, (struct sockaddr*)&c->connect_addr);
+        snprintf(c->alpn, sizeof(c->alpn), "%s", c->alpn_single);
+        c->early = 1;
+        aq_push_py(&c->node, AQ_EV_EARLY);
+    }
+}
+
+/* Every byte and FIN we were given has been sent and acknowledged (control frames
+ * still in flight do not hold the close back). */
+static int aq_conn_drained(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    for (aq_stream_t* s = c->streams; s != NULL; s = s->next) {
+        if (!s->reset_sent && (aq_ring_used(&s->tx) > 0 || (atomic_load(&s->tx_fin) && !s->fin_sent))) {
+            return 0;
+        }
+    }
+    return !aq_stream_data_unacked(cnx);
+}
+
+static void aq_conn_command(aq_conn_t* c, uint32_t flags)
+{
+    aq_endpoint_t* ep = c->node.ep;
+    if (flags & AQ_CMD_CONNECT) {
+        aq_client_start(c);
+    }
+    picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+    if ((flags & AQ_CMD_MAX_DATA) && cnx != NULL) {
+        aq_grant_max_data(c, cnx);
+    }
+    if ((flags & AQ_CMD_DGRAM) && cnx != NULL) {
+        (void)picoquic_mark_datagram_ready(cnx, 1);
+    }
+    if ((flags & AQ_CMD_CLOSE) && !c->close_requested) {
+        c->close_requested = 1;
+        if (cnx != NULL && picoquic_get_cnx_state(cnx) < picoquic_state_disconnecting) {
+            ep->close_waiters++;
+            if (c->close_linger_us > 0 && picoquic_get_cnx_state(cnx) == picoquic_state_ready &&
+                !aq_conn_drained(c, cnx)) {
+                c->close_deferred = 1;
+                c->close_deadline = picoquic_current_time() + c->close_linger_us;
+                ep->deferred_closes++;
+                picoquic_set_app_wake_time(cnx, c->close_deadline);
+            }
+            else {
+                (void)picoquic_close_ex(cnx, c->close_code, c->close_reason);
+            }
+        }
+        else {
+            c->close_sent_reported = 1;
+            aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
+        }
+    }
+}
+
+/* Run the closes that waited for their streams to drain, once drained or late. */
+static void aq_run_deferred_closes(aq_endpoint_t* ep)
+{
+    uint64_t now = picoquic_current_time();
+    for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_closes > 0; c = c->next) {
+        picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+        if (c->close_deferred && cnx != NULL) {
+            /* The peer (or picoquic) closed first: nothing more will be acknowledged,
+             * and aq_check_close_sent() reports the close. */
+            int closing = picoquic_get_cnx_state(cnx) > picoquic_state_ready;
+            if (closing || now >= c->close_deadline || aq_conn_drained(c, cnx)) {
+                c->close_deferred = 0;
+                ep->deferred_closes--;
+                if (!closing) {
+                    /* Late: the peer must not take a truncated transfer for a clean end. */
+                    c->close_truncated = !aq_conn_drained(c, cnx);
+                    (void)picoquic_close_ex(cnx, c->close_truncated ? c->close_late_code : c->close_code,
+                        c->close_reason);
+                }
+            }
+        }
+    }
+}
+
+/* A peer's stream counts toward MAX_STREAMS again once picoquic and Python are
+ * both done with it: a peer cannot pile up streams the application never took. */
+static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    if (s->app_released && s->pq_released && !s->credit_returned && !aq_is_local_stream(s->conn, s->stream_id)) {
+        s->credit_returned = 1;
+        picoquic_add_remote_stream_credit(cnx, (s->stream_id & 2) == 0);
+    }
+}
+
+static void aq_send_stop(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    (void)picoquic_stop_sending(cnx, s->stream_id, s->stop_code);
+    (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+}
+
+static void aq_forget_deferred_stop(aq_stream_t* s)
+{
+    if (s->stop_deferred) {
+        s->stop_deferred = 0;
+        s->conn->deferred_stops--;
+        s->conn->node.ep->deferred_stops--;
+    }
+}
+
+/* Send the STOP_SENDING frames the peer's new stream limit now allows. */
+static void aq_run_deferred_stops(aq_endpoint_t* ep)
+{
+    for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_stops > 0; c = c->next) {
+        picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
+        if (c->deferred_stops == 0 || cnx == NULL) {
+            continue;
+        }
+        for (aq_stream_t* s = c->streams; s != NULL && c->deferred_stops > 0; s = s->next) {
+            if (s->stop_deferred && !aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
+                aq_forget_deferred_stop(s);
+                aq_send_stop(s, cnx);
+            }
+        }
+    }
+}
+
+static void aq_stream_command(aq_stream_t* s, uint32_t flags)
+{
+    picoquic_cnx_t* cnx = (picoquic_cnx_t*)s->conn->cnx;
+    if (cnx == NULL || picoquic_get_cnx_state(cnx) >= picoquic_state_disconnecting) {
+        return;
+    }
+    if (flags & AQ_CMD_RELEASE) {
+        s->app_released = 1;
+        aq_return_stream_credit(s, cnx);
+    }
+    if ((flags & AQ_CMD_ACTIVATE) && !s->reset_sent && !s->fin_sent) {
+        int ret = s->registered ? picoquic_mark_active_stream(cnx, s->stream_id, 1, s)
+                                : aq_register_local(s, cnx, 1);
+        if (ret != 0) {
+            /* picoquic refused the stream: tell the sender instead of stalling it. */
+            s->tx_stop_code = 0;
+            atomic_store(&s->tx_stopped, 1);
+            aq_push_py(&s->node, AQ_EV_STOP);
+        }
+    }
+    if (flags & AQ_CMD_CREDIT) {
+        aq_grant_credit(s, cnx);
+    }
+    if ((flags & (AQ_CMD_STOP | AQ_CMD_RESET)) && !s->registered) {
+        if (aq_register_local(s, cnx, 0) != 0) {
+            return;
+        }
+    }
+    if ((flags & AQ_CMD_STOP) && !s->stop_deferred) {
+        if (aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
+            /* The peer does not know this stream yet and may not hear of it now. */
+            s->stop_deferred = 1;
+            s->conn->deferred_stops++;
+            s->conn->node.ep->deferred_stops++;
+        }
+        else {
+            aq_send_stop(s, cnx);
+        }
+    }
+    if ((flags & AQ_CMD_RESET) && !s->reset_sent) {
+        s->reset_sent = 1;
+        (void)picoquic_reset_stream(cnx, s->stream_id, s->reset_code);
+        (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
+        aq_tx_discard(s);
+    }
+}
+
+static void aq_process_commands(aq_endpoint_t* ep)
+{
+    aq_node_t* n = aq_detach_fifo(&ep->net_head, 0);
+    while (n != NULL) {
+        aq_node_t* next = n->net_next;
+        uint32_t flags;
+        atomic_store(&n->net_queued, 0);
+        flags = atomic_exchange(&n->net_flags, 0);
+        if (n->kind == AQ_KIND_CONN) {
+            aq_conn_command((aq_conn_t*)n, flags);
+        }
+        else {
+            aq_stream_command((aq_stream_t*)n, flags);
+        }
+        aq_node_unref(n);
+        n = next;
+    }
+}
+
+static void aq_check_close_sent(aq_endpoint_t* ep)
+{
+    for (aq_conn_t* c = ep->conns; c != NULL && ep->close_waiters > 0; c = c->next) {
+        /* Past disconnecting: our CONNECTION_CLOSE went out, or the peer's came in. */
+        if (c->close_requested && !c->close_sent_reported && !c->close_deferred && c->cnx != NULL &&
+            picoquic_get_cnx_state((picoquic_cnx_t*)c->cnx) > picoquic_state_disconnecting) {
+            c->close_sent_reported = 1;
+            ep->close_waiters--;
+            aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
+        }
+    }
+}
+
+int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv)
+{
+    aq_endpoint_t* ep = (aq_endpoint_t*)ctx;
+    (void)quic;
+    switch (mode) {
+    case picoquic_packet_loop_port_update: {
+        /* picoquic hands the port over in host byte order here. */
+        struct sockaddr* sa = (struct sockaddr*)argv;
+        int port = sa->sa_family == AF_INET6 ? ((struct sockaddr_in6*)sa)->sin6_port
+                                             : ((struct sockaddr_in*)sa)->sin_port;
+        pthread_mutex_lock(&ep->start_lock);
+        atomic_store(&ep->port, port);
+        ep->start_state = 1;
+        pthread_cond_broadcast(&ep->start_cond);
+        pthread_mutex_unlock(&ep->start_lock);
+        break;
+    }
+    case picoquic_packet_loop_wake_up:
+        atomic_store(&ep->net_wake_pending, 0);
+        aq_process_commands(ep);
+        break;
+    case picoquic_packet_loop_after_receive:
+        if (ep->deferred_stops > 0) {
+            aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
+        }
+        /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
+         * plain stream bytes wait for the end of the batch. */
+        aq_signal_python(ep, AQ_SIGNAL_NOW);
+        break;
+    case picoquic_packet_loop_after_send:
+        if (ep->n_to_delete > 0) {
+            aq_run_deferred_deletes(ep);
+        }
+        if (ep->deferred_closes > 0) {
+            aq_run_deferred_closes(ep);
+        }
+        if (ep->close_waiters > 0) {
+            aq_check_close_sent(ep);
+        }
+        aq_signal_python(ep, AQ_SIGNAL_BATCH);
+        /* Commands queued before the exit request (a CLOSE, say) are handled first. */
+        if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
+            atomic_load(&ep->net_head) == NULL) {
+            return PICOQUIC_NO_ERROR_TERMINATE_PACKET_LOOP; /* the exit is reported to Python */
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
