@@ -14,11 +14,13 @@ from aiopquic import (
     HandshakeError,
     QuicConfig,
     QuicConnection,
+    QuicStream,
     open_quic_connection,
 )
 from aiopquic.cli.certs import CertificateSet
 
-from .helpers import echo_handler, read_all, running_server
+from .helpers import echo_handler, echo_once, read_all, running_server
+from .rebinding_relay import RebindingRelay
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +304,50 @@ async def test_awaited_connection_then_async_with(
                 await stream.send(b"awaited")
                 await stream.send_eof()
                 assert await read_all(stream) == b"awaited"
+
+
+async def test_stats_report_the_path(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                await echo_once(conn, bytes(200_000))
+                stats = conn.stats
+    assert 0 < stats.min_rtt <= stats.rtt < 1.0
+    assert stats.congestion_window > 0
+    assert stats.packets_sent > 0
+    assert stats.packets_lost >= 0 and stats.packets_retransmitted >= 0
+    assert stats.quic_version == 1
+    assert stats.cipher_suite.startswith("TLS_")
+    assert stats.address_changes == 0
+
+
+async def test_remote_address_follows_a_nat_rebinding(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    seen: list[QuicConnection] = []
+    done = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        seen.append(conn)
+        async with conn:
+            async for stream in conn:
+                assert isinstance(stream, QuicStream)
+                await stream.send(await read_all(stream))
+                await stream.send_eof()
+            await done.wait()
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server_config, host="127.0.0.1") as listener:
+            with RebindingRelay(("127.0.0.1", listener.port)) as relay:
+                async with open_quic_connection("127.0.0.1", relay.port, config=client_config) as conn:
+                    await echo_once(conn, b"before")
+                    first = relay.upstream_port
+                    assert seen[0].remote_address == ("127.0.0.1", first)
+                    relay.rebind()
+                    for _ in range(20):
+                        await echo_once(conn, bytes(10_000))
+                        if seen[0].remote_address == ("127.0.0.1", relay.upstream_port):
+                            break
+                    assert seen[0].remote_address == ("127.0.0.1", relay.upstream_port)
+                    assert seen[0].stats.address_changes >= 1
+                done.set()

@@ -5,9 +5,24 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 cdef extern from "<sys/socket.h>":
     struct sockaddr:
         unsigned short sa_family
+    struct sockaddr_storage:
+        unsigned short ss_family
 
 
 cdef extern from "bridge.h" nogil:
+    ctypedef struct aq_path_stats_t:
+        uint64_t rtt_us
+        uint64_t rtt_min_us
+        uint64_t cwnd
+        uint64_t bytes_in_flight
+        uint64_t pacing_rate
+        uint64_t packets_sent
+        uint64_t packets_lost
+        uint64_t packets_retransmitted
+        uint64_t address_changes
+        uint32_t version
+        char cipher[64]
+
     ctypedef struct aq_endpoint_t:
         pass
 
@@ -117,6 +132,7 @@ cdef extern from "bridge.h" nogil:
                                   const char* sni, const char* alpn)
     int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code)
     int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t length)
+    void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, sockaddr_storage* peer)
     aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm)
     void aq_dgram_free(aq_dgram_t* d)
 

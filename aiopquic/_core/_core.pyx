@@ -383,7 +383,33 @@ cdef class ConnHandle:
 
     @property
     def peer_address(self):
+        """The peer's address now (it follows a migration once the handshake is done)."""
+        cdef aq_path_stats_t stats
+        cdef sockaddr_storage peer
+        aq_conn_get_stats(self.c, &stats, &peer)
+        if peer.ss_family != 0:
+            return _from_sockaddr(<sockaddr*>&peer)
         return _from_sockaddr(<sockaddr*>&self.c.peer_addr)
+
+    @property
+    def path_stats(self):
+        """What picoquic knows of the path, as of its last noticeable change: a dict."""
+        cdef aq_path_stats_t s
+        cdef sockaddr_storage peer
+        aq_conn_get_stats(self.c, &s, &peer)
+        return {
+            "rtt_us": s.rtt_us,
+            "rtt_min_us": s.rtt_min_us,
+            "cwnd": s.cwnd,
+            "bytes_in_flight": s.bytes_in_flight,
+            "pacing_rate": s.pacing_rate,
+            "packets_sent": s.packets_sent,
+            "packets_lost": s.packets_lost,
+            "packets_retransmitted": s.packets_retransmitted,
+            "address_changes": s.address_changes,
+            "version": s.version,
+            "cipher": s.cipher.decode(errors="replace"),
+        }
 
     @property
     def max_datagram_size(self):

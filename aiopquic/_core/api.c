@@ -62,6 +62,14 @@ int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len)
     return dropped;
 }
 
+void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, struct sockaddr_storage* peer)
+{
+    pthread_mutex_lock(&c->stats_lock);
+    *stats = c->stats;
+    *peer = c->current_peer_addr;
+    pthread_mutex_unlock(&c->stats_lock);
+}
+
 aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm)
 {
     aq_dgram_t* d;

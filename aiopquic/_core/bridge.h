@@ -62,6 +62,22 @@ enum {
     AQ_CMD_MAX_DATA = 1u << 11  /* conn: buffers were freed, raise MAX_DATA */
 };
 
+/* What picoquic knows of a connection's path, copied by the network thread at
+ * the handshake, whenever RTT or pacing rate move noticeably, and at the close. */
+typedef struct {
+    uint64_t rtt_us;          /* smoothed */
+    uint64_t rtt_min_us;
+    uint64_t cwnd;            /* bytes */
+    uint64_t bytes_in_flight;
+    uint64_t pacing_rate;     /* bytes per second */
+    uint64_t packets_sent;
+    uint64_t packets_lost;
+    uint64_t packets_retransmitted;
+    uint64_t address_changes; /* times the peer's address changed after the handshake */
+    uint32_t version;         /* QUIC version */
+    char cipher[64];          /* TLS cipher suite */
+} aq_path_stats_t;
+
 typedef struct aq_node {
     _Atomic int refcnt;
     int kind;
@@ -140,6 +156,10 @@ struct aq_conn {
     uint64_t close_late_code; /* sent instead of close_code if the linger runs out */
     _Atomic int close_truncated; /* it did: data was still unacknowledged (before AQ_EV_CLOSE_SENT) */
     char* close_reason; /* picoquic keeps the pointer: freed with the conn */
+    /* path statistics and the peer's current address, under stats_lock */
+    pthread_mutex_t stats_lock;
+    aq_path_stats_t stats;
+    struct sockaddr_storage current_peer_addr;
     /* datagrams */
     pthread_mutex_t dg_lock;
     aq_dgram_queue_t dg_tx;
@@ -228,6 +248,8 @@ aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const struct sockaddr* peer,
  * acknowledged (then with late_code); -1 when out of memory. */
 int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code);
 int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len);
+/* Copy the latest path statistics and the peer's current address. */
+void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, struct sockaddr_storage* peer);
 aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm);
 void aq_dgram_free(aq_dgram_t* d);
 

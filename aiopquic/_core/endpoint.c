@@ -150,6 +150,9 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
     picoquic_set_app_stream_credit(ep->quic, 1); /* see aq_return_stream_credit() */
+    /* Path statistics for Python: a fresh copy when the RTT moves by 1 ms or the
+     * pacing rate by 1 MB/s (picoquic_callback_path_quality_changed). */
+    picoquic_default_quality_update(ep->quic, 1000000, 1000);
     if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);

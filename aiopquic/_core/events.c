@@ -41,6 +41,7 @@ void aq_node_unref(aq_node_t* n)
         aq_dgram_queue_clear(&c->dg_tx);
         aq_dgram_queue_clear(&c->dg_rx);
         pthread_mutex_destroy(&c->dg_lock);
+        pthread_mutex_destroy(&c->stats_lock);
         free(c->sni);
         free(c->alpn_single);
         free(c->close_reason);
@@ -98,6 +99,7 @@ aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client)
     aq_node_init(&c->node, ep, AQ_KIND_CONN);
     c->is_client = is_client;
     pthread_mutex_init(&c->dg_lock, NULL);
+    pthread_mutex_init(&c->stats_lock, NULL);
     atomic_init(&c->dg_tx_dropped, 0);
     atomic_init(&c->dg_rx_dropped, 0);
     atomic_init(&c->dg_rx_armed, 0);

@@ -14,6 +14,7 @@ static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
 static void aq_run_deferred_closes(aq_endpoint_t* ep);
 static void aq_forget_deferred_stop(aq_stream_t* s);
 static void aq_check_close_sent(aq_endpoint_t* ep);
+static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx);
 
 static int aq_is_local_stream(aq_conn_t* c, uint64_t stream_id)
 {
@@ -114,6 +115,9 @@ static void aq_report_closed(aq_conn_t* c, picoquic_cnx_t* cnx)
     }
     c->closed_reported = 1;
     picoquic_get_close_reasons(cnx, &local, &remote, &local_app, &remote_app);
+    if (c->was_ready) {
+        aq_snapshot_path(c, cnx); /* the final figures */
+    }
     c->local_error = local;
     c->remote_error = remote;
     c->local_app_error = local_app;
@@ -209,6 +213,38 @@ void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx)
     (void)picoquic_extend_max_data(cnx, picoquic_get_data_received(cnx) + room); /* no-op unless higher */
 }
 
+/* Copy picoquic's view of the path for Python (see aq_path_stats_t). */
+static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx)
+{
+    picoquic_path_quality_t q;
+    struct sockaddr* addr = NULL;
+    struct sockaddr_storage peer;
+    char const* cipher = aq_cnx_cipher(cnx);
+    picoquic_get_default_path_quality(cnx, &q);
+    picoquic_get_peer_addr(cnx, &addr);
+    aq_copy_addr(&peer, addr);
+    pthread_mutex_lock(&c->stats_lock);
+    c->stats.rtt_us = q.rtt;
+    c->stats.rtt_min_us = q.rtt_min;
+    c->stats.cwnd = q.cwin;
+    c->stats.bytes_in_flight = q.bytes_in_transit;
+    c->stats.pacing_rate = q.pacing_rate;
+    c->stats.packets_sent = q.sent;
+    c->stats.packets_lost = q.lost;
+    c->stats.packets_retransmitted = aq_cnx_retransmissions(cnx);
+    c->stats.version = aq_cnx_version(cnx);
+    if (cipher != NULL) {
+        snprintf(c->stats.cipher, sizeof(c->stats.cipher), "%s", cipher);
+    }
+    if (addr != NULL) {
+        if (c->current_peer_addr.ss_family != 0 && memcmp(&peer, &c->current_peer_addr, sizeof(peer)) != 0) {
+            c->stats.address_changes++;
+        }
+        c->current_peer_addr = peer;
+    }
+    pthread_mutex_unlock(&c->stats_lock);
+}
+
 static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
 {
     aq_endpoint_t* ep = c->node.ep;
@@ -235,6 +271,7 @@ static void aq_snapshot_ready(aq_conn_t* c, picoquic_cnx_t* cnx)
     c->remote_max_datagram = remote < ep->local_max_datagram ? remote : ep->local_max_datagram;
     c->remote_idle_timeout_ms = tp != NULL ? tp->max_idle_timeout : 0;
     c->resumed = picoquic_tls_is_psk_handshake(cnx);
+    aq_snapshot_path(c, cnx);
     c->was_ready = 1;
 }
 
@@ -497,6 +534,9 @@ static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, s
         return 0;
     case picoquic_callback_datagram:
         aq_receive_datagram(c, bytes, length);
+        return 0;
+    case picoquic_callback_path_quality_changed:
+        aq_snapshot_path(c, cnx);
         return 0;
     case picoquic_callback_prepare_datagram:
         aq_prepare_datagram(c, bytes, length);

@@ -3,6 +3,7 @@
 
 #include "picoquic_internal.h"
 #include "picotls.h"
+#include "picoquic_crypto_provider_api.h"
 
 static int aq_is_stream_frame(uint8_t type)
 {
@@ -57,4 +58,21 @@ int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id)
 {
     picoquic_stream_head_t* stream = picoquic_find_stream(cnx, stream_id);
     return stream != NULL && stream->is_0rtt_received;
+}
+
+uint32_t aq_cnx_version(picoquic_cnx_t* cnx)
+{
+    return cnx->version_index >= 0 ? picoquic_supported_versions[cnx->version_index].version : 0;
+}
+
+const char* aq_cnx_cipher(picoquic_cnx_t* cnx)
+{
+    picoquic_tls_ctx_t* tls = (picoquic_tls_ctx_t*)cnx->tls_ctx;
+    ptls_cipher_suite_t* suite = tls != NULL && tls->tls != NULL ? ptls_get_cipher(tls->tls) : NULL;
+    return suite != NULL ? suite->name : NULL;
+}
+
+uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx)
+{
+    return cnx->nb_retransmission_total;
 }

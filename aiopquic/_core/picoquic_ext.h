@@ -23,4 +23,10 @@ void aq_accept_early_data(picoquic_quic_t* quic, int accept);
 /* 1 if a STREAM frame of this stream came in a 0-RTT packet (patch 0008). */
 int aq_stream_is_0rtt(picoquic_cnx_t* cnx, uint64_t stream_id);
 
+/* The negotiated QUIC version (0 before it is known), the TLS cipher suite's
+ * name (NULL before the handshake) and the packets retransmitted so far. */
+uint32_t aq_cnx_version(picoquic_cnx_t* cnx);
+const char* aq_cnx_cipher(picoquic_cnx_t* cnx);
+uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx);
+
 #endif

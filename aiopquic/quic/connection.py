@@ -87,6 +87,21 @@ class QuicConnectionStats:
     datagrams_dropped_on_receive: int
     streams_opened: int
     streams_accepted: int
+    #: Smoothed round-trip time, and the smallest seen, in seconds (0 before the handshake).
+    rtt: float = 0.0
+    min_rtt: float = 0.0
+    #: Congestion window and bytes sent but not yet acknowledged or lost.
+    congestion_window: int = 0
+    bytes_in_flight: int = 0
+    #: Packets sent, declared lost, and retransmitted (picoquic's counts).
+    packets_sent: int = 0
+    packets_lost: int = 0
+    packets_retransmitted: int = 0
+    #: Times the peer's address changed after the handshake (a migration or a NAT rebinding).
+    address_changes: int = 0
+    #: The negotiated QUIC version (1 = RFC 9000) and TLS cipher suite.
+    quic_version: int = 0
+    cipher_suite: str = ""
 
 
 class QuicConnection:
@@ -155,7 +170,8 @@ class QuicConnection:
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
-        """``(host, port)`` of the peer."""
+        """``(host, port)`` of the peer, now: it follows a migration or a NAT rebinding
+        (``stats.address_changes`` counts them)."""
         return self._h.peer_address
 
     @property
@@ -176,9 +192,22 @@ class QuicConnection:
 
     @property
     def stats(self) -> QuicConnectionStats:
-        """Counters of bytes, datagrams and streams so far."""
+        """Counters of bytes, datagrams and streams so far, and the path as picoquic
+        sees it (updated at the handshake, whenever the RTT moves by 1 ms or the
+        pacing rate by 1 MB/s, and at the close)."""
         dropped_send, dropped_receive = self._h.datagrams_dropped
+        path = self._h.path_stats
         return QuicConnectionStats(
+            rtt=path["rtt_us"] / 1e6,
+            min_rtt=path["rtt_min_us"] / 1e6,
+            congestion_window=path["cwnd"],
+            bytes_in_flight=path["bytes_in_flight"],
+            packets_sent=path["packets_sent"],
+            packets_lost=path["packets_lost"],
+            packets_retransmitted=path["packets_retransmitted"],
+            address_changes=path["address_changes"],
+            quic_version=path["version"],
+            cipher_suite=path["cipher"],
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
             datagrams_sent=self._datagrams_sent,
