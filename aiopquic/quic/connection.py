@@ -65,6 +65,11 @@ _CERT_HINTS = {
 }
 
 
+_DATAGRAMS_OFF = (
+    "datagrams are off on this connection: set max_datagram_frame_size in the QuicConfig of both peers"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class QuicConnectionStats:
     """Counters of one connection, as seen by the application."""
@@ -256,18 +261,21 @@ class QuicConnection:
         self._raise_if_closed()
         limit = self.max_datagram_size
         if limit == 0:
-            raise QuicError(
-                "datagrams are off on this connection: set max_datagram_frame_size "
-                "in the QuicConfig of both peers"
-            )
+            raise QuicError(_DATAGRAMS_OFF)
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds max_datagram_size ({limit})")
         self._h.send_datagram(bytes(data))
         self._datagrams_sent += 1
 
     async def receive_datagram(self) -> bytes:
-        """Wait for the next datagram from the peer."""
+        """Wait for the next datagram from the peer.
+
+        Raises :class:`QuicError` at once if our config turns datagrams off
+        (``max_datagram_frame_size=0``): none could ever come.
+        """
         await self._ll.checkpoint_if_cancelled()
+        if self._config.max_datagram_frame_size == 0:
+            raise QuicError(_DATAGRAMS_OFF)
         while True:
             data = self._h.receive_datagram()
             if data is not None:
