@@ -65,6 +65,23 @@ _CERT_HINTS = {
 }
 
 
+#: The largest DATAGRAM payload one packet carries on any path: picoquic's first
+#: packet size (1232 bytes on IPv6, 1252 on IPv4; path MTU discovery may raise it
+#: later) less the short header (1 byte, a connection ID of up to 20 bytes, a
+#: 4-byte packet number), the AEAD tag (16) and the frame type (the frame that
+#: ends a packet goes without its length field).
+DATAGRAM_PACKET_ROOM = 1232 - (1 + 20 + 4) - 16 - 1
+
+
+def _datagram_payload_limit(frame_size: int) -> int:
+    """The largest payload of a DATAGRAM frame of at most ``frame_size`` bytes,
+    counting its type (1 byte) and its length (a varint of 1, 2, 4 or 8 bytes)."""
+    best = 0
+    for length_size, largest_length in ((1, 63), (2, (1 << 14) - 1), (4, (1 << 30) - 1), (8, (1 << 62) - 1)):
+        best = max(best, min(largest_length, frame_size - 1 - length_size))
+    return best
+
+
 _DATAGRAMS_OFF = (
     "datagrams are off on this connection: set max_datagram_frame_size in the QuicConfig of both peers"
 )
@@ -156,8 +173,13 @@ class QuicConnection:
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest datagram payload :meth:`send_datagram` takes (0 = datagrams off)."""
-        return min(self._h.max_datagram_size, 1200)
+        """Largest datagram payload :meth:`send_datagram` takes (0 = datagrams off).
+
+        The peer's ``max_datagram_frame_size`` counts the whole DATAGRAM frame (RFC
+        9221: its type and length too), so the payload is a few bytes less; and it
+        is at most what fits one packet on any path.
+        """
+        return min(_datagram_payload_limit(self._h.max_datagram_size), DATAGRAM_PACKET_ROOM)
 
     @property
     def idle_timeout(self) -> float:
