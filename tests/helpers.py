@@ -3,6 +3,9 @@ count network threads."""
 
 from __future__ import annotations
 
+import socket
+import sys
+
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +20,7 @@ Handler = Callable[[QuicConnection], Awaitable[None]]
 
 @asynccontextmanager
 async def running_server(
-    handler: Handler, config: QuicConfig, host: str = "127.0.0.1"
+    handler: Handler, config: QuicConfig, host: str | None = "127.0.0.1"
 ) -> AsyncIterator[QuicListener]:
     """Run ``serve_quic`` for the duration of the block."""
     async with anyio.create_task_group() as tg:
@@ -56,6 +59,23 @@ async def _echo_stream(stream: AnyQuicStream) -> None:
     if isinstance(stream, QuicStream):  # a unidirectional stream is only drained
         await stream.send(data)
         await stream.send_eof()
+
+
+def bound_udp_addresses(port: int) -> set[str]:
+    """The local addresses of this host's UDP sockets bound to ``port`` (read from
+    /proc/net: what the kernel really bound, whatever the library reports)."""
+    found = set()
+    for table, family in (("/proc/net/udp", socket.AF_INET), ("/proc/net/udp6", socket.AF_INET6)):
+        with open(table) as f:
+            next(f)  # the header
+            for line in f:
+                address, _, hex_port = line.split()[1].partition(":")
+                if int(hex_port, 16) == port:
+                    raw = bytes.fromhex(address)
+                    if sys.byteorder == "little":  # printed as 32-bit words in host order
+                        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    found.add(socket.inet_ntop(family, raw))
+    return found
 
 
 def network_threads() -> int:

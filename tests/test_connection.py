@@ -15,10 +15,11 @@ from aiopquic import (
     QuicConfig,
     QuicConnection,
     open_quic_connection,
+    serve_quic,
 )
 from aiopquic.cli.certs import CertificateSet
 
-from .helpers import echo_handler, read_all, running_server
+from .helpers import bound_udp_addresses, echo_handler, echo_once, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -198,6 +199,35 @@ async def test_ipv6_loopback(server_config: QuicConfig, client_config: QuicConfi
                 await stream.send(b"v6")
                 await stream.send_eof()
                 assert await read_all(stream) == b"v6"
+
+
+async def test_scoped_ipv6_address(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config, host="::1%lo") as listener:
+            assert listener.address == ("::1%lo", listener.port)
+            assert bound_udp_addresses(listener.port) == {"::1"}  # not widened to "::"
+            async with open_quic_connection("::1%lo", listener.port, config=client_config) as conn:
+                assert conn.remote_address is not None and conn.remote_address[0].startswith("::1")
+                await echo_once(conn, b"scoped")
+
+
+async def test_unknown_interface_is_refused(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
+            await serve_quic(echo_handler, "::1%nosuchif0", 0, server_config)
+        with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
+            await open_quic_connection("::1%nosuchif0", 4433, config=client_config)
+
+
+async def test_no_host_serves_both_families(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    config = dataclasses.replace(client_config, handshake_timeout=2)
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config, host=None) as listener:
+            assert listener.address == ("::", listener.port)
+            assert bound_udp_addresses(listener.port) == {"0.0.0.0", "::"}
+            for host in ("127.0.0.1", "::1"):
+                async with open_quic_connection(host, listener.port, config=config) as conn:
+                    await echo_once(conn, host.encode())
 
 
 async def test_keylog_file(server_config: QuicConfig, client_config: QuicConfig, tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ async def _connect(host: str, port: int, config: QuicConfig, client: QuicClient 
     targets = await _resolve(host, port)
     if client is not None:
         targets = client._reachable(targets, host)
-    server_name = config.server_name or host
+    # An address's interface (fe80::1%eth0) is no part of the name in the certificate.
+    server_name = config.server_name or host.partition("%")[0]
     if len(targets) == 1:
         return await _attempt(targets[0], port, config, server_name, f"{host}:{port}", client)
     return await _race(targets, port, config, server_name, host, client)
