@@ -107,6 +107,16 @@ async def test_garbage_key_fails_to_serve(certs: CertificateSet, tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_key_of_another_certificate_fails_to_serve(certs: CertificateSet, other_certs: CertificateSet) -> None:
+    # picoquic starts happily with such a pair; every client then sees "TLS alert 0x33".
+    config = QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=other_certs.keyfile)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="does not match") as info:
+            await serve_quic(echo_handler, "127.0.0.1", 0, config)
+    assert str(certs.certfile) in str(info.value) and str(other_certs.keyfile) in str(info.value)
+
+
+@pytest.mark.anyio
 async def test_garbage_cafile_fails_to_connect(tmp_path: Path) -> None:
     bad_ca = tmp_path / "ca.pem"
     bad_ca.write_text("this is not a certificate\n")

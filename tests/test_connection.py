@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 from pathlib import Path
 
 import anyio
 import pytest
 
+import aiopquic.quic.client
+import aiopquic.quic.config
+import aiopquic.quic.server
 from aiopquic import (
     ConnectionClosed,
     HandshakeError,
+    QuicClient,
     QuicConfig,
     QuicConnection,
     open_quic_connection,
     serve_quic,
 )
+from aiopquic._core import Endpoint, TrustStore
 from aiopquic.cli.certs import CertificateSet
 
-from .helpers import bound_udp_addresses, echo_handler, echo_once, read_all, running_server
+from .helpers import (
+    assert_network_threads,
+    bound_udp_addresses,
+    echo_handler,
+    echo_once,
+    network_threads,
+    read_all,
+    running_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -332,3 +346,58 @@ async def test_awaited_connection_then_async_with(
                 await stream.send(b"awaited")
                 await stream.send_eof()
                 assert await read_all(stream) == b"awaited"
+
+
+class _RecordingEndpoint(Endpoint):
+    """A core endpoint that notes which thread starts and stops it."""
+
+    calls: list[tuple[str, bool]] = []
+    loop_thread = 0
+
+    def start(self, host: str, port: int, timeout_ms: int = 5000) -> int:
+        if timeout_ms:  # one that waits for the socket (timeout_ms=0 returns at once)
+            self.calls.append(("start", threading.get_ident() == self.loop_thread))
+        return super().start(host, port, timeout_ms)
+
+    def close(self) -> None:
+        if not self.closed and self.thread_error() is None:  # a join that waits for the thread
+            self.calls.append(("join", threading.get_ident() == self.loop_thread))
+        super().close()
+
+
+async def test_slow_calls_stay_out_of_the_event_loop(
+    server_config: QuicConfig, client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for the network thread to open its socket, joining a thread that has
+    not exited, reading the CA bundle: all in worker threads."""
+    _RecordingEndpoint.calls = calls = []
+    _RecordingEndpoint.loop_thread = threading.get_ident()
+    monkeypatch.setattr(aiopquic.quic.server, "Endpoint", _RecordingEndpoint)
+    monkeypatch.setattr(aiopquic.quic.client, "Endpoint", _RecordingEndpoint)
+    bundles_read: list[bool] = []
+
+    def trust_store(cafile: str) -> TrustStore:
+        bundles_read.append(threading.get_ident() == _RecordingEndpoint.loop_thread)
+        return TrustStore(cafile)
+
+    monkeypatch.setattr(aiopquic.quic.config, "TrustStore", trust_store)
+    config = dataclasses.replace(client_config)  # a fresh config: its bundle is not read yet
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with QuicClient(config) as client:
+                async with client.connect("127.0.0.1", listener.port) as conn:
+                    await echo_once(conn, b"hello")
+            with pytest.raises(HandshakeError):  # fails, its thread still running
+                await open_quic_connection("127.0.0.1", listener.port, config=dataclasses.replace(config, alpn=["x"]))
+    assert bundles_read == [False, False]
+    assert ("start", False) in calls and ("join", False) in calls
+    assert [call for call in calls if call[1]] == []
+
+
+async def test_cancelled_start_leaves_no_thread_or_socket(server_config: QuicConfig) -> None:
+    threads = network_threads()
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await serve_quic(echo_handler, "127.0.0.1", 0, server_config)
+        await assert_network_threads(threads)

@@ -135,7 +135,9 @@ cdef class TrustStore:
         cdef bytes path = _opt(cafile)
         if path is None:
             raise TypeError("cafile must be a path")
-        self.store = aq_trust_load(<const char*>path, err, sizeof(err))
+        cdef const char* c_path = <const char*>path
+        with nogil:  # reading a bundle takes milliseconds: let other threads run
+            self.store = aq_trust_load(c_path, err, sizeof(err))
         if self.store == NULL:
             raise ValueError(err.decode(errors="replace"))
 
@@ -231,7 +233,8 @@ cdef class Endpoint:
             cfg.qlog_dir = NULL if b_qlog is None else <const char*>b_qlog
             cfg.socket_buffer_size = socket_buffer_size
             cfg.max_connections = max_connections
-            self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
+            with nogil:  # reads the certificate and key files
+                self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
             free(alpn_ptrs)
         if self.ep == NULL:

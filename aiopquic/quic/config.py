@@ -6,8 +6,11 @@ import dataclasses
 import functools
 import math
 import os
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
+
+import anyio
 
 from .._core import SessionCache, TrustStore
 
@@ -28,6 +31,10 @@ def _encode(text: str, field: str) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         raise ValueError(f"{field}: {text!r} cannot be encoded as UTF-8") from None
+
+
+def _no_password() -> bytes:
+    return b""
 
 
 def _check_path(field: str, path: object) -> None:
@@ -214,6 +221,32 @@ class QuicConfig:
             return TrustStore(os.fspath(cafile))
         except ValueError as exc:
             raise ValueError(f"cafile: {exc}") from None
+
+    async def _load_trust(self) -> None:
+        """Read the CA bundle in a worker thread, not in the event loop (once per config:
+        certifi's takes ~15 ms).  A no-op unless this config verifies servers."""
+        if self.verify and "_trust" not in self.__dict__:
+            await anyio.to_thread.run_sync(lambda: self._trust)
+
+    def _check_certificate_and_key(self) -> None:
+        """Check that ``keyfile`` is the key of the first certificate of ``certfile``
+        (slow: file reads; call it off the event loop)."""
+        certfile, keyfile = os.fspath(self.certfile or ""), os.fspath(self.keyfile or "")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            # An encrypted key gets no password (and no prompt on the terminal).
+            context.load_cert_chain(certfile, keyfile, password=_no_password)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ValueError(
+                    f"certfile and keyfile: the private key in {keyfile!r} does not match the "
+                    f"certificate in {certfile!r}; give the key the certificate was made for "
+                    "(and list the server's own certificate first in certfile, then its chain)"
+                ) from None
+            raise ValueError(
+                f"certfile and keyfile: cannot use the certificate and key in {certfile!r} and "
+                f"{keyfile!r} ({exc.reason or exc}); expected PEM files, the key unencrypted"
+            ) from None
 
     @functools.cached_property
     def _sessions(self) -> SessionCache:

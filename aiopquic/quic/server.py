@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from .._core import Endpoint
 from .config import QuicConfig
 from .connection import ERROR_CODE_ON_EXCEPTION, QuicConnection
-from .endpoint import QuicEndpoint
+from .endpoint import QuicEndpoint, close_core
 from .errors import ConnectionClosed
 
 __all__ = ["QuicListener", "serve_quic"]
@@ -50,11 +50,14 @@ async def _bind_address(host: str | None) -> str:
 
 
 def _start(config: QuicConfig, bind: str, port: int) -> tuple[Endpoint, str]:
-    """A started core endpoint and the address it bound.
+    """Check the certificate and key, bind, start the network thread: blocking work
+    (file reads, waiting for the thread to open its socket) for a worker thread.
+    Return the started core and the address it bound.
 
     "" binds any address of both families (an IPv6 and an IPv4 socket on one
     port), reported as "::"; IPv4 alone where no IPv6 socket can be had.
     """
+    config._check_certificate_and_key()
     if bind:
         return _start_core(config, bind, port), bind
     try:
@@ -113,13 +116,21 @@ async def serve_quic(
         raise ValueError("serving needs a certificate: QuicConfig(certfile=..., keyfile=...)")
     if not 0 <= port < 65536:
         raise ValueError(f"port must be from 0 to 65535, got {port!r}")
-    core, bind = _start(config, await _bind_address(host), port)
-    bound_port = core.port
-    endpoint = QuicEndpoint(core, config)
-    logger.info("serving QUIC on %s port %d (ALPN %s)", bind, bound_port, ", ".join(config.alpn))
+    bind = await _bind_address(host)
+    # Shielded: a start cancelled half-way would leave a running thread and a bound
+    # socket behind.  Cancellation takes effect at the next checkpoint, below,
+    # where the core is closed.
+    with anyio.CancelScope(shield=True):
+        core, bind = await anyio.to_thread.run_sync(_start, config, bind, port)
     try:
+        bound_port = core.port
+        endpoint = QuicEndpoint(core, config)
+        logger.info("serving QUIC on %s port %d (ALPN %s)", bind, bound_port, ", ".join(config.alpn))
         async with anyio.create_task_group() as dispatch_group:
-            await dispatch_group.start(endpoint.run)
+            # Not task_group.start(): the dispatcher is immune to cancellation, so a
+            # start cancelled while waiting for it would wait for ever.  Events that
+            # come before it runs wait in the core.
+            dispatch_group.start_soon(endpoint.run, name="aiopquic dispatcher")
             try:
                 async with anyio.create_task_group() as handlers:
                     endpoint.on_connection = lambda conn: handlers.start_soon(
@@ -134,4 +145,4 @@ async def serve_quic(
             finally:
                 await endpoint.aclose()
     finally:
-        core.close()
+        await close_core(core)
