@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -30,6 +31,7 @@ from .helpers import (
     bound_udp_addresses,
     echo_handler,
     echo_once,
+    make_odd_certificates,
     network_threads,
     read_all,
     running_server,
@@ -161,6 +163,24 @@ async def test_alpn_mismatch_is_a_handshake_error(certs: CertificateSet) -> None
                 async with open_quic_connection("localhost", listener.port, config=client):
                     pass
     assert "ALPN" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("flaw", "message"),
+    [
+        ({"not_before_days": 1}, "not yet valid"),
+        ({"not_before_days": -10, "server_auth": False}, "not allowed for server authentication"),
+    ],
+)
+async def test_certificate_flaws_are_named(tmp_path: Path, flaw: dict[str, Any], message: str) -> None:
+    odd = make_odd_certificates(tmp_path, **flaw)
+    server = QuicConfig(alpn=["test"], certfile=odd.certfile, keyfile=odd.keyfile)
+    client = QuicConfig(alpn=["test"], cafile=odd.cafile)
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server) as listener:
+            with pytest.raises(HandshakeError, match=message) as info:
+                await open_quic_connection("localhost", listener.port, config=client)
+    assert "expired" not in str(info.value)
 
 
 async def test_untrusted_certificate_fails(server_config: QuicConfig, other_certs: CertificateSet) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import random
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -33,7 +34,7 @@ from aiopquic.quic.connection import DATAGRAM_PACKET_ROOM
 from aiopquic.quic.errors import PICOQUIC_ERROR_IDLE_TIMEOUT
 
 from .aioquic_peer import AioquicPeer, PeerProtocol, early_data_echo
-from .helpers import echo_handler, echo_once, read_all, running_server
+from .helpers import echo_handler, echo_once, make_odd_certificates, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -231,6 +232,18 @@ async def test_server_datagram_of_max_size_reaches_aioquic(
             stream_id = await peer.call(client.send, b"still connected")
             assert await peer.call(client.wait_stream, stream_id) == b"still connected"
             assert client.terminated is None
+
+
+async def test_client_names_a_chain_out_of_order(peer: AioquicPeer, tmp_path: Path) -> None:
+    # aioquic serves the chain as its certfile lists it: here the CA first.
+    odd = make_odd_certificates(tmp_path, ca_first=True)
+    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    config.load_cert_chain(odd.certfile, odd.keyfile)
+    port = await peer.serve(config)
+    client = QuicConfig(alpn=["test"], cafile=odd.cafile, server_name="localhost")
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(HandshakeError, match="chain out of order"):
+            await open_quic_connection("127.0.0.1", port, config=client)
 
 
 async def test_client_sees_aioquic_close_code_and_reason(

@@ -28,6 +28,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t local_app_error
         uint64_t remote_app_error
         char* remote_reason
+        int verify_error
         int was_ready
         int resumed
         uint64_t dg_tx_dropped

@@ -428,6 +428,12 @@ cdef class ConnHandle:
         return (c.local_error, c.remote_error, c.local_app_error, c.remote_app_error, reason)
 
     @property
+    def verify_error(self):
+        """Why the server's certificate chain was refused: OpenSSL's X509_V_ERR_*
+        code, -1 if it did not start with the server's own certificate; 0 if not."""
+        return self.c.verify_error
+
+    @property
     def resumed(self):
         """True if the handshake resumed an earlier TLS session."""
         return bool(self.c.resumed)

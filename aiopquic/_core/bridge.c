@@ -1280,6 +1280,15 @@ static void aq_register_cc(void)
     picoquic_register_all_congestion_control_algorithms();
 }
 
+/* Network thread, during the handshake: remember why the server's chain was refused. */
+static void aq_verify_failed(picoquic_cnx_t* cnx, int reason)
+{
+    aq_conn_t* c = cnx != NULL ? (aq_conn_t*)picoquic_get_callback_context(cnx) : NULL;
+    if (c != NULL) {
+        c->verify_error = reason;
+    }
+}
+
 aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
 {
     aq_endpoint_t* ep = (aq_endpoint_t*)calloc(1, sizeof(aq_endpoint_t));
@@ -1338,7 +1347,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
-    if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {
+    if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust, aq_verify_failed) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);
         return NULL;

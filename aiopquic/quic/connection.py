@@ -87,6 +87,20 @@ _DATAGRAMS_OFF = (
 )
 
 
+#: Why our verification refused the server's chain (OpenSSL's X509_V_ERR_* codes,
+#: -1 from the core for a chain that does not start with the server's own
+#: certificate), where that says more than the TLS alert sent for it.
+_VERIFY_HINTS = {
+    9: "the server certificate is not yet valid (its notBefore date is in the future): "
+    "check the clocks of the server and of this machine",
+    10: "the server certificate has expired (certificate_expired): the server needs a new one",
+    26: "the server certificate is not allowed for server authentication (its "
+    "extendedKeyUsage lacks serverAuth): the server needs a certificate issued for TLS servers",
+    -1: "the server sent its certificate chain out of order (a CA certificate first): "
+    "its certfile must start with the server's own certificate, then the intermediates",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class QuicConnectionStats:
     """Counters of one connection, as seen by the application."""
@@ -456,7 +470,8 @@ class QuicConnection:
                     transport_error=local,
                 )
             code, by_peer = (remote, True) if remote else (local, False)
-            hint = _CERT_HINTS.get(code)
+            hint = None if by_peer else _VERIFY_HINTS.get(self._h.verify_error)
+            hint = hint or _CERT_HINTS.get(code)
             detail = hint.format(**hint_args) if hint else describe_transport_error(code)
             who = "the peer refused the handshake" if by_peer else "handshake failed"
             return HandshakeError(f"{who}: {detail}", transport_error=code, by_peer=by_peer)
