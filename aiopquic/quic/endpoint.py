@@ -101,6 +101,8 @@ class QuicEndpoint:
         try:
             with self._scope:
                 task_status.started()
+                if self._scope.cancel_called:
+                    return  # stopped before it ran (a cancelled start)
                 if sniffio.current_async_library() == "asyncio":
                     # Events are dispatched by the reader callback; this task only
                     # starts the handlers of new connections.
