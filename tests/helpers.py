@@ -3,6 +3,10 @@ count network threads."""
 
 from __future__ import annotations
 
+import datetime
+import socket
+import sys
+
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,13 +15,14 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from aiopquic import AnyQuicStream, QuicConfig, QuicConnection, QuicListener, QuicStream, serve_quic
+from aiopquic.cli.certs import CertificateSet
 
 Handler = Callable[[QuicConnection], Awaitable[None]]
 
 
 @asynccontextmanager
 async def running_server(
-    handler: Handler, config: QuicConfig, host: str = "127.0.0.1"
+    handler: Handler, config: QuicConfig, host: str | None = "127.0.0.1"
 ) -> AsyncIterator[QuicListener]:
     """Run ``serve_quic`` for the duration of the block."""
     async with anyio.create_task_group() as tg:
@@ -56,6 +61,73 @@ async def _echo_stream(stream: AnyQuicStream) -> None:
     if isinstance(stream, QuicStream):  # a unidirectional stream is only drained
         await stream.send(data)
         await stream.send_eof()
+
+
+def make_odd_certificates(
+    directory: Path, *, not_before_days: float = -1, server_auth: bool = True, ca_first: bool = False
+) -> CertificateSet:
+    """A CA and a leaf for localhost it signs, the leaf's flaws chosen: valid only from
+    ``not_before_days`` from now, without serverAuth in its extendedKeyUsage, or
+    written after the CA certificate in ``certfile`` (a chain out of order)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aiopquic odd CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=2))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_auth else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=not_before_days))
+        .not_valid_after(now + datetime.timedelta(days=20))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = CertificateSet(cafile=directory / "ca.pem", certfile=directory / "cert.pem", keyfile=directory / "key.pem")
+    paths.cafile.write_bytes(ca_cert.public_bytes(pem))
+    chain = [ca_cert, cert] if ca_first else [cert, ca_cert]
+    paths.certfile.write_bytes(b"".join(c.public_bytes(pem) for c in chain))
+    paths.keyfile.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def bound_udp_addresses(port: int) -> set[str]:
+    """The local addresses of this host's UDP sockets bound to ``port`` (read from
+    /proc/net: what the kernel really bound, whatever the library reports)."""
+    found = set()
+    for table, family in (("/proc/net/udp", socket.AF_INET), ("/proc/net/udp6", socket.AF_INET6)):
+        with open(table) as f:
+            next(f)  # the header
+            for line in f:
+                address, _, hex_port = line.split()[1].partition(":")
+                if int(hex_port, 16) == port:
+                    raw = bytes.fromhex(address)
+                    if sys.byteorder == "little":  # printed as 32-bit words in host order
+                        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    found.add(socket.inet_ntop(family, raw))
+    return found
 
 
 def network_threads() -> int:

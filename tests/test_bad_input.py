@@ -18,22 +18,48 @@ from .helpers import echo_handler, read_all
 
 BAD_VALUES = [
     ({"alpn": []}, "alpn"),
-    ({"alpn": "h3"}, "alpn"),
     ({"alpn": ["x" * 300]}, "alpn"),
+    ({"alpn": ["h3\0evil"]}, "alpn"),  # C would see "h3"
+    ({"alpn": ["\udc80"]}, "alpn"),
     ({"alpn": ["h3"], "certfile": "/nonexistent/cert.pem", "keyfile": "/nonexistent/key.pem"}, "certfile"),
     ({"alpn": ["h3"], "cafile": "/nonexistent/ca.pem"}, "cafile"),
+    ({"alpn": ["h3"], "server_name": ""}, "server_name"),
+    ({"alpn": ["h3"], "server_name": "example.org\0.evil"}, "server_name"),
     ({"alpn": ["h3"], "idle_timeout": -1}, "idle_timeout"),
     ({"alpn": ["h3"], "idle_timeout": float("nan")}, "idle_timeout"),
+    ({"alpn": ["h3"], "idle_timeout": float("inf")}, "idle_timeout"),
+    ({"alpn": ["h3"], "idle_timeout": 1e20}, "idle_timeout"),  # overflowed at connect
+    ({"alpn": ["h3"], "idle_timeout": 0.0001}, "idle_timeout"),  # 0 ms: never
     ({"alpn": ["h3"], "handshake_timeout": 0}, "handshake_timeout"),
+    ({"alpn": ["h3"], "handshake_timeout": 1e-7}, "handshake_timeout"),  # 0 us: picoquic's 30 s
+    ({"alpn": ["h3"], "handshake_timeout": 1e20}, "handshake_timeout"),
+    ({"alpn": ["h3"], "close_timeout": 1e20}, "close_timeout"),
     ({"alpn": ["h3"], "max_data": 0}, "max_data"),
     ({"alpn": ["h3"], "max_stream_data": 10}, "max_stream_data"),
     ({"alpn": ["h3"], "max_streams_bidi": -1}, "max_streams_bidi"),
-    ({"alpn": ["h3"], "max_streams_uni": 1.5}, "max_streams_uni"),
-    ({"alpn": ["h3"], "max_datagram_frame_size": 70000}, "max_datagram_frame_size"),
+    ({"alpn": ["h3"], "max_datagram_frame_size": 1 << 62}, "max_datagram_frame_size"),
     ({"alpn": ["h3"], "congestion_control": "warp"}, "congestion_control"),
     ({"alpn": ["h3"], "qlog_dir": "/nonexistent/dir"}, "qlog_dir"),
     ({"alpn": ["h3"], "keylog_file": "/nonexistent/dir/keys.log"}, "keylog_file"),
+    ({"alpn": ["h3"], "keylog_file": "/tmp/keys\0.log"}, "keylog_file"),  # C would write /tmp/keys
+]
+
+WRONG_TYPES = [
+    ({"alpn": "h3"}, "alpn"),
+    ({"alpn": [b"h3"]}, "alpn"),
+    # verify must be exactly True or False: these all used to turn verification off.
+    ({"alpn": ["h3"], "verify": None}, "verify"),
+    ({"alpn": ["h3"], "verify": ""}, "verify"),
+    ({"alpn": ["h3"], "verify": 0}, "verify"),
+    ({"alpn": ["h3"], "verify": "yes"}, "verify"),
+    ({"alpn": ["h3"], "resume_sessions": None}, "resume_sessions"),
+    ({"alpn": ["h3"], "server_name": b"example.org"}, "server_name"),
+    ({"alpn": ["h3"], "idle_timeout": "30"}, "idle_timeout"),
+    ({"alpn": ["h3"], "handshake_timeout": True}, "handshake_timeout"),
+    ({"alpn": ["h3"], "max_streams_uni": 1.5}, "max_streams_uni"),
     ({"alpn": ["h3"], "socket_buffer_size": True}, "socket_buffer_size"),
+    ({"alpn": ["h3"], "congestion_control": None}, "congestion_control"),
+    ({"alpn": ["h3"], "cafile": 3}, "cafile"),
 ]
 
 
@@ -41,6 +67,20 @@ BAD_VALUES = [
 def test_bad_config_values_name_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         QuicConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), WRONG_TYPES)
+def test_wrong_config_types_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        QuicConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_bounds_are_inclusive() -> None:
+    QuicConfig(alpn=["h3"], idle_timeout=0, handshake_timeout=0.001, close_timeout=0)
+    QuicConfig(alpn=["h3"], idle_timeout=86400, handshake_timeout=86400, close_timeout=86400)
+    # aioquic's own examples use 65536; any varint is a legal transport parameter.
+    QuicConfig(alpn=["h3"], max_datagram_frame_size=65536)
+    QuicConfig(alpn=["h3"], max_datagram_frame_size=(1 << 62) - 1)
 
 
 def test_config_is_keyword_only_and_frozen() -> None:
@@ -64,6 +104,16 @@ async def test_garbage_key_fails_to_serve(certs: CertificateSet, tmp_path: Path)
     with anyio.fail_after(10):
         with pytest.raises(ValueError, match="certificate and key"):
             await serve_quic(echo_handler, "127.0.0.1", 0, config)
+
+
+@pytest.mark.anyio
+async def test_key_of_another_certificate_fails_to_serve(certs: CertificateSet, other_certs: CertificateSet) -> None:
+    # picoquic starts happily with such a pair; every client then sees "TLS alert 0x33".
+    config = QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=other_certs.keyfile)
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="does not match") as info:
+            await serve_quic(echo_handler, "127.0.0.1", 0, config)
+    assert str(certs.certfile) in str(info.value) and str(other_certs.keyfile) in str(info.value)
 
 
 @pytest.mark.anyio

@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+import aiopquic.quic.client
+import aiopquic.quic.config
+import aiopquic.quic.server
 from aiopquic import (
     ConnectionClosed,
     HandshakeError,
+    QuicClient,
     QuicConfig,
     QuicConnection,
     QuicStream,
     open_quic_connection,
+    serve_quic,
 )
+from aiopquic._core import Endpoint, TrustStore
 from aiopquic.cli.certs import CertificateSet
 
-from .helpers import echo_handler, echo_once, read_all, running_server
+from .helpers import (
+    assert_network_threads,
+    bound_udp_addresses,
+    echo_handler,
+    echo_once,
+    make_odd_certificates,
+    network_threads,
+    read_all,
+    running_server,
+)
 from .rebinding_relay import RebindingRelay
 
 pytestmark = pytest.mark.anyio
@@ -150,6 +167,24 @@ async def test_alpn_mismatch_is_a_handshake_error(certs: CertificateSet) -> None
     assert "ALPN" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("flaw", "message"),
+    [
+        ({"not_before_days": 1}, "not yet valid"),
+        ({"not_before_days": -10, "server_auth": False}, "not allowed for server authentication"),
+    ],
+)
+async def test_certificate_flaws_are_named(tmp_path: Path, flaw: dict[str, Any], message: str) -> None:
+    odd = make_odd_certificates(tmp_path, **flaw)
+    server = QuicConfig(alpn=["test"], certfile=odd.certfile, keyfile=odd.keyfile)
+    client = QuicConfig(alpn=["test"], cafile=odd.cafile)
+    with anyio.fail_after(10):
+        async with running_server(_wait_closed_handler, server) as listener:
+            with pytest.raises(HandshakeError, match=message) as info:
+                await open_quic_connection("localhost", listener.port, config=client)
+    assert "expired" not in str(info.value)
+
+
 async def test_untrusted_certificate_fails(server_config: QuicConfig, other_certs: CertificateSet) -> None:
     client = QuicConfig(alpn=["test"], cafile=other_certs.cafile)
     with anyio.fail_after(10):
@@ -200,6 +235,35 @@ async def test_ipv6_loopback(server_config: QuicConfig, client_config: QuicConfi
                 await stream.send(b"v6")
                 await stream.send_eof()
                 assert await read_all(stream) == b"v6"
+
+
+async def test_scoped_ipv6_address(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config, host="::1%lo") as listener:
+            assert listener.address == ("::1%lo", listener.port)
+            assert bound_udp_addresses(listener.port) == {"::1"}  # not widened to "::"
+            async with open_quic_connection("::1%lo", listener.port, config=client_config) as conn:
+                assert conn.remote_address is not None and conn.remote_address[0].startswith("::1")
+                await echo_once(conn, b"scoped")
+
+
+async def test_unknown_interface_is_refused(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
+            await serve_quic(echo_handler, "::1%nosuchif0", 0, server_config)
+        with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
+            await open_quic_connection("::1%nosuchif0", 4433, config=client_config)
+
+
+async def test_no_host_serves_both_families(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    config = dataclasses.replace(client_config, handshake_timeout=2)
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config, host=None) as listener:
+            assert listener.address == ("::", listener.port)
+            assert bound_udp_addresses(listener.port) == {"0.0.0.0", "::"}
+            for host in ("127.0.0.1", "::1"):
+                async with open_quic_connection(host, listener.port, config=config) as conn:
+                    await echo_once(conn, host.encode())
 
 
 async def test_keylog_file(server_config: QuicConfig, client_config: QuicConfig, tmp_path: Path) -> None:
@@ -351,3 +415,58 @@ async def test_remote_address_follows_a_nat_rebinding(
                     assert seen[0].remote_address == ("127.0.0.1", relay.upstream_port)
                     assert seen[0].stats.address_changes >= 1
                 done.set()
+
+
+class _RecordingEndpoint(Endpoint):
+    """A core endpoint that notes which thread starts and stops it."""
+
+    calls: list[tuple[str, bool]] = []
+    loop_thread = 0
+
+    def start(self, host: str, port: int, timeout_ms: int = 5000) -> int:
+        if timeout_ms:  # one that waits for the socket (timeout_ms=0 returns at once)
+            self.calls.append(("start", threading.get_ident() == self.loop_thread))
+        return super().start(host, port, timeout_ms)
+
+    def close(self) -> None:
+        if not self.closed and self.thread_error() is None:  # a join that waits for the thread
+            self.calls.append(("join", threading.get_ident() == self.loop_thread))
+        super().close()
+
+
+async def test_slow_calls_stay_out_of_the_event_loop(
+    server_config: QuicConfig, client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for the network thread to open its socket, joining a thread that has
+    not exited, reading the CA bundle: all in worker threads."""
+    _RecordingEndpoint.calls = calls = []
+    _RecordingEndpoint.loop_thread = threading.get_ident()
+    monkeypatch.setattr(aiopquic.quic.server, "Endpoint", _RecordingEndpoint)
+    monkeypatch.setattr(aiopquic.quic.client, "Endpoint", _RecordingEndpoint)
+    bundles_read: list[bool] = []
+
+    def trust_store(cafile: str) -> TrustStore:
+        bundles_read.append(threading.get_ident() == _RecordingEndpoint.loop_thread)
+        return TrustStore(cafile)
+
+    monkeypatch.setattr(aiopquic.quic.config, "TrustStore", trust_store)
+    config = dataclasses.replace(client_config)  # a fresh config: its bundle is not read yet
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with QuicClient(config) as client:
+                async with client.connect("127.0.0.1", listener.port) as conn:
+                    await echo_once(conn, b"hello")
+            with pytest.raises(HandshakeError):  # fails, its thread still running
+                await open_quic_connection("127.0.0.1", listener.port, config=dataclasses.replace(config, alpn=["x"]))
+    assert bundles_read == [False, False]
+    assert ("start", False) in calls and ("join", False) in calls
+    assert [call for call in calls if call[1]] == []
+
+
+async def test_cancelled_start_leaves_no_thread_or_socket(server_config: QuicConfig) -> None:
+    threads = network_threads()
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await serve_quic(echo_handler, "127.0.0.1", 0, server_config)
+        await assert_network_threads(threads)

@@ -54,13 +54,21 @@ async def test_datagram_too_large(server_config: QuicConfig, client_config: Quic
                     await conn.send_datagram(b"x" * (conn.max_datagram_size + 1))
 
 
+async def _hold(conn: QuicConnection) -> None:
+    async with conn:
+        await conn.wait_closed()
+
+
 async def test_datagrams_off_by_default(server_config: QuicConfig, client_config: QuicConfig) -> None:
     with anyio.fail_after(10):
-        async with running_server(_datagram_echo, server_config) as listener:
+        async with running_server(_hold, server_config) as listener:
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
                 assert conn.max_datagram_size == 0
                 with pytest.raises(QuicError, match="max_datagram_frame_size"):
                     await conn.send_datagram(b"hello")
+                # None can come: say so at once rather than wait forever.
+                with pytest.raises(QuicError, match="max_datagram_frame_size"):
+                    await conn.receive_datagram()
 
 
 async def test_full_receive_queue_drops_oldest(server_config: QuicConfig, client_config: QuicConfig) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import random
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -29,10 +30,11 @@ from aiopquic import (
     open_quic_connection,
 )
 from aiopquic.cli.certs import CertificateSet
+from aiopquic.quic.connection import DATAGRAM_PACKET_ROOM
 from aiopquic.quic.errors import PICOQUIC_ERROR_IDLE_TIMEOUT
 
 from .aioquic_peer import AioquicPeer, PeerProtocol, early_data_echo
-from .helpers import echo_handler, read_all, running_server
+from .helpers import echo_handler, echo_once, make_odd_certificates, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -176,6 +178,72 @@ async def test_client_datagrams_both_ways(
             assert (await peer.call(server.wait_datagrams, len(sent) + 1))[-1] == largest
             assert conn.stats.datagrams_sent == 6
             assert conn.stats.datagrams_received == 6
+
+
+#: aioquic's max_datagram_frame_size -> the largest payload it takes (RFC 9221: the
+#: limit counts the frame's type and length), capped by what fits one packet.
+DATAGRAM_LIMITS = [(64, 62), (1000, 997), (65536, DATAGRAM_PACKET_ROOM)]
+
+
+@pytest.mark.parametrize(("frame_size", "largest"), DATAGRAM_LIMITS)
+async def test_client_datagram_of_max_size_reaches_aioquic(
+    peer: AioquicPeer,
+    aioquic_server_config: QuicConfiguration,
+    our_client_config: QuicConfig,
+    frame_size: int,
+    largest: int,
+) -> None:
+    aioquic_server_config.max_datagram_frame_size = frame_size
+    config = dataclasses.replace(our_client_config, max_datagram_frame_size=65536)
+    port = await peer.serve(aioquic_server_config)
+    with anyio.fail_after(TIMEOUT):
+        async with open_quic_connection("127.0.0.1", port, config=config) as conn:
+            server = await peer.accepted()
+            assert conn.max_datagram_size == largest
+            data = payload(largest, seed=frame_size)
+            await conn.send_datagram(data)
+            assert await peer.call(server.wait_datagrams, 1) == [data]
+            await echo_once(conn, b"still connected")
+            assert server.terminated is None
+
+
+@pytest.mark.parametrize(("frame_size", "largest"), DATAGRAM_LIMITS)
+async def test_server_datagram_of_max_size_reaches_aioquic(
+    peer: AioquicPeer,
+    aioquic_client_config: QuicConfiguration,
+    our_server_config: QuicConfig,
+    frame_size: int,
+    largest: int,
+) -> None:
+    aioquic_client_config.max_datagram_frame_size = frame_size
+    config = dataclasses.replace(our_server_config, max_datagram_frame_size=65536)
+    sizes: list[int] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        sizes.append(conn.max_datagram_size)
+        await conn.send_datagram(payload(conn.max_datagram_size, seed=frame_size))
+        await echo_handler(conn)
+
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(handler, config) as listener:
+            client = await peer.connect("127.0.0.1", listener.port, aioquic_client_config)
+            assert await peer.call(client.wait_datagrams, 1) == [payload(largest, seed=frame_size)]
+            assert sizes == [largest]
+            stream_id = await peer.call(client.send, b"still connected")
+            assert await peer.call(client.wait_stream, stream_id) == b"still connected"
+            assert client.terminated is None
+
+
+async def test_client_names_a_chain_out_of_order(peer: AioquicPeer, tmp_path: Path) -> None:
+    # aioquic serves the chain as its certfile lists it: here the CA first.
+    odd = make_odd_certificates(tmp_path, ca_first=True)
+    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    config.load_cert_chain(odd.certfile, odd.keyfile)
+    port = await peer.serve(config)
+    client = QuicConfig(alpn=["test"], cafile=odd.cafile, server_name="localhost")
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(HandshakeError, match="chain out of order"):
+            await open_quic_connection("127.0.0.1", port, config=client)
 
 
 async def test_client_sees_aioquic_close_code_and_reason(

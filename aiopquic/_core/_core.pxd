@@ -44,6 +44,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t remote_app_error
         char* remote_reason
         int close_truncated
+        int verify_error
         int was_ready
         int resumed
         uint64_t dg_tx_dropped

@@ -11,7 +11,6 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-import ipaddress
 import socket
 
 EV_NEW = AQ_EV_NEW
@@ -63,24 +62,49 @@ cdef union sockaddr_any:
     sockaddr_in6 v6
 
 
+cdef unsigned int _scope_id(str host, str scope) except? 0:
+    """The interface index named by the ``%scope`` of an IPv6 address: a name or a number."""
+    if scope.isdigit():
+        index = int(scope)
+        if 0 < index < 1 << 32:
+            return index
+    else:
+        try:
+            return socket.if_nametoindex(scope)
+        except OSError:
+            pass
+    raise ValueError(
+        f"{host!r}: no network interface {scope!r} on this host (the part after % names "
+        "the interface of a scoped IPv6 address, e.g. fe80::1%eth0)"
+    )
+
+
 cdef int _to_sockaddr(str host, int port, sockaddr_any* out) except -1:
-    """Fill ``out`` from a numeric IPv4/IPv6 address and a port."""
+    """Fill ``out`` from a numeric IPv4 or IPv6 address and a port.
+
+    An IPv6 address may name its interface (``fe80::1%eth0``, ``fe80::1%2``): that
+    becomes ``sin6_scope_id``.  Anything else raises ValueError, never a wider address.
+    """
     memset(out, 0, sizeof(sockaddr_any))
-    ip = ipaddress.ip_address(host)
-    raw = host.encode()
-    if ip.version == 6:
+    address, percent, scope = host.partition("%")
+    raw = address.encode()
+    if ":" in address:
+        if inet_pton(socket.AF_INET6, raw, &out.v6.sin6_addr) != 1 or (percent and not scope):
+            raise ValueError(f"{host!r} is not a numeric IPv6 address")
         out.v6.sin6_family = socket.AF_INET6
         out.v6.sin6_port = htons(port)
-        inet_pton(socket.AF_INET6, raw, &out.v6.sin6_addr)
+        if scope:
+            out.v6.sin6_scope_id = _scope_id(host, scope)
     else:
+        if percent or inet_pton(socket.AF_INET, raw, &out.v4.sin_addr) != 1:
+            raise ValueError(f"{host!r} is not a numeric IPv4 address")
         out.v4.sin_family = socket.AF_INET
         out.v4.sin_port = htons(port)
-        inet_pton(socket.AF_INET, raw, &out.v4.sin_addr)
     return 0
 
 
 cdef object _from_sockaddr(const sockaddr* sa):
-    """Return ``(host, port)`` for an IPv4/IPv6 address, or None."""
+    """Return ``(host, port)`` for an IPv4/IPv6 address (``%interface`` kept), or None."""
     cdef char buf[64]
     cdef const sockaddr_in* v4
     cdef const sockaddr_in6* v6
@@ -91,7 +115,13 @@ cdef object _from_sockaddr(const sockaddr* sa):
     if sa.sa_family == socket.AF_INET6:
         v6 = <const sockaddr_in6*>sa
         inet_ntop(socket.AF_INET6, &v6.sin6_addr, buf, sizeof(buf))
-        return (buf.decode(), ntohs(v6.sin6_port))
+        host = buf.decode()
+        if v6.sin6_scope_id:
+            try:
+                host += "%" + socket.if_indextoname(v6.sin6_scope_id)
+            except OSError:
+                host += "%" + str(v6.sin6_scope_id)
+        return (host, ntohs(v6.sin6_port))
     return None
 
 
@@ -107,7 +137,9 @@ cdef class TrustStore:
         cdef bytes path = _opt(cafile)
         if path is None:
             raise TypeError("cafile must be a path")
-        self.store = aq_trust_load(<const char*>path, err, sizeof(err))
+        cdef const char* c_path = <const char*>path
+        with nogil:  # reading a bundle takes milliseconds: let other threads run
+            self.store = aq_trust_load(c_path, err, sizeof(err))
         if self.store == NULL:
             raise ValueError(err.decode(errors="replace"))
 
@@ -207,7 +239,8 @@ cdef class Endpoint:
             cfg.socket_buffer_size = socket_buffer_size
             cfg.max_connections = max_connections
             cfg.early_data = early_data
-            self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
+            with nogil:  # reads the certificate and key files
+                self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
             free(alpn_ptrs)
         if self.ep == NULL:
@@ -222,7 +255,8 @@ cdef class Endpoint:
             self.ep = NULL
 
     def start(self, str host, int port, int timeout_ms=5000):
-        """Bind ``host``:``port`` (numeric), start the thread, return the bound port.
+        """Bind ``host``:``port`` (numeric, an IPv6 one perhaps with ``%interface``),
+        start the thread, return the bound port.
 
         An empty ``host`` binds any address of both families (an IPv6 and an
         IPv4 socket), as a client that connects to either needs.
@@ -427,6 +461,12 @@ cdef class ConnHandle:
         cdef aq_conn_t* c = self.c
         reason = c.remote_reason.decode(errors="replace") if c.remote_reason != NULL else ""
         return (c.local_error, c.remote_error, c.local_app_error, c.remote_app_error, reason)
+
+    @property
+    def verify_error(self):
+        """Why the server's certificate chain was refused: OpenSSL's X509_V_ERR_*
+        code, -1 if it did not start with the server's own certificate; 0 if not."""
+        return self.c.verify_error
 
     @property
     def resumed(self):

@@ -147,6 +147,7 @@ struct aq_conn {
     uint64_t local_app_error;
     uint64_t remote_app_error;
     char* remote_reason;
+    int verify_error; /* why the server's chain was refused: X509_V_ERR_*, AQ_VERIFY_CHAIN_ORDER; 0 */
     int was_ready;
     int resumed; /* the handshake resumed a TLS session */
     int early;   /* client: alpn and peer_addr written before AQ_EV_EARLY */

@@ -81,6 +81,15 @@ static void aq_register_cc(void)
     picoquic_register_all_congestion_control_algorithms();
 }
 
+/* Network thread, during the handshake: remember why the server's chain was refused. */
+static void aq_verify_failed(picoquic_cnx_t* cnx, int reason)
+{
+    aq_conn_t* c = cnx != NULL ? (aq_conn_t*)picoquic_get_callback_context(cnx) : NULL;
+    if (c != NULL) {
+        c->verify_error = reason;
+    }
+}
+
 aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
 {
     aq_endpoint_t* ep = (aq_endpoint_t*)calloc(1, sizeof(aq_endpoint_t));
@@ -153,7 +162,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     /* Path statistics for Python: a fresh copy when the RTT moves by 1 ms or the
      * pacing rate by 1 MB/s (picoquic_callback_path_quality_changed). */
     picoquic_default_quality_update(ep->quic, 1000000, 1000);
-    if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust) != 0) {
+    if (cfg->verify && cfg->trust != NULL && aq_trust_use(ep->quic, (aq_trust_t*)cfg->trust, aq_verify_failed) != 0) {
         snprintf(err, errlen, "out of memory");
         aq_endpoint_free(ep);
         return NULL;

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "picotls.h"
 #include "picotls/openssl.h"
@@ -51,6 +53,8 @@ struct aq_trust {
 typedef struct {
     ptls_verify_certificate_t super; /* first: picotls hands this pointer back */
     ptls_openssl_verify_certificate_t openssl;
+    ptls_openssl_override_verify_certificate_t on_result; /* sees OpenSSL's error code */
+    aq_verify_failed_fn on_failure;
     aq_trust_t* trust;
 } aq_verifier_t;
 
@@ -221,6 +225,32 @@ static int aq_verify(ptls_verify_certificate_t* self, ptls_t* tls, const char* s
     return ret;
 }
 
+/* A CA certificate where the server's own should be, the server's own further on. */
+static int aq_leaf_misplaced(X509* first, STACK_OF(X509)* chain)
+{
+    if (first == NULL || X509_check_ca(first) == 0) {
+        return 0;
+    }
+    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        if (X509_check_ca(sk_X509_value(chain, i)) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* picotls's verdict, and OpenSSL's reason for it: pass the reason on, keep the verdict. */
+static int aq_verify_result(ptls_openssl_override_verify_certificate_t* self, ptls_t* tls, int ret, int ossl_ret,
+    X509* cert, STACK_OF(X509)* chain)
+{
+    aq_verifier_t* verifier = (aq_verifier_t*)((char*)self - offsetof(aq_verifier_t, on_result));
+    if (ret != 0 && verifier->on_failure != NULL) {
+        int reason = aq_leaf_misplaced(cert, chain) ? AQ_VERIFY_CHAIN_ORDER : ossl_ret;
+        verifier->on_failure((picoquic_cnx_t*)*ptls_get_data_ptr(tls), reason);
+    }
+    return ret;
+}
+
 static void aq_verifier_free(ptls_verify_certificate_t* self)
 {
     aq_verifier_t* verifier = (aq_verifier_t*)self;
@@ -229,7 +259,7 @@ static void aq_verifier_free(ptls_verify_certificate_t* self)
     free(verifier);
 }
 
-int aq_trust_use(picoquic_quic_t* quic, aq_trust_t* trust)
+int aq_trust_use(picoquic_quic_t* quic, aq_trust_t* trust, aq_verify_failed_fn on_failure)
 {
     aq_verifier_t* verifier = (aq_verifier_t*)calloc(1, sizeof(aq_verifier_t));
     if (verifier == NULL || ptls_openssl_init_verify_certificate(&verifier->openssl, trust->store) != 0) {
@@ -238,6 +268,9 @@ int aq_trust_use(picoquic_quic_t* quic, aq_trust_t* trust)
     }
     verifier->super.cb = aq_verify;
     verifier->super.algos = verifier->openssl.super.algos;
+    verifier->on_result.cb = aq_verify_result;
+    verifier->on_failure = on_failure;
+    verifier->openssl.override_callback = &verifier->on_result;
     atomic_fetch_add(&trust->refs, 1);
     verifier->trust = trust;
     picoquic_set_verify_certificate_callback(quic, &verifier->super, aq_verifier_free);

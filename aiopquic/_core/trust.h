@@ -27,8 +27,17 @@ aq_trust_t* aq_trust_load(const char* cafile, char* err, size_t errlen);
 /* Drop the caller's reference; verifiers keep theirs until their context goes. */
 void aq_trust_free(aq_trust_t* trust);
 
-/* Verify the peers of `quic` against `trust` (remembering validated chains). */
-int aq_trust_use(picoquic_quic_t* quic, aq_trust_t* trust);
+/* Why a verification failed, as told to aq_verify_failed_fn: an OpenSSL
+ * X509_V_ERR_* code, or this one when the chain does not start with the
+ * server's own certificate (a CA certificate first, a leaf after it). */
+#define AQ_VERIFY_CHAIN_ORDER (-1)
+
+/* Network thread: the chain `cnx`'s peer presented failed verification. */
+typedef void (*aq_verify_failed_fn)(picoquic_cnx_t* cnx, int reason);
+
+/* Verify the peers of `quic` against `trust` (remembering validated chains);
+ * tell `on_failure` (may be NULL) why a chain is refused. */
+int aq_trust_use(picoquic_quic_t* quic, aq_trust_t* trust, aq_verify_failed_fn on_failure);
 
 /* How many chains were taken from memory instead of being validated (tests). */
 unsigned long aq_trust_hits(aq_trust_t* trust);

@@ -14,7 +14,7 @@ import anyio
 from .._core import Endpoint
 from .config import QuicConfig
 from .connection import QuicConnection
-from .endpoint import QuicEndpoint
+from .endpoint import QuicEndpoint, close_core
 from .errors import (
     PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
     PICOQUIC_ERROR_IDLE_TIMEOUT,
@@ -63,9 +63,11 @@ async def _connect(host: str, port: int, config: QuicConfig, client: QuicClient 
     if not 0 < port < 65536:
         raise ValueError(f"port must be from 1 to 65535, got {port!r}")
     targets = await _resolve(host, port)
+    await config._load_trust()
     if client is not None:
         targets = client._reachable(targets, host)
-    server_name = config.server_name or host
+    # An address's interface (fe80::1%eth0) is no part of the name in the certificate.
+    server_name = config.server_name or host.partition("%")[0]
     if len(targets) == 1:
         # 0-RTT only here: returning before the handshake would end a race at once.
         early = config.early_data
@@ -101,10 +103,10 @@ async def _attempt(
         endpoint.add_connection(conn)
         await endpoint.drive_until(conn._usable.is_set if early else conn._handshake_done.is_set)
     except BaseException:
-        core.close()
+        await close_core(core)
         raise
     if not conn._ready and conn._closed_exc is not None:
-        core.close()
+        await close_core(core)
         raise conn._closed_exc
     # Ready (or sending 0-RTT), perhaps already closed again by the peer: the
     # first use will say so.
@@ -273,12 +275,17 @@ class QuicClient:
     async def __aenter__(self) -> QuicClient:
         if self._endpoint is not None or self._closed:
             raise RuntimeError("a QuicClient can be entered only once")
-        core = self._start_core()
+        await self.config._load_trust()
+        # Binding waits for the network thread to open its socket: in a worker
+        # thread, shielded so that a cancelled entry leaves no thread or socket
+        # behind (the core is closed below, at the next checkpoint).
+        with anyio.CancelScope(shield=True):
+            core = await anyio.to_thread.run_sync(self._start_core)
         try:
             endpoint = QuicEndpoint(core, self.config)
             await endpoint.start_client_dispatch()
         except BaseException:
-            core.close()
+            await close_core(core)
             raise
         self._endpoint = endpoint
         return self

@@ -6,8 +6,11 @@ import dataclasses
 import functools
 import math
 import os
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
+
+import anyio
 
 from .._core import SessionCache, TrustStore
 
@@ -16,6 +19,36 @@ __all__ = ["QuicConfig"]
 CONGESTION_CONTROLS = ("newreno", "cubic", "dcubic", "fast", "bbr", "bbr1", "prague", "c4")
 
 _VARINT_MAX = (1 << 62) - 1
+
+#: Bounds of every duration in a :class:`QuicConfig` (seconds): picoquic counts in
+#: milliseconds or microseconds, and a value that rounds to 0 means "never" there.
+MIN_SECONDS = 0.001
+MAX_SECONDS = 86400.0
+
+
+def _encode(text: str, field: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: {text!r} cannot be encoded as UTF-8") from None
+
+
+def _no_password() -> bytes:
+    return b""
+
+
+def _check_path(field: str, path: object) -> None:
+    """A path the C side can take: str or os.PathLike, without a NUL byte."""
+    if path is None:
+        return
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{field}: expected a path (str or os.PathLike), got {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"{field}: expected a str path, got {path!r}")
+    if "\0" in text:
+        raise ValueError(f"{field}: the path {text!r} contains a NUL byte")
+    _encode(text, field)
 
 
 def _default_ca_bundle() -> str | None:
@@ -41,7 +74,8 @@ class QuicConfig:
     """Settings of a QUIC endpoint, client or server.
 
     Every field is keyword-only and checked at construction: a bad value raises
-    :class:`ValueError` naming the field.  Sizes are in bytes, times in seconds.
+    :class:`ValueError`, a value of the wrong type :class:`TypeError`, both naming
+    the field.  Sizes are in bytes, times in seconds.
     """
 
     #: Application protocols offered (client) or accepted (server), in preference order.
@@ -52,13 +86,15 @@ class QuicConfig:
     keyfile: str | os.PathLike[str] | None = None
     #: CA bundle (PEM) that verifies the peer.  Without it, certifi's or the system's.
     cafile: str | os.PathLike[str] | None = None
-    #: Verify the server certificate chain and host name (clients).
+    #: Verify the server certificate chain and host name (clients): exactly True or
+    #: False, anything else is a TypeError (so that a mistyped value cannot turn it off).
     verify: bool = True
     #: Name sent as SNI and checked against the certificate; defaults to the host.
     server_name: str | None = None
-    #: Close the connection after this long without traffic (0 = never).
+    #: Close the connection after this long without traffic: 0 (never) or from
+    #: :data:`MIN_SECONDS` (1 ms) to :data:`MAX_SECONDS` (a day).
     idle_timeout: float = 30.0
-    #: Give up on a handshake after this long.
+    #: Give up on a handshake after this long: from 1 ms to a day.
     handshake_timeout: float = 10.0
     #: Most bytes a connection buffers for the application, all streams together
     #: (QUIC MAX_DATA, raised as the application reads).
@@ -74,7 +110,9 @@ class QuicConfig:
     max_streams_bidi: int = 128
     #: Unidirectional streams the peer may have open at once.
     max_streams_uni: int = 128
-    #: Largest DATAGRAM frame accepted; 0 turns datagrams off.
+    #: Largest DATAGRAM frame accepted (frame type and length included, RFC 9221),
+    #: any QUIC varint; 0 turns datagrams off.  ``QuicConnection.max_datagram_size``
+    #: says how large a payload that leaves.
     max_datagram_frame_size: int = 0
     #: Datagrams queued each way before the oldest is dropped.
     datagram_queue_size: int = 1024
@@ -86,7 +124,8 @@ class QuicConfig:
     qlog_dir: str | os.PathLike[str] | None = None
     #: SO_RCVBUF / SO_SNDBUF of the UDP socket (the kernel may clamp it).
     socket_buffer_size: int = 4 * 1024 * 1024
-    #: How long a graceful ``aclose()`` waits for sent data to be acknowledged.
+    #: How long a graceful ``aclose()`` waits for sent data to be acknowledged:
+    #: 0 or from 1 ms to a day.
     close_timeout: float = 2.0
     #: Connections a server endpoint accepts at once.
     max_connections: int = 1024
@@ -103,14 +142,18 @@ class QuicConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.alpn, str) or not isinstance(self.alpn, Sequence):
-            raise ValueError("alpn: expected a list of protocol names, e.g. alpn=['h3']")
+            raise TypeError("alpn: expected a list of protocol names, e.g. alpn=['h3']")
         alpns = tuple(self.alpn)
         if not alpns:
             raise ValueError("alpn: at least one protocol name is required")
         for name in alpns:
-            if not isinstance(name, str) or not 0 < len(name.encode()) < 256:
-                raise ValueError(f"alpn: {name!r} is not a protocol name of 1 to 255 bytes")
+            if not isinstance(name, str):
+                raise TypeError(f"alpn: expected protocol names as str, got {name!r}")
+            if not 0 < len(_encode(name, "alpn")) < 256 or "\0" in name:
+                raise ValueError(f"alpn: {name!r} is not a protocol name of 1 to 255 bytes without NUL")
         object.__setattr__(self, "alpn", alpns)
+        for field in ("certfile", "keyfile", "cafile", "keylog_file", "qlog_dir"):
+            _check_path(field, getattr(self, field))
         for field in ("certfile", "keyfile", "cafile"):
             path = getattr(self, field)
             if path is not None and not os.path.isfile(path):
@@ -123,8 +166,16 @@ class QuicConfig:
             parent = Path(self.keylog_file).parent
             if not parent.is_dir():
                 raise ValueError(f"keylog_file: directory {str(parent)!r} does not exist")
-        if self.server_name is not None and not (isinstance(self.server_name, str) and self.server_name):
-            raise ValueError("server_name: expected a non-empty host name")
+        for field in ("verify", "resume_sessions"):
+            # Exactly a bool: verify=os.environ.get(...) or verify=None must not fail open.
+            if not isinstance(getattr(self, field), bool):
+                raise TypeError(f"{field}: expected True or False, got {getattr(self, field)!r}")
+        if self.server_name is not None:
+            if not isinstance(self.server_name, str):
+                raise TypeError(f"server_name: expected a host name as str, got {self.server_name!r}")
+            _encode(self.server_name, "server_name")
+            if not self.server_name or "\0" in self.server_name:
+                raise ValueError(f"server_name: expected a non-empty host name without NUL, got {self.server_name!r}")
         self._check_seconds("idle_timeout", allow_zero=True)
         self._check_seconds("handshake_timeout", allow_zero=False)
         self._check_seconds("close_timeout", allow_zero=True)
@@ -139,10 +190,12 @@ class QuicConfig:
             )
         self._check_int("max_streams_bidi", 0, 1 << 60)
         self._check_int("max_streams_uni", 0, 1 << 60)
-        self._check_int("max_datagram_frame_size", 0, 65535)
+        self._check_int("max_datagram_frame_size", 0, _VARINT_MAX)
         self._check_int("datagram_queue_size", 1, 1 << 20)
         self._check_int("socket_buffer_size", 0, (1 << 31) - 1)
         self._check_int("max_connections", 1, 1 << 20)
+        if not isinstance(self.congestion_control, str):
+            raise TypeError(f"congestion_control: expected a str, got {self.congestion_control!r}")
         if not isinstance(self.early_data, bool):
             raise TypeError(f"early_data: expected True or False, got {self.early_data!r}")
         if self.congestion_control not in CONGESTION_CONTROLS:
@@ -153,15 +206,24 @@ class QuicConfig:
 
     def _check_int(self, field: str, low: int, high: int) -> None:
         value = getattr(self, field)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{field}: expected an integer from {low} to {high}, got {value!r}")
+        if not low <= value <= high:
             raise ValueError(f"{field}: expected an integer from {low} to {high}, got {value!r}")
 
     def _check_seconds(self, field: str, *, allow_zero: bool) -> None:
+        """A duration picoquic can hold: from 1 ms (so that it does not round to 0,
+        which picoquic reads as "never" or "its default") to a day."""
         value = getattr(self, field)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{field}: expected a number of seconds, got {value!r}")
-        if value < 0 or (value == 0 and not allow_zero):
-            raise ValueError(f"{field}: expected a positive number of seconds, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{field}: expected a number of seconds, got {value!r}")
+        if allow_zero and value == 0:
+            return
+        if not MIN_SECONDS <= value <= MAX_SECONDS:  # also refuses NaN
+            zero = " (or 0 for none)" if allow_zero else ""
+            raise ValueError(
+                f"{field}: expected from {MIN_SECONDS} to {MAX_SECONDS} seconds{zero}, got {value!r}"
+            )
 
     @functools.cached_property
     def _trust(self) -> TrustStore:
@@ -176,6 +238,32 @@ class QuicConfig:
             return TrustStore(os.fspath(cafile))
         except ValueError as exc:
             raise ValueError(f"cafile: {exc}") from None
+
+    async def _load_trust(self) -> None:
+        """Read the CA bundle in a worker thread, not in the event loop (once per config:
+        certifi's takes ~15 ms).  A no-op unless this config verifies servers."""
+        if self.verify and "_trust" not in self.__dict__:
+            await anyio.to_thread.run_sync(lambda: self._trust)
+
+    def _check_certificate_and_key(self) -> None:
+        """Check that ``keyfile`` is the key of the first certificate of ``certfile``
+        (slow: file reads; call it off the event loop)."""
+        certfile, keyfile = os.fspath(self.certfile or ""), os.fspath(self.keyfile or "")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            # An encrypted key gets no password (and no prompt on the terminal).
+            context.load_cert_chain(certfile, keyfile, password=_no_password)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ValueError(
+                    f"certfile and keyfile: the private key in {keyfile!r} does not match the "
+                    f"certificate in {certfile!r}; give the key the certificate was made for "
+                    "(and list the server's own certificate first in certfile, then its chain)"
+                ) from None
+            raise ValueError(
+                f"certfile and keyfile: cannot use the certificate and key in {certfile!r} and "
+                f"{keyfile!r} ({exc.reason or exc}); expected PEM files, the key unencrypted"
+            ) from None
 
     @functools.cached_property
     def _sessions(self) -> SessionCache:
@@ -194,15 +282,16 @@ class QuicConfig:
             "trust_store": self._trust if verifying else None,
             "verify": verifying,
             "session_cache": self._sessions if self.resume_sessions and not is_server else None,
-            "idle_timeout_ms": int(self.idle_timeout * 1000),
-            "handshake_timeout_us": int(self.handshake_timeout * 1_000_000),
+            "idle_timeout_ms": round(self.idle_timeout * 1000),
+            "handshake_timeout_us": round(self.handshake_timeout * 1_000_000),
             "max_data": self.max_data,
             "max_stream_data": self.max_stream_data,
             "send_buffer": self.send_buffer_size,
             "connection_send_buffer": self.connection_send_buffer_size,
             "max_streams_bidi": self.max_streams_bidi,
             "max_streams_uni": self.max_streams_uni,
-            "max_datagram_frame_size": self.max_datagram_frame_size,
+            # picoquic holds 32 bits; no packet comes near that, so the clamp changes nothing.
+            "max_datagram_frame_size": min(self.max_datagram_frame_size, 0xFFFF_FFFF),
             "datagram_queue": self.datagram_queue_size,
             "congestion_control": self.congestion_control,
             "keylog_file": os.fspath(keylog) if keylog else None,

@@ -75,6 +75,42 @@ _CERT_HINTS = {
 }
 
 
+#: The largest DATAGRAM payload one packet carries on any path: picoquic's first
+#: packet size (1232 bytes on IPv6, 1252 on IPv4; path MTU discovery may raise it
+#: later) less the short header (1 byte, a connection ID of up to 20 bytes, a
+#: 4-byte packet number), the AEAD tag (16) and the frame type (the frame that
+#: ends a packet goes without its length field).
+DATAGRAM_PACKET_ROOM = 1232 - (1 + 20 + 4) - 16 - 1
+
+
+def _datagram_payload_limit(frame_size: int) -> int:
+    """The largest payload of a DATAGRAM frame of at most ``frame_size`` bytes,
+    counting its type (1 byte) and its length (a varint of 1, 2, 4 or 8 bytes)."""
+    best = 0
+    for length_size, largest_length in ((1, 63), (2, (1 << 14) - 1), (4, (1 << 30) - 1), (8, (1 << 62) - 1)):
+        best = max(best, min(largest_length, frame_size - 1 - length_size))
+    return best
+
+
+_DATAGRAMS_OFF = (
+    "datagrams are off on this connection: set max_datagram_frame_size in the QuicConfig of both peers"
+)
+
+
+#: Why our verification refused the server's chain (OpenSSL's X509_V_ERR_* codes,
+#: -1 from the core for a chain that does not start with the server's own
+#: certificate), where that says more than the TLS alert sent for it.
+_VERIFY_HINTS = {
+    9: "the server certificate is not yet valid (its notBefore date is in the future): "
+    "check the clocks of the server and of this machine",
+    10: "the server certificate has expired (certificate_expired): the server needs a new one",
+    26: "the server certificate is not allowed for server authentication (its "
+    "extendedKeyUsage lacks serverAuth): the server needs a certificate issued for TLS servers",
+    -1: "the server sent its certificate chain out of order (a CA certificate first): "
+    "its certfile must start with the server's own certificate, then the intermediates",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class QuicConnectionStats:
     """Counters of one connection, as seen by the application."""
@@ -181,8 +217,13 @@ class QuicConnection:
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest datagram payload :meth:`send_datagram` takes (0 = datagrams off)."""
-        return min(self._h.max_datagram_size, 1200)
+        """Largest datagram payload :meth:`send_datagram` takes (0 = datagrams off).
+
+        The peer's ``max_datagram_frame_size`` counts the whole DATAGRAM frame (RFC
+        9221: its type and length too), so the payload is a few bytes less; and it
+        is at most what fits one packet on any path.
+        """
+        return min(_datagram_payload_limit(self._h.max_datagram_size), DATAGRAM_PACKET_ROOM)
 
     @property
     def idle_timeout(self) -> float:
@@ -299,18 +340,21 @@ class QuicConnection:
         self._raise_if_closed()
         limit = self.max_datagram_size
         if limit == 0:
-            raise QuicError(
-                "datagrams are off on this connection: set max_datagram_frame_size "
-                "in the QuicConfig of both peers"
-            )
+            raise QuicError(_DATAGRAMS_OFF)
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds max_datagram_size ({limit})")
         self._h.send_datagram(bytes(data))
         self._datagrams_sent += 1
 
     async def receive_datagram(self) -> bytes:
-        """Wait for the next datagram from the peer."""
+        """Wait for the next datagram from the peer.
+
+        Raises :class:`QuicError` at once if our config turns datagrams off
+        (``max_datagram_frame_size=0``): none could ever come.
+        """
         await self._ll.checkpoint_if_cancelled()
+        if self._config.max_datagram_frame_size == 0:
+            raise QuicError(_DATAGRAMS_OFF)
         while True:
             data = self._h.receive_datagram()
             if data is not None:
@@ -504,7 +548,8 @@ class QuicConnection:
                     transport_error=local,
                 )
             code, by_peer = (remote, True) if remote else (local, False)
-            hint = _CERT_HINTS.get(code)
+            hint = None if by_peer else _VERIFY_HINTS.get(self._h.verify_error)
+            hint = hint or _CERT_HINTS.get(code)
             detail = hint.format(**hint_args) if hint else describe_transport_error(code)
             who = "the peer refused the handshake" if by_peer else "handshake failed"
             return HandshakeError(f"{who}: {detail}", transport_error=code, by_peer=by_peer)

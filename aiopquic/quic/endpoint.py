@@ -22,7 +22,7 @@ from .config import QuicConfig
 from .connection import QuicConnection
 from .errors import ConnectionClosed
 
-__all__ = ["QuicEndpoint", "check_socket_buffer_limits"]
+__all__ = ["QuicEndpoint", "check_socket_buffer_limits", "close_core"]
 
 logger = logging.getLogger("aiopquic.quic")
 
@@ -43,6 +43,20 @@ def check_socket_buffer_limits(requested: int) -> None:
                 "dropped; raise it with sysctl -w net.core.%s=%d",
                 limit, name, requested, name, requested,
             )
+
+
+async def close_core(core: Endpoint) -> None:
+    """Close ``core``: stop its network thread (joining it), close its socket, free it.
+
+    When the thread has already exited (as it does once its connections are
+    closed) that is quick and happens here; otherwise the join waits for the thread
+    to notice, so a worker thread does it, out of the event loop.  Shielded: it
+    always completes.
+    """
+    if not core.closed and core.thread_error() is None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(core.close)
+    core.close()  # no-op if done above
 
 
 class QuicEndpoint:
@@ -90,6 +104,8 @@ class QuicEndpoint:
         try:
             with self._scope:
                 task_status.started()
+                if self._scope.cancel_called:
+                    return  # stopped before it ran (a cancelled start)
                 if sniffio.current_async_library() == "asyncio":
                     # Events are dispatched by the reader callback; this task only
                     # starts the handlers of new connections.
@@ -176,10 +192,12 @@ class QuicEndpoint:
         task_group.start_soon(self.run, name="aiopquic dispatcher")
 
     def stop_dispatching(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-        else:
+        if self._scope is None:
+            # No dispatcher task yet (a reader callback perhaps, or a task that has
+            # not started running): one that starts now finds this and ends at once.
             self._remove_asyncio_reader()
+            self._scope = anyio.CancelScope(shield=True)
+        self._scope.cancel()
 
     async def drive_until(self, done: Callable[[], bool]) -> None:
         """Dispatch inline (no dispatcher task yet) until ``done()`` is true."""
@@ -256,7 +274,7 @@ class QuicEndpoint:
             await task_group.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.close_timeout + 1.0):
             await self.drive_until(lambda: self.core.thread_error() is not None)
-        self.core.close()
+        await close_core(self.core)
         self._closed = True
         self.dispatch()  # the close events picoquic raised while freeing
         for conn in list(self._connections):

@@ -14,7 +14,7 @@ from anyio.abc import TaskStatus
 from .._core import Endpoint
 from .config import QuicConfig
 from .connection import ERROR_CODE_ON_EXCEPTION, QuicConnection
-from .endpoint import QuicEndpoint
+from .endpoint import QuicEndpoint, close_core
 from .errors import ConnectionClosed
 
 __all__ = ["QuicListener", "serve_quic"]
@@ -35,15 +35,46 @@ class QuicListener:
 
 
 async def _bind_address(host: str | None) -> str:
+    """The numeric address to bind: "" (both families) for ``None`` or ""."""
     if host is None or host == "":
-        return "0.0.0.0"
+        return ""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str or None, got {host!r}")
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host)  # scoped IPv6 addresses (fe80::1%eth0) too
         return host
     except ValueError:
         pass
     infos = await anyio.getaddrinfo(host, 0, type=socket.SOCK_DGRAM)
     return str(infos[0][4][0])
+
+
+def _start(config: QuicConfig, bind: str, port: int) -> tuple[Endpoint, str]:
+    """Check the certificate and key, bind, start the network thread: blocking work
+    (file reads, waiting for the thread to open its socket) for a worker thread.
+    Return the started core and the address it bound.
+
+    "" binds any address of both families (an IPv6 and an IPv4 socket on one
+    port), reported as "::"; IPv4 alone where no IPv6 socket can be had.
+    """
+    config._check_certificate_and_key()
+    if bind:
+        return _start_core(config, bind, port), bind
+    try:
+        return _start_core(config, "", port), "::"
+    except OSError as exc:
+        logger.info("serve_quic: no IPv6 socket (%s); serving IPv4 only", exc)
+        return _start_core(config, "0.0.0.0", port), "0.0.0.0"
+
+
+def _start_core(config: QuicConfig, bind: str, port: int) -> Endpoint:
+    core = Endpoint(**config.endpoint_options(is_server=True))
+    try:
+        core.start(bind, port)
+    except BaseException:
+        core.close()
+        raise
+    return core
 
 
 async def _run_handler(handler: Handler, conn: QuicConnection) -> None:
@@ -74,6 +105,10 @@ async def serve_quic(
     1). Start it with ``listener = await task_group.start(serve_quic, ...)`` to
     learn the bound port. Cancelling it closes every connection (the peers see a
     CONNECTION_CLOSE), stops the network thread and frees the port.
+
+    ``host`` is a numeric address (an IPv6 one may name its interface:
+    ``fe80::1%eth0``), a host name (its first address), or ``None`` for every
+    address of both families (IPv4 alone where the host has no IPv6).
     """
     if not isinstance(config, QuicConfig):
         raise TypeError("config must be a QuicConfig")
@@ -82,17 +117,20 @@ async def serve_quic(
     if not 0 <= port < 65536:
         raise ValueError(f"port must be from 0 to 65535, got {port!r}")
     bind = await _bind_address(host)
-    core = Endpoint(**config.endpoint_options(is_server=True))
+    # Shielded: a start cancelled half-way would leave a running thread and a bound
+    # socket behind.  Cancellation takes effect at the next checkpoint, below,
+    # where the core is closed.
+    with anyio.CancelScope(shield=True):
+        core, bind = await anyio.to_thread.run_sync(_start, config, bind, port)
     try:
-        bound_port = core.start(bind, port)
-    except OSError:
-        core.close()
-        raise
-    endpoint = QuicEndpoint(core, config)
-    logger.info("serving QUIC on %s port %d (ALPN %s)", bind, bound_port, ", ".join(config.alpn))
-    try:
+        bound_port = core.port
+        endpoint = QuicEndpoint(core, config)
+        logger.info("serving QUIC on %s port %d (ALPN %s)", bind, bound_port, ", ".join(config.alpn))
         async with anyio.create_task_group() as dispatch_group:
-            await dispatch_group.start(endpoint.run)
+            # Not task_group.start(): the dispatcher is immune to cancellation, so a
+            # start cancelled while waiting for it would wait for ever.  Events that
+            # come before it runs wait in the core.
+            dispatch_group.start_soon(endpoint.run, name="aiopquic dispatcher")
             try:
                 async with anyio.create_task_group() as handlers:
                     endpoint.on_connection = lambda conn: handlers.start_soon(
@@ -107,4 +145,4 @@ async def serve_quic(
             finally:
                 await endpoint.aclose()
     finally:
-        core.close()
+        await close_core(core)
