@@ -253,7 +253,7 @@ async def test_a_long_close_reason_is_cut_and_the_close_still_goes_out(
             except ConnectionClosed as exc:
                 seen.append(exc)
 
-    reason = "é" * 3000  # 6000 bytes of UTF-8
+    reason = "a" + "é" * 3000  # 6001 bytes of UTF-8: the cut falls inside a character
     with anyio.fail_after(10):  # far below the idle timeout the peer would otherwise wait for
         async with running_server(handler, server) as listener:
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
@@ -263,7 +263,7 @@ async def test_a_long_close_reason_is_cut_and_the_close_still_goes_out(
             while not seen:
                 await anyio.sleep(0.01)
     assert seen[0].error_code == 5
-    assert seen[0].reason == "é" * (MAX_REASON_BYTES // 2)
+    assert seen[0].reason == "a" + "é" * (MAX_REASON_BYTES // 2 - 1)
 
 
 async def test_every_raise_of_a_closed_connection_is_a_fresh_exception(

@@ -427,7 +427,7 @@ class QuicConnection:
             raise TypeError(f"reason: expected a str, got {type(reason).__name__}")
         if self._closing_locally or self._closed_exc is not None:
             return
-        encoded = reason.encode()[:MAX_REASON_BYTES]
+        encoded = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore").encode()  # whole characters
         self._h.close(error_code, encoded, linger, ERROR_CODE_ON_CLOSE_TIMEOUT)
         self._closing_locally = True
         self._local_close_code = error_code

@@ -273,7 +273,8 @@ class _StreamBase:
     def _release(self) -> None:
         """The application is done with this stream: a peer's stream may give its
         stream credit back (the core waits until the protocol is done with it too)."""
-        if (self.stream_id & 1) != (not self._conn.is_client):  # opened by the peer
+        opened_by_client = not self.stream_id & 1
+        if opened_by_client != self._conn.is_client:  # the peer's stream
             self._handle.release()
 
     def _abandon(self) -> None:
