@@ -1,0 +1,163 @@
+"""One verified bulk transfer between our client and our server, through a
+:class:`~tests.lossy_relay.LossyRelay`.  Shared by tests/test_lossy.py (short)
+and benchmarks/lossy.py (long).
+
+Protocol on one bidirectional stream: the client sends ``b"U"`` or ``b"D"``
+and an 8-byte big-endian size.  Upload (``U``): the client then sends ``size``
+bytes and FIN; the server answers with the SHA-256 of what it read and FIN.
+Download (``D``): the client sends FIN; the server sends ``size`` bytes and
+FIN, and the client hashes them.  The payload is ``payload(size)``, so both
+ends know the expected digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import anyio
+
+from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
+
+from .helpers import read_all, running_server
+from .lossy_relay import Impairment, LossyRelay
+
+ALPN = "lossy"
+CHUNK = 256 * 1024
+
+
+@lru_cache(maxsize=4)
+def payload(size: int) -> bytes:
+    """Deterministic incompressible bytes of ``size``."""
+    return random.Random(size).randbytes(size)
+
+
+async def _send_all(stream: QuicStream, data: bytes) -> None:
+    view = memoryview(data)
+    for offset in range(0, len(view), CHUNK):
+        await stream.send(view[offset : offset + CHUNK])
+    await stream.send_eof()
+
+
+async def _hash_to_eof(stream: QuicStream) -> tuple[bytes, int]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while True:
+            chunk = await stream.receive(1 << 20)
+            digest.update(chunk)
+            size += len(chunk)
+    except anyio.EndOfStream:
+        return digest.digest(), size
+
+
+def transfer_handler(closed: anyio.Event | None = None) -> Callable[[QuicConnection], Awaitable[None]]:
+    """A handler serving the upload/download protocol on every stream of a
+    connection; it sets ``closed`` when the connection has ended."""
+
+    async def handler(conn: QuicConnection) -> None:
+        try:
+            async with conn, anyio.create_task_group() as tg:
+                async for stream in conn:
+                    if isinstance(stream, QuicStream):
+                        tg.start_soon(_serve_stream, stream)
+        finally:
+            if closed is not None:
+                closed.set()
+
+    return handler
+
+
+async def _serve_stream(stream: QuicStream) -> None:
+    head = b""
+    while len(head) < 9:
+        head += await stream.receive(9 - len(head))
+    kind, size = head[:1], int.from_bytes(head[1:9], "big")
+    if kind == b"U":
+        digest, _ = await _hash_to_eof(stream)
+        await stream.send(digest)
+        await stream.send_eof()
+    else:
+        await _send_all(stream, payload(size))
+
+
+@dataclass
+class TransferResult:
+    direction: str
+    size: int
+    seconds: float
+
+    @property
+    def goodput_mbps(self) -> float:
+        return self.size * 8 / self.seconds / 1e6
+
+
+def configs(
+    server: QuicConfig, client: QuicConfig, congestion_control: str, idle_timeout: float
+) -> tuple[QuicConfig, QuicConfig]:
+    """Copies of the test configs speaking our ALPN with this congestion control."""
+    return tuple(  # type: ignore[return-value]
+        dataclasses.replace(
+            config, alpn=[ALPN], congestion_control=congestion_control, idle_timeout=idle_timeout
+        )
+        for config in (server, client)
+    )
+
+
+async def transfer(
+    server_config: QuicConfig,
+    client_config: QuicConfig,
+    *,
+    direction: str,
+    size: int,
+    impairment: Impairment,
+    seed: int,
+    timeout: float,
+    blackout: float = 0.0,
+) -> TransferResult:
+    """Move ``size`` verified bytes ``"up"`` or ``"down"`` through a lossy relay.
+
+    Raises ``TimeoutError`` if it takes longer than ``timeout`` seconds, or
+    ``AssertionError`` if the bytes differ; both say what the relay did.
+    """
+    expected = hashlib.sha256(payload(size)).digest()
+    failure = ""
+    server_closed = anyio.Event()
+    async with running_server(transfer_handler(server_closed), server_config) as listener:
+        with LossyRelay(
+            ("127.0.0.1", listener.port), impairment, seed=seed,
+            blackout=blackout, blackout_after=size // 2,
+        ) as relay:
+            start = time.monotonic()
+            with anyio.move_on_after(timeout) as scope:
+                async with open_quic_connection("127.0.0.1", relay.port, config=client_config) as conn:
+                    stream = await conn.open_stream()
+                    if direction == "up":
+                        await stream.send(b"U" + size.to_bytes(8, "big"))
+                        await _send_all(stream, payload(size))
+                        digest = await read_all(stream)  # the server's SHA-256 of what it read
+                        got = size
+                    else:
+                        await stream.send(b"D" + size.to_bytes(8, "big"))
+                        await stream.send_eof()
+                        digest, got = await _hash_to_eof(stream)
+            seconds = time.monotonic() - start
+            # Keep the relay up until the server has seen the client's CONNECTION_CLOSE
+            # (else the server lingers for its close_timeout); it may be lost, so bounded.
+            with anyio.move_on_after(1.0):
+                await server_closed.wait()
+            if scope.cancelled_caught:
+                failure = f"{direction} {size} bytes not done in {timeout} s; relay: {relay}"
+            elif relay.error is not None:
+                failure = f"the relay failed: {relay.error!r}"
+            elif digest != expected:
+                failure = f"{direction}: the bytes differ ({got} of {size} bytes); relay: {relay}"
+    # Raised here, out of the server's task group, so that it is not wrapped.
+    if failure:
+        raise (TimeoutError if "not done" in failure else AssertionError)(failure)
+    return TransferResult(direction, size, seconds)
