@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from aioquic.quic.configuration import QuicConfiguration
 
 from aiopquic import QuicConfig
 from aiopquic.cli.certs import CertificateSet, make_certificates
+
+from .aioquic_peer import AioquicPeer
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -34,3 +39,19 @@ def server_config(certs: CertificateSet) -> QuicConfig:
 @pytest.fixture
 def client_config(certs: CertificateSet) -> QuicConfig:
     return QuicConfig(alpn=["test"], cafile=certs.cafile)
+
+
+@pytest.fixture
+def peer() -> Iterator[AioquicPeer]:
+    """aioquic, the independent peer, running in its own thread."""
+    peer = AioquicPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def aioquic_client_config(certs: CertificateSet) -> QuicConfiguration:
+    """An aioquic client configuration that verifies our test CA."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=["test"], server_name="localhost")
+    config.load_verify_locations(cafile=str(certs.cafile))
+    return config

@@ -4,7 +4,7 @@ came early.  aioquic plays the resuming client (it can send 0-RTT at will)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -24,20 +24,6 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = 10
 #: What a session ticket says when it lets the client send 0-RTT data (RFC 8446 4.6.1).
 MAX_EARLY_DATA = 0xFFFFFFFF
-
-
-@pytest.fixture
-def peer() -> Iterator[AioquicPeer]:
-    peer = AioquicPeer().start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def aioquic_client_config(certs: CertificateSet) -> QuicConfiguration:
-    config = QuicConfiguration(is_client=True, alpn_protocols=["test"], server_name="localhost")
-    config.load_verify_locations(cafile=str(certs.cafile))
-    return config
 
 
 def server_config(certs: CertificateSet, *, early_data: bool = False) -> QuicConfig:

@@ -3,7 +3,6 @@ or craft frames), on both backends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -25,20 +24,6 @@ pytestmark = pytest.mark.anyio
 
 STREAM_STATE_ERROR = QuicErrorCode.STREAM_STATE_ERROR
 PROTOCOL_VIOLATION = QuicErrorCode.PROTOCOL_VIOLATION
-
-
-@pytest.fixture
-def peer() -> Iterator[AioquicPeer]:
-    peer = AioquicPeer().start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def aioquic_client_config(certs: CertificateSet) -> QuicConfiguration:
-    config = QuicConfiguration(is_client=True, alpn_protocols=["test"], server_name="localhost")
-    config.load_verify_locations(cafile=str(certs.cafile))
-    return config
 
 
 def stop_acknowledging(protocol: PeerProtocol) -> None:

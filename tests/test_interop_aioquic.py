@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -44,13 +43,6 @@ HOSTS = ["127.0.0.1", "::1"]
 
 def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-@pytest.fixture
-def peer() -> Iterator[AioquicPeer]:
-    peer = AioquicPeer().start()
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture
