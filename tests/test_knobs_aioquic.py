@@ -107,6 +107,18 @@ async def test_client_cipher_suites_with_aioquic(
             await client_echo(conn, b"restricted" * 500)
 
 
+async def test_client_without_a_common_cipher_suite(
+    peer: AioquicPeer, aioquic_server_config: QuicConfiguration, our_client_config: QuicConfig
+) -> None:
+    aioquic_server_config.cipher_suites = [CipherSuite.AES_128_GCM_SHA256]
+    port = await peer.serve(aioquic_server_config)
+    config = dataclasses.replace(our_client_config, cipher_suites=["TLS_CHACHA20_POLY1305_SHA256"])
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(HandshakeError, match="cipher_suites") as info:
+            await open_quic_connection("127.0.0.1", port, config=config)
+    assert info.value.by_peer and info.value.transport_error == 0x128
+
+
 async def test_server_cipher_suites_with_aioquic(
     peer: AioquicPeer, certs: CertificateSet, server_config: QuicConfig
 ) -> None:

@@ -72,6 +72,8 @@ _CERT_HINTS = {
     "verify=False to skip verification",
     0x12D: "the server certificate has expired (certificate_expired)",
     0x12C: "the server certificate was revoked (certificate_revoked)",
+    0x128: "the TLS handshake found nothing both sides accept (handshake_failure): "
+    "usually no common cipher suite; check cipher_suites= on both sides",
     0x178: "the peer accepts none of the offered ALPN protocols {alpn} "
     "(no_application_protocol): offer one the peer supports",
 }
