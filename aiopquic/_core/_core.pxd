@@ -1,5 +1,5 @@
 # Declarations of the C bridge (bridge.h) and of the extension types.
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "<sys/socket.h>":
@@ -96,6 +96,11 @@ cdef extern from "bridge.h" nogil:
         int socket_buffer_size
         uint32_t max_connections
         int early_data
+        int retry
+        const uint16_t* cipher_suites
+        size_t n_cipher_suites
+        uint32_t version
+        uint32_t desired_version
 
     enum:
         AQ_KIND_CONN
@@ -133,6 +138,7 @@ cdef extern from "bridge.h" nogil:
                                   const char* sni, const char* alpn)
     int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code)
     int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t length)
+    void aq_conn_update_keys(aq_conn_t* c)
     void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, sockaddr_storage* peer)
     aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm)
     void aq_dgram_free(aq_dgram_t* d)

@@ -7,7 +7,7 @@ Nothing here knows about anyio.  The ``quic`` package above waits on
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -200,6 +200,10 @@ cdef class Endpoint:
         int socket_buffer_size=4 << 20,
         uint32_t max_connections=1024,
         bint early_data=False,
+        bint retry=False,
+        cipher_suites=(),
+        uint32_t version=0,
+        uint32_t desired_version=0,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -208,7 +212,11 @@ cdef class Endpoint:
         cdef bytes b_qlog = _opt(qlog_dir)
         cdef list b_alpns = [a.encode() for a in alpns]
         cdef const char** alpn_ptrs = <const char**>malloc((len(b_alpns) + 1) * sizeof(char*))
-        if alpn_ptrs == NULL:
+        cdef size_t n_suites = len(cipher_suites)
+        cdef uint16_t* suite_ids = <uint16_t*>malloc((n_suites + 1) * sizeof(uint16_t))
+        if alpn_ptrs == NULL or suite_ids == NULL:
+            free(alpn_ptrs)
+            free(suite_ids)
             raise MemoryError()
         memset(&cfg, 0, sizeof(cfg))
         try:
@@ -239,10 +247,18 @@ cdef class Endpoint:
             cfg.socket_buffer_size = socket_buffer_size
             cfg.max_connections = max_connections
             cfg.early_data = early_data
+            cfg.retry = retry
+            for i, suite in enumerate(cipher_suites):
+                suite_ids[i] = suite
+            cfg.cipher_suites = suite_ids
+            cfg.n_cipher_suites = n_suites
+            cfg.version = version
+            cfg.desired_version = desired_version
             with nogil:  # reads the certificate and key files
                 self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
             free(alpn_ptrs)
+            free(suite_ids)
         if self.ep == NULL:
             raise ValueError(err.decode(errors="replace"))
         self.is_server = is_server
@@ -487,6 +503,11 @@ cdef class ConnHandle:
         h = _wrap_stream(self.endpoint, s)
         aq_node_unref(&s.node)
         return h
+
+    def update_keys(self):
+        """Ask the network thread to start a key update."""
+        if not self.endpoint.closed:
+            aq_conn_update_keys(self.c)
 
     def close(self, uint64_t code, bytes reason, double linger=0.0, uint64_t late_code=0):
         """Ask for CONNECTION_CLOSE; wait up to ``linger`` s for sent data to be acked

@@ -62,6 +62,11 @@ int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len)
     return dropped;
 }
 
+void aq_conn_update_keys(aq_conn_t* c)
+{
+    aq_push_net(&c->node, AQ_CMD_KEY_UPDATE);
+}
+
 void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, struct sockaddr_storage* peer)
 {
     pthread_mutex_lock(&c->stats_lock);

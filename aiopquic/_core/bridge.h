@@ -59,7 +59,8 @@ enum {
     AQ_CMD_CONNECT = 1u << 8,   /* conn: start the client handshake */
     AQ_CMD_CLOSE = 1u << 9,     /* conn: send CONNECTION_CLOSE */
     AQ_CMD_DGRAM = 1u << 10,    /* conn: datagrams queued */
-    AQ_CMD_MAX_DATA = 1u << 11  /* conn: buffers were freed, raise MAX_DATA */
+    AQ_CMD_MAX_DATA = 1u << 11, /* conn: buffers were freed, raise MAX_DATA */
+    AQ_CMD_KEY_UPDATE = 1u << 12 /* conn: start a key update (RFC 9001 6) */
 };
 
 /* What picoquic knows of a connection's path, copied by the network thread at
@@ -216,6 +217,11 @@ typedef struct {
     int socket_buffer_size;
     uint32_t max_connections;
     int early_data; /* server: accept 0-RTT data; client: send it */
+    int retry;      /* server: send a Retry to every new connection (address validation) */
+    const uint16_t* cipher_suites; /* TLS cipher suite IDs in preference order; NULL: picoquic's */
+    size_t n_cipher_suites;
+    uint32_t version;         /* client: the version of the first Initial; 0: picoquic's (v1) */
+    uint32_t desired_version; /* client: offered in version_information (compatible negotiation); 0: none */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */
@@ -249,6 +255,8 @@ aq_conn_t* aq_conn_new_client(aq_endpoint_t* ep, const struct sockaddr* peer,
  * acknowledged (then with late_code); -1 when out of memory. */
 int aq_conn_close(aq_conn_t* c, uint64_t code, const char* reason, uint64_t linger_us, uint64_t late_code);
 int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len);
+/* Ask for a key update; picoquic ignores it while the previous one is unconfirmed. */
+void aq_conn_update_keys(aq_conn_t* c);
 /* Copy the latest path statistics and the peer's current address. */
 void aq_conn_get_stats(aq_conn_t* c, aq_path_stats_t* stats, struct sockaddr_storage* peer);
 aq_dgram_t* aq_conn_pop_datagram(aq_conn_t* c, int arm);

@@ -109,6 +109,8 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     ep->is_server = cfg->is_server;
     ep->early_data = cfg->early_data;
+    ep->version = cfg->version;
+    ep->desired_version = cfg->desired_version;
     ep->rx_window = (size_t)cfg->max_stream_data;
     ep->conn_window = cfg->max_data;
     ep->tx_cap = (size_t)cfg->send_buffer;
@@ -156,6 +158,14 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     else {
         picoquic_set_alpn_select_fn_v2(ep->quic, aq_alpn_select);
         aq_accept_early_data(ep->quic, cfg->early_data);
+        if (cfg->retry) {
+            picoquic_set_cookie_mode(ep->quic, 1); /* a Retry for every new connection */
+        }
+    }
+    if (cfg->n_cipher_suites > 0 && aq_set_cipher_suites(ep->quic, cfg->cipher_suites, cfg->n_cipher_suites) != 0) {
+        snprintf(err, errlen, "a cipher suite is not available in this build, or out of memory");
+        aq_endpoint_free(ep);
+        return NULL;
     }
     picoquic_set_app_max_data(ep->quic, 1); /* see aq_grant_max_data() */
     picoquic_set_app_stream_credit(ep->quic, 1); /* see aq_return_stream_credit() */

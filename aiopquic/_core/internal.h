@@ -49,6 +49,8 @@ struct aq_endpoint {
     _Atomic int64_t chunks; /* stream buffer chunks allocated */
     int stopped;
     int freeing;
+    uint32_t version;         /* client: see aq_config_t */
+    uint32_t desired_version;
     /* network thread only */
     int py_signal_needed;
     aq_conn_t* conns;

@@ -623,7 +623,7 @@ static void aq_client_start(aq_conn_t* c)
     }
     cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
         picoquic_null_connection_id, (struct sockaddr*)&c->connect_addr, picoquic_current_time(),
-        0, c->sni, c->alpn_single, 1);
+        ep->version, c->sni, c->alpn_single, 1);
     if (cnx == NULL) {
         c->closed_reported = 1;
         c->local_error = AQ_ERROR_START_FAILED;
@@ -631,6 +631,9 @@ static void aq_client_start(aq_conn_t* c)
         return;
     }
     picoquic_set_callback(cnx, aq_conn_cb, c);
+    if (ep->desired_version != 0) {
+        picoquic_set_desired_version(cnx, ep->desired_version); /* offered in version_information */
+    }
     aq_node_ref(&c->node); /* picoquic's reference */
     c->cnx = cnx;
     aq_link_conn(ep, c);
@@ -676,6 +679,11 @@ static void aq_conn_command(aq_conn_t* c, uint32_t flags)
     }
     if ((flags & AQ_CMD_DGRAM) && cnx != NULL) {
         (void)picoquic_mark_datagram_ready(cnx, 1);
+    }
+    if ((flags & AQ_CMD_KEY_UPDATE) && cnx != NULL) {
+        /* Refused (PICOQUIC_ERROR_KEY_ROTATION_NOT_READY) before the handshake is
+         * confirmed or while the previous update is unacknowledged: nothing to undo. */
+        (void)picoquic_start_key_rotation(cnx);
     }
     if ((flags & AQ_CMD_CLOSE) && !c->close_requested) {
         c->close_requested = 1;

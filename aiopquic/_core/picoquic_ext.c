@@ -1,6 +1,8 @@
 /* picoquic_ext.c: see picoquic_ext.h. */
 #include "picoquic_ext.h"
 
+#include <stdlib.h>
+
 #include "picoquic_internal.h"
 #include "picotls.h"
 #include "picoquic_crypto_provider_api.h"
@@ -75,4 +77,30 @@ const char* aq_cnx_cipher(picoquic_cnx_t* cnx)
 uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx)
 {
     return cnx->nb_retransmission_total;
+}
+
+int aq_set_cipher_suites(picoquic_quic_t* quic, const uint16_t* ids, size_t n)
+{
+    ptls_context_t* ctx = (ptls_context_t*)quic->tls_master_ctx;
+    ptls_cipher_suite_t** chosen;
+    size_t k = 0;
+    if (ctx == NULL || ctx->cipher_suites == NULL ||
+        (chosen = (ptls_cipher_suite_t**)calloc(n + 1, sizeof(*chosen))) == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; ctx->cipher_suites[j] != NULL; j++) {
+            if (ctx->cipher_suites[j]->id == ids[i]) {
+                chosen[k++] = ctx->cipher_suites[j];
+                break;
+            }
+        }
+    }
+    if (k != n) {
+        free(chosen);
+        return -1;
+    }
+    free((void*)ctx->cipher_suites); /* picoquic's own malloc'ed list, freed the same way */
+    ctx->cipher_suites = chosen;
+    return 0;
 }

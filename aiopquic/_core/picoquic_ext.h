@@ -29,4 +29,8 @@ uint32_t aq_cnx_version(picoquic_cnx_t* cnx);
 const char* aq_cnx_cipher(picoquic_cnx_t* cnx);
 uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx);
 
+/* Restrict the TLS cipher suites to these IANA IDs, in this order of preference:
+ * 0, or -1 (nothing changed) if one is not available or out of memory. */
+int aq_set_cipher_suites(picoquic_quic_t* quic, const uint16_t* ids, size_t n);
+
 #endif

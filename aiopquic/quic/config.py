@@ -17,6 +17,16 @@ __all__ = ["QuicConfig"]
 
 CONGESTION_CONTROLS = ("newreno", "cubic", "dcubic", "fast", "bbr", "bbr1", "prague", "c4")
 
+#: TLS 1.3 cipher suites ``cipher_suites`` may name, with their IANA IDs.
+CIPHER_SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_256_GCM_SHA384": 0x1302,
+    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
+}
+
+#: QUIC versions ``versions`` may name: version 1 (RFC 9000) and version 2 (RFC 9369).
+QUIC_VERSIONS = {"v1": 0x00000001, "v2": 0x6B3343CF}
+
 _VARINT_MAX = (1 << 62) - 1
 
 #: Bounds of every duration in a :class:`QuicConfig` (seconds): picoquic counts in
@@ -138,6 +148,22 @@ class QuicConfig:
     #: that arrived early (``stream.early_data``).  Off: the server refuses early
     #: data (the client sends it again after the handshake) and the client sends none.
     early_data: bool = False
+    #: Server: answer every new connection with a Retry, so that the client proves
+    #: it owns its address before the server spends work or bytes on it (RFC 9000
+    #: 8.1; it costs one round trip).  Clients always follow a server's Retry.
+    retry: bool = False
+    #: TLS 1.3 cipher suites allowed, in order of preference: names from
+    #: :data:`CIPHER_SUITES`.  ``None``: all of them, picoquic's order.  A peer that
+    #: offers none of them fails the handshake (TLS handshake_failure).
+    cipher_suites: Sequence[str] | None = None
+    #: QUIC versions, in order of preference: ``"v1"`` (RFC 9000) and ``"v2"``
+    #: (RFC 9369).  A client starts in v1 when it is listed (every server speaks
+    #: it), else in the first; when the first is not that version, the client offers
+    #: it in the ``version_information`` transport parameter (RFC 9368) and a server
+    #: that speaks it moves the connection there without a round trip.  A server
+    #: speaks both, and moves to v2 when the client prefers it (this setting is a
+    #: client's).
+    versions: Sequence[str] = ("v1",)
 
     def __post_init__(self) -> None:
         if isinstance(self.alpn, str) or not isinstance(self.alpn, Sequence):
@@ -197,11 +223,35 @@ class QuicConfig:
             raise TypeError(f"congestion_control: expected a str, got {self.congestion_control!r}")
         if not isinstance(self.early_data, bool):
             raise TypeError(f"early_data: expected True or False, got {self.early_data!r}")
+        if not isinstance(self.retry, bool):
+            raise TypeError(f"retry: expected True or False, got {self.retry!r}")
+        if self.cipher_suites is not None:
+            suites = self._check_names("cipher_suites", self.cipher_suites, CIPHER_SUITES)
+            object.__setattr__(self, "cipher_suites", suites)
+        object.__setattr__(self, "versions", self._check_names("versions", self.versions, QUIC_VERSIONS))
         if self.congestion_control not in CONGESTION_CONTROLS:
             raise ValueError(
                 f"congestion_control: {self.congestion_control!r} is not one of "
                 + ", ".join(CONGESTION_CONTROLS)
             )
+
+    @staticmethod
+    def _check_names(field: str, value: object, known: dict[str, int]) -> tuple[str, ...]:
+        """A non-empty list of distinct names from ``known``, as a tuple."""
+        choices = ", ".join(known)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise TypeError(f"{field}: expected a list of names from {choices}, got {value!r}")
+        names = tuple(value)
+        if not names:
+            raise ValueError(f"{field}: at least one of {choices} is required")
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"{field}: expected names as str, got {name!r}")
+            if name not in known:
+                raise ValueError(f"{field}: {name!r} is not one of {choices}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{field}: {names!r} names one twice")
+        return names
 
     def _check_int(self, field: str, low: int, high: int) -> None:
         value = getattr(self, field)
@@ -298,4 +348,19 @@ class QuicConfig:
             "socket_buffer_size": self.socket_buffer_size,
             "max_connections": self.max_connections,
             "early_data": self.early_data,
+            "retry": self.retry and is_server,
+            "cipher_suites": [CIPHER_SUITES[name] for name in self.cipher_suites or ()],
+            **self._version_options(is_server),
+        }
+
+    def _version_options(self, is_server: bool) -> dict[str, int]:
+        """The client's first version and the one it offers in version_information
+        (0: picoquic's default, none)."""
+        if is_server:
+            return {"version": 0, "desired_version": 0}
+        first = "v1" if "v1" in self.versions else self.versions[0]
+        preferred = self.versions[0]
+        return {
+            "version": QUIC_VERSIONS[first],
+            "desired_version": QUIC_VERSIONS[preferred] if preferred != first else 0,
         }

@@ -25,6 +25,7 @@ from .._core import (
 )
 from .errors import (
     PICOQUIC_ERROR_HANDSHAKE_TIMEOUT,
+    PICOQUIC_ERROR_VERSION_NEGOTIATION,
     PICOQUIC_ERROR_IDLE_TIMEOUT,
     PICOQUIC_ERROR_REPEAT_TIMEOUT,
     PICOQUIC_ERROR_STATELESS_RESET,
@@ -34,6 +35,7 @@ from .errors import (
     check_error_code,
     describe_transport_error,
 )
+from .config import QUIC_VERSIONS
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
 
 if TYPE_CHECKING:
@@ -70,6 +72,8 @@ _CERT_HINTS = {
     "verify=False to skip verification",
     0x12D: "the server certificate has expired (certificate_expired)",
     0x12C: "the server certificate was revoked (certificate_revoked)",
+    0x128: "the TLS handshake found nothing both sides accept (handshake_failure): "
+    "usually no common cipher suite; check cipher_suites= on both sides",
     0x178: "the peer accepts none of the offered ALPN protocols {alpn} "
     "(no_application_protocol): offer one the peer supports",
 }
@@ -327,6 +331,19 @@ class QuicConnection:
                 raise
             raise StopAsyncIteration from None
 
+    # -- keys -----------------------------------------------------------
+
+    def update_keys(self) -> None:
+        """Start a key update (RFC 9001 section 6): the packets we send from now on
+        use fresh 1-RTT keys, and the peer answers with its own.
+
+        It returns at once; the network thread does it.  picoquic ignores the request
+        while the previous key update is not yet acknowledged (one at a time, as the
+        RFC requires).  Raises like the other operations once the connection is closed.
+        """
+        self._raise_if_closed()
+        self._h.update_keys()
+
     # -- datagrams ------------------------------------------------------
 
     async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
@@ -546,6 +563,17 @@ class QuicConnection:
                     f"handshake timed out: no answer from {self._peer_label} "
                     f"within {self._config.handshake_timeout} s (is a QUIC server listening there?)",
                     transport_error=local,
+                )
+            if PICOQUIC_ERROR_VERSION_NEGOTIATION in (local, remote):
+                # picoquic files the server's Version Negotiation packet as a remote
+                # error, but the server refused nothing: we offered no version it speaks.
+                offered = ", ".join(self._config.versions)
+                others = [v for v in QUIC_VERSIONS if v not in self._config.versions]
+                advice = f"add {', '.join(others)} to versions" if others else "it speaks no version we know"
+                return HandshakeError(
+                    f"handshake failed: {self._peer_label} speaks none of the QUIC versions we "
+                    f"offered ({offered}) and answered with Version Negotiation; {advice}",
+                    transport_error=PICOQUIC_ERROR_VERSION_NEGOTIATION,
                 )
             code, by_peer = (remote, True) if remote else (local, False)
             hint = None if by_peer else _VERIFY_HINTS.get(self._h.verify_error)

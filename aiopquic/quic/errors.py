@@ -58,6 +58,9 @@ PICOQUIC_ERROR_IDLE_TIMEOUT = PICOQUIC_ERROR_CLASS + 51
 #: (picoquic patch 0007).
 PICOQUIC_ERROR_REPEAT_TIMEOUT = PICOQUIC_ERROR_CLASS + 52
 PICOQUIC_ERROR_HANDSHAKE_TIMEOUT = PICOQUIC_ERROR_CLASS + 53
+#: The server answered with Version Negotiation: it speaks none of our versions.
+#: picoquic reports it as the peer's error, though it is our own failure.
+PICOQUIC_ERROR_VERSION_NEGOTIATION = PICOQUIC_ERROR_CLASS + 55
 
 
 def check_error_code(error_code: int) -> None:
@@ -81,6 +84,8 @@ def describe_transport_error(code: int) -> str:
         return "timeout waiting for acknowledgements"
     if code == PICOQUIC_ERROR_STATELESS_RESET:
         return "stateless reset"
+    if code == PICOQUIC_ERROR_VERSION_NEGOTIATION:
+        return "no QUIC version in common (version negotiation)"
     name = _TRANSPORT_ERRORS.get(code)
     return f"{name} (0x{code:x})" if name else f"error 0x{code:x}"
 
@@ -124,7 +129,8 @@ class ConnectionClosed(QuicError, anyio.BrokenResourceError):
 
 
 class HandshakeError(ConnectionClosed):
-    """The handshake failed: certificate verification, ALPN mismatch or timeout."""
+    """The handshake failed: certificate verification, ALPN mismatch, no common
+    QUIC version or cipher suite, or timeout."""
 
 
 class StreamReset(QuicError, anyio.BrokenResourceError):
