@@ -20,6 +20,7 @@ every process is killed if it overruns its time limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -81,6 +82,8 @@ class Settings:
     repeat: int
     budget: float  # seconds per (peer, workload): no new repeat that would overrun it
     cc: str
+    rtt_ms: float  # > 0: every client reaches its server through benchmarks/relay.py
+    fixed_window: bool  # aiopquic without receive window autotuning
     workloads: list[str]
     peers: list[str]
 
@@ -240,15 +243,37 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def relayed(port: int, workdir: Path, settings: Settings) -> Iterator[int]:
+    """The port a client connects to: ``port``, or with --rtt-ms a relay's in front of it."""
+    if settings.rtt_ms <= 0:
+        yield port
+        return
+    relay = Server(
+        [sys.executable, str(Path(__file__).with_name("relay.py")), "--upstream-port", str(port),
+         "--rtt-ms", str(settings.rtt_ms)],
+        workdir, f"relay-{port}",
+    )
+    try:
+        ready = relay.wait_json("listening", SERVER_START_TIMEOUT)
+        if ready is None:
+            raise RuntimeError(f"the relay did not start: {relay.stderr_tail()}")
+        yield int(ready["port"])
+    finally:
+        relay.stop(expect_json=True)
+
+
 class PythonPeer:
     def __init__(self, name: str, script: str, backend: str | None) -> None:
         self.name = name
         self.script = PEERS_DIR / script
         self.backend = backend
 
-    def _base(self, mode: str, certs: Path, cc: str, workload: str | None = None) -> list[str]:
+    def _base(self, mode: str, certs: Path, cc: str, settings: Settings, workload: str | None = None) -> list[str]:
         cmd = [sys.executable, str(self.script), mode] + ([workload] if workload else [])
         cmd += ["--certs", str(certs), "--cc", cc]
+        if settings.fixed_window and self.name.startswith("aiopquic"):
+            cmd.append("--fixed-window")
         if self.backend:
             cmd += ["--backend", self.backend]
         return cmd
@@ -266,15 +291,17 @@ class PythonPeer:
     def run(self, workload: str, certs: Path, workdir: Path, settings: Settings) -> Outcome:
         outcome = Outcome()
         workload, cc = peer_workload(workload, settings)
-        server = Server(self._base("server", certs, cc) + ["--port", "0"], workdir, self.name)
+        server = Server(self._base("server", certs, cc, settings) + ["--port", "0"], workdir, self.name)
+        stack = contextlib.ExitStack()
         try:
             ready = server.wait_json("listening", SERVER_START_TIMEOUT)
             if ready is None:
                 outcome.error = f"server did not start: {server.stderr_tail()}"
                 return outcome
             per_repeat = self.client_timeout(workload, settings)
-            cmd = self._base("client", certs, cc, workload) + [
-                "--port", str(ready["port"]),
+            port = stack.enter_context(relayed(int(ready["port"]), workdir, settings))
+            cmd = self._base("client", certs, cc, settings, workload) + [
+                "--port", str(port),
                 "--repeat", str(settings.repeat), "--budget", str(settings.budget),
                 "--timeout", str(per_repeat),
                 "--size", str(settings.bulk_bytes),
@@ -296,7 +323,10 @@ class PythonPeer:
                 outcome.results = report.get("results", [])
                 outcome.error = outcome.error or report.get("error")
                 outcome.client_rss_kib = report.get("peak_rss_kib") or outcome.client_rss_kib
+        except RuntimeError as exc:
+            outcome.error = str(exc)
         finally:
+            stack.close()
             final, rss, problem = server.stop(expect_json=True)
             outcome.server = final
             outcome.server_rss_kib = rss
@@ -353,7 +383,10 @@ class PicoquicDemoPeer:
         )
         start = time.perf_counter()
         client_rss = 0
+        server_port = port
+        stack = contextlib.ExitStack()
         try:
+            port = stack.enter_context(relayed(server_port, workdir, settings))
             # Ready when a tiny exchange succeeds (it also warms the server up).
             deadline = time.monotonic() + 10.0
             while True:
@@ -379,7 +412,10 @@ class PicoquicDemoPeer:
                 client_rss = max(client_rss, rss)
                 outcome.results.append(result)
                 last = time.perf_counter() - now
+        except RuntimeError as exc:
+            outcome.error = str(exc)
         finally:
+            stack.close()
             _, server_rss, problem = server.stop(expect_json=False)
             outcome.server_rss_kib = server_rss
             outcome.client_rss_kib = client_rss or None
@@ -665,6 +701,11 @@ def main() -> int:
                         help="seconds per peer and workload after which no repeat starts (default 20, quick 8)")
     parser.add_argument("--cc", default="newreno", help="congestion control for every peer (default newreno, "
                         "aiopquic's default; aioquic calls it reno)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="add this round-trip time: clients reach servers through benchmarks/relay.py "
+                        "(a Python relay: use the bulk workloads)")
+    parser.add_argument("--fixed-window", action="store_true",
+                        help="aiopquic peers without receive window autotuning (the window stays max_stream_data)")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="Meson build directory")
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
@@ -702,6 +743,8 @@ def main() -> int:
         repeat=args.repeat if args.repeat is not None else (1 if quick else 5),
         budget=args.budget if args.budget is not None else (8.0 if quick else 20.0),
         cc=args.cc,
+        rtt_ms=args.rtt_ms,
+        fixed_window=args.fixed_window,
         workloads=workloads,
         peers=peer_names,
     )
@@ -752,7 +795,8 @@ def main() -> int:
     print(
         f"aiopquic benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, best of {s.repeat} (time budget {s.budget:g} s per cell), "
-        f"cc {s.cc}{', --quick' if quick else ''}"
+        f"cc {s.cc}{', --quick' if quick else ''}{f', RTT +{s.rtt_ms:g} ms (relay)' if s.rtt_ms > 0 else ''}"
+        f"{', aiopquic --fixed-window' if s.fixed_window else ''}"
     )
     print(calibrate.describe(machine))
     print()
