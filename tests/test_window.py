@@ -85,3 +85,12 @@ def test_max_stream_window_is_checked() -> None:
     with pytest.raises(TypeError, match="max_stream_window"):
         QuicConfig(alpn=["x"], max_stream_window="big")  # type: ignore[arg-type]
     assert QuicConfig(alpn=["x"], max_stream_window=MIB).max_stream_window == MIB
+
+
+async def test_window_stays_within_max_data_by_default(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    server, client = _with(server_config, client_config, "cubic", max_stream_data=WINDOW, max_data=2 * WINDOW)
+    result = await transfer(
+        server, client, direction="down", size=2 * MIB, impairment=RTT40, seed=3, timeout=25.0
+    )
+    assert result.receiver_stats is not None
+    assert result.receiver_stats.stream_window == 2 * WINDOW
