@@ -20,6 +20,7 @@ every process is killed if it overruns its time limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -34,13 +35,26 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import calibrate  # noqa: E402
-from benchmarks.common import HEADER_SIZE, WORKLOADS  # noqa: E402
+from benchmarks.common import HEADER_SIZE  # noqa: E402
+from benchmarks.common import WORKLOADS as PEER_WORKLOADS  # noqa: E402
+
+#: The table's workloads: the peers' own, plus "bulk-down-bbr", the bulk download
+#: again with every peer on bbr whatever --cc says (issue 12: bbr is pacing-limited,
+#: so it shows how well a peer's loop honours picoquic's pacing timers).
+WORKLOADS = PEER_WORKLOADS[:2] + ("bulk-down-bbr",) + PEER_WORKLOADS[2:]
+
+
+def peer_workload(workload: str, settings: Settings) -> tuple[str, str]:
+    """(the workload the peer runs, its congestion control)."""
+    if workload.endswith("-bbr"):
+        return workload[: -len("-bbr")], "bbr"
+    return workload, settings.cc
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 PICOQUICDEMO_TARGET = "picoquicdemo"
@@ -68,6 +82,8 @@ class Settings:
     repeat: int
     budget: float  # seconds per (peer, workload): no new repeat that would overrun it
     cc: str
+    rtt_ms: float  # > 0: every client reaches its server through benchmarks/relay.py
+    fixed_window: bool  # aiopquic without receive window autotuning
     workloads: list[str]
     peers: list[str]
 
@@ -227,15 +243,37 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def relayed(port: int, workdir: Path, settings: Settings) -> Iterator[int]:
+    """The port a client connects to: ``port``, or with --rtt-ms a relay's in front of it."""
+    if settings.rtt_ms <= 0:
+        yield port
+        return
+    relay = Server(
+        [sys.executable, str(Path(__file__).with_name("relay.py")), "--upstream-port", str(port),
+         "--rtt-ms", str(settings.rtt_ms)],
+        workdir, f"relay-{port}",
+    )
+    try:
+        ready = relay.wait_json("listening", SERVER_START_TIMEOUT)
+        if ready is None:
+            raise RuntimeError(f"the relay did not start: {relay.stderr_tail()}")
+        yield int(ready["port"])
+    finally:
+        relay.stop(expect_json=True)
+
+
 class PythonPeer:
     def __init__(self, name: str, script: str, backend: str | None) -> None:
         self.name = name
         self.script = PEERS_DIR / script
         self.backend = backend
 
-    def _base(self, mode: str, certs: Path, settings: Settings, workload: str | None = None) -> list[str]:
+    def _base(self, mode: str, certs: Path, cc: str, settings: Settings, workload: str | None = None) -> list[str]:
         cmd = [sys.executable, str(self.script), mode] + ([workload] if workload else [])
-        cmd += ["--certs", str(certs), "--cc", settings.cc]
+        cmd += ["--certs", str(certs), "--cc", cc]
+        if settings.fixed_window and self.name.startswith("aiopquic"):
+            cmd.append("--fixed-window")
         if self.backend:
             cmd += ["--backend", self.backend]
         return cmd
@@ -252,15 +290,18 @@ class PythonPeer:
 
     def run(self, workload: str, certs: Path, workdir: Path, settings: Settings) -> Outcome:
         outcome = Outcome()
-        server = Server(self._base("server", certs, settings) + ["--port", "0"], workdir, self.name)
+        workload, cc = peer_workload(workload, settings)
+        server = Server(self._base("server", certs, cc, settings) + ["--port", "0"], workdir, self.name)
+        stack = contextlib.ExitStack()
         try:
             ready = server.wait_json("listening", SERVER_START_TIMEOUT)
             if ready is None:
                 outcome.error = f"server did not start: {server.stderr_tail()}"
                 return outcome
             per_repeat = self.client_timeout(workload, settings)
-            cmd = self._base("client", certs, settings, workload) + [
-                "--port", str(ready["port"]),
+            port = stack.enter_context(relayed(int(ready["port"]), workdir, settings))
+            cmd = self._base("client", certs, cc, settings, workload) + [
+                "--port", str(port),
                 "--repeat", str(settings.repeat), "--budget", str(settings.budget),
                 "--timeout", str(per_repeat),
                 "--size", str(settings.bulk_bytes),
@@ -282,7 +323,10 @@ class PythonPeer:
                 outcome.results = report.get("results", [])
                 outcome.error = outcome.error or report.get("error")
                 outcome.client_rss_kib = report.get("peak_rss_kib") or outcome.client_rss_kib
+        except RuntimeError as exc:
+            outcome.error = str(exc)
         finally:
+            stack.close()
             final, rss, problem = server.stop(expect_json=True)
             outcome.server = final
             outcome.server_rss_kib = rss
@@ -301,12 +345,12 @@ class PicoquicDemoPeer:
     def __init__(self, binary: Path) -> None:
         self.binary = binary
 
-    def _client(self, scenario: str, certs: Path, port: int, settings: Settings, timeout: float = 120.0) -> dict[str, float]:
+    def _client(self, scenario: str, certs: Path, port: int, cc: str, timeout: float = 120.0) -> dict[str, float]:
         # A fresh directory each time: the client stores tickets/tokens in its cwd
         # and would otherwise resume with 0-RTT.
         with tempfile.TemporaryDirectory(prefix="pqd-client-") as cwd:
             cmd = [
-                str(self.binary), "-a", "perf", "-D", "-G", settings.cc,
+                str(self.binary), "-a", "perf", "-D", "-G", cc,
                 "-t", str(certs / "ca.pem"), "-n", "localhost", "127.0.0.1", str(port), scenario,
             ]
             proc = run_process(cmd, timeout=timeout, cwd=cwd)
@@ -330,20 +374,24 @@ class PicoquicDemoPeer:
 
     def run(self, workload: str, certs: Path, workdir: Path, settings: Settings) -> Outcome:
         outcome = Outcome()
+        workload, cc = peer_workload(workload, settings)
         port = free_udp_port()
         server = Server(
             [str(self.binary), "-p", str(port), "-c", str(certs / "cert.pem"), "-k", str(certs / "key.pem"),
-             "-G", settings.cc],
+             "-G", cc],
             workdir, self.name,
         )
         start = time.perf_counter()
         client_rss = 0
+        server_port = port
+        stack = contextlib.ExitStack()
         try:
+            port = stack.enter_context(relayed(server_port, workdir, settings))
             # Ready when a tiny exchange succeeds (it also warms the server up).
             deadline = time.monotonic() + 10.0
             while True:
                 try:
-                    self._client("*1:8:8;", certs, port, settings, timeout=5.0)
+                    self._client("*1:8:8;", certs, port, cc, timeout=5.0)
                     break
                 except RuntimeError as exc:
                     if time.monotonic() > deadline or server.proc.poll() is not None:
@@ -357,14 +405,17 @@ class PicoquicDemoPeer:
                 if i and settings.budget > 0 and (now - budget_start) + last > settings.budget:
                     break
                 try:
-                    result, rss = self._measure(workload, certs, port, settings)
+                    result, rss = self._measure(workload, certs, port, settings, cc)
                 except RuntimeError as exc:
                     outcome.error = f"repeat {i + 1}: {exc}"
                     break
                 client_rss = max(client_rss, rss)
                 outcome.results.append(result)
                 last = time.perf_counter() - now
+        except RuntimeError as exc:
+            outcome.error = str(exc)
         finally:
+            stack.close()
             _, server_rss, problem = server.stop(expect_json=False)
             outcome.server_rss_kib = server_rss
             outcome.client_rss_kib = client_rss or None
@@ -373,8 +424,8 @@ class PicoquicDemoPeer:
                 outcome.notes.append(problem)
         return outcome
 
-    def _measure(self, workload: str, certs: Path, port: int, s: Settings) -> tuple[dict[str, Any], int]:
-        run = lambda scenario: self._client(scenario, certs, port, s)  # noqa: E731
+    def _measure(self, workload: str, certs: Path, port: int, s: Settings, cc: str) -> tuple[dict[str, Any], int]:
+        run = lambda scenario: self._client(scenario, certs, port, cc)  # noqa: E731
         if workload == "bulk-down":
             v = run(f"*1:{HEADER_SIZE}:{s.bulk_bytes};")
             if v.get("Download_bytes") != s.bulk_bytes:
@@ -487,6 +538,10 @@ def metrics(s: Settings) -> list[Metric]:
     return [
         Metric("bulk-down", f"bulk download {mib_text} MiB", "Mbps", True, "bulk-down", lambda r: r.get("mbps"), ">= 0.6x pqd"),
         Metric("bulk-up", f"bulk upload {mib_text} MiB", "Mbps", True, "bulk-up", lambda r: r.get("mbps"), ">= 0.6x pqd"),
+        Metric(
+            "bulk-down-bbr", f"bulk download {mib_text} MiB, bbr", "Mbps", True, "bulk-down-bbr",
+            lambda r: r.get("mbps"), ">= 0.8x pqd",
+        ),
         Metric("rr-p50", "1 KiB req/resp p50", "us", False, "rr", lambda r: r.get("p50_us", r.get("mean_us")), "<= 250"),
         Metric("rr-p99", "1 KiB req/resp p99", "us", False, "rr", lambda r: r.get("p99_us")),
         Metric("handshake", "handshakes (sequential)", "/s", True, "handshake", lambda r: r.get("per_second"), ">= 500"),
@@ -601,7 +656,9 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   upload, client for download; picoquicdemo does not check). Python peers: client wall time from
   opening the stream to the FIN of the response (upload: the server answers after the last byte
   is checked), handshake excluded. picoquicdemo: its own Upload/Download_Mbps (its connection
-  duration, handshake included).
+  duration, handshake included). "bbr": the same download with every peer on bbr, whatever --cc
+  says (aioquic has none). With --rtt-ms, clients reach servers through benchmarks/relay.py (a
+  Python relay in its own process, which caps every peer at its own speed).
 - req/resp: a fresh bidirectional stream per request, 1 KiB each way, sequential, after warm-up.
   picoquicdemo has no per-request timings: (mean) = (time of a chain of N+1 dependent requests
   - a chain of 1) / N. On a VM it swings between ~10 and ~80 us from run to run, depending on
@@ -646,6 +703,11 @@ def main() -> int:
                         help="seconds per peer and workload after which no repeat starts (default 20, quick 8)")
     parser.add_argument("--cc", default="newreno", help="congestion control for every peer (default newreno, "
                         "aiopquic's default; aioquic calls it reno)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="add this round-trip time: clients reach servers through benchmarks/relay.py "
+                        "(a Python relay: use the bulk workloads)")
+    parser.add_argument("--fixed-window", action="store_true",
+                        help="aiopquic peers without receive window autotuning (the window stays max_stream_data)")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="Meson build directory")
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
@@ -659,7 +721,7 @@ def main() -> int:
         for name in (n.strip() for n in args.only.split(",") if n.strip()):
             name = aliases.get(name, name)
             if name == "bulk-*":
-                wanted_w += ["bulk-down", "bulk-up"]
+                wanted_w += ["bulk-down", "bulk-up", "bulk-down-bbr"]
             elif name in WORKLOADS:
                 wanted_w.append(name)
             elif name in all_peers:
@@ -683,6 +745,8 @@ def main() -> int:
         repeat=args.repeat if args.repeat is not None else (1 if quick else 5),
         budget=args.budget if args.budget is not None else (8.0 if quick else 20.0),
         cc=args.cc,
+        rtt_ms=args.rtt_ms,
+        fixed_window=args.fixed_window,
         workloads=workloads,
         peers=peer_names,
     )
@@ -715,8 +779,8 @@ def main() -> int:
         certdir = certs.cafile.parent
         for w in workloads:
             for p in peer_names:
-                if p in skipped:
-                    continue
+                if p in skipped or (p == "aioquic" and w.endswith("-bbr")):
+                    continue  # aioquic has no bbr
                 log(f"  {w:<10} {p:<17} ...")
                 outcome = peers[p].run(w, certdir, workdir, s)
                 outcomes[(p, w)] = outcome
@@ -733,7 +797,8 @@ def main() -> int:
     print(
         f"aiopquic benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, best of {s.repeat} (time budget {s.budget:g} s per cell), "
-        f"cc {s.cc}{', --quick' if quick else ''}"
+        f"cc {s.cc}{', --quick' if quick else ''}{f', RTT +{s.rtt_ms:g} ms (relay)' if s.rtt_ms > 0 else ''}"
+        f"{', aiopquic --fixed-window' if s.fixed_window else ''}"
     )
     print(calibrate.describe(machine))
     print()

@@ -12,6 +12,7 @@ ends know the expected digest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import random
@@ -22,7 +23,7 @@ from functools import lru_cache
 
 import anyio
 
-from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import QuicConfig, QuicConnection, QuicConnectionStats, QuicStream, open_quic_connection
 
 from .helpers import read_all, running_server
 from .lossy_relay import Impairment, LossyRelay
@@ -56,9 +57,12 @@ async def _hash_to_eof(stream: QuicStream) -> tuple[bytes, int]:
         return digest.digest(), size
 
 
-def transfer_handler(closed: anyio.Event | None = None) -> Callable[[QuicConnection], Awaitable[None]]:
+def transfer_handler(
+    closed: anyio.Event | None = None, stats: list[QuicConnectionStats] | None = None
+) -> Callable[[QuicConnection], Awaitable[None]]:
     """A handler serving the upload/download protocol on every stream of a
-    connection; it sets ``closed`` when the connection has ended."""
+    connection; it sets ``closed`` when the connection has ended, after
+    appending the connection's final ``stats`` to that list."""
 
     async def handler(conn: QuicConnection) -> None:
         try:
@@ -67,6 +71,8 @@ def transfer_handler(closed: anyio.Event | None = None) -> Callable[[QuicConnect
                     if isinstance(stream, QuicStream):
                         tg.start_soon(_serve_stream, stream)
         finally:
+            if stats is not None:
+                stats.append(conn.stats)
             if closed is not None:
                 closed.set()
 
@@ -91,6 +97,8 @@ class TransferResult:
     direction: str
     size: int
     seconds: float
+    #: The receiver's connection statistics at the end (its receive window, say).
+    receiver_stats: QuicConnectionStats | None = None
 
     @property
     def goodput_mbps(self) -> float:
@@ -115,12 +123,13 @@ async def transfer(
     *,
     direction: str,
     size: int,
-    impairment: Impairment,
+    impairment: Impairment | None,
     seed: int,
     timeout: float,
     blackout: float = 0.0,
 ) -> TransferResult:
-    """Move ``size`` verified bytes ``"up"`` or ``"down"`` through a lossy relay.
+    """Move ``size`` verified bytes ``"up"`` or ``"down"`` through a lossy relay
+    (``impairment=None``: straight to the server, no relay).
 
     Raises ``TimeoutError`` if it takes longer than ``timeout`` seconds, or
     ``AssertionError`` if the bytes differ; both say what the relay did.
@@ -128,14 +137,21 @@ async def transfer(
     expected = hashlib.sha256(payload(size)).digest()
     failure = ""
     server_closed = anyio.Event()
-    async with running_server(transfer_handler(server_closed), server_config) as listener:
-        with LossyRelay(
-            ("127.0.0.1", listener.port), impairment, seed=seed,
-            blackout=blackout, blackout_after=size // 2,
-        ) as relay:
+    server_stats: list[QuicConnectionStats] = []
+    client_stats: QuicConnectionStats | None = None
+    async with running_server(transfer_handler(server_closed, server_stats), server_config) as listener:
+        relayed = (
+            LossyRelay(
+                ("127.0.0.1", listener.port), impairment, seed=seed,
+                blackout=blackout, blackout_after=size // 2,
+            )
+            if impairment is not None else contextlib.nullcontext(None)
+        )
+        with relayed as relay:
             start = time.monotonic()
+            port = relay.port if relay is not None else listener.port
             with anyio.move_on_after(timeout) as scope:
-                async with open_quic_connection("127.0.0.1", relay.port, config=client_config) as conn:
+                async with open_quic_connection("127.0.0.1", port, config=client_config) as conn:
                     stream = await conn.open_stream()
                     if direction == "up":
                         await stream.send(b"U" + size.to_bytes(8, "big"))
@@ -146,6 +162,7 @@ async def transfer(
                         await stream.send(b"D" + size.to_bytes(8, "big"))
                         await stream.send_eof()
                         digest, got = await _hash_to_eof(stream)
+                    client_stats = conn.stats
             seconds = time.monotonic() - start
             # Keep the relay up until the server has seen the client's CONNECTION_CLOSE
             # (else the server lingers for its close_timeout); it may be lost, so bounded.
@@ -153,11 +170,12 @@ async def transfer(
                 await server_closed.wait()
             if scope.cancelled_caught:
                 failure = f"{direction} {size} bytes not done in {timeout} s; relay: {relay}"
-            elif relay.error is not None:
+            elif relay is not None and relay.error is not None:
                 failure = f"the relay failed: {relay.error!r}"
             elif digest != expected:
                 failure = f"{direction}: the bytes differ ({got} of {size} bytes); relay: {relay}"
     # Raised here, out of the server's task group, so that it is not wrapped.
     if failure:
         raise (TimeoutError if "not done" in failure else AssertionError)(failure)
-    return TransferResult(direction, size, seconds)
+    receiver = client_stats if direction == "down" else (server_stats[0] if server_stats else None)
+    return TransferResult(direction, size, seconds, receiver)

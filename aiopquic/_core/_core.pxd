@@ -20,6 +20,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t packets_lost
         uint64_t packets_retransmitted
         uint64_t address_changes
+        uint64_t stream_window
         uint32_t version
         char cipher[64]
 
@@ -84,6 +85,7 @@ cdef extern from "bridge.h" nogil:
         uint64_t handshake_timeout_us
         uint64_t max_data
         uint64_t max_stream_data
+        uint64_t max_stream_window
         uint64_t send_buffer
         uint64_t connection_send_buffer
         uint64_t max_streams_bidi

@@ -188,6 +188,7 @@ cdef class Endpoint:
         uint64_t handshake_timeout_us=10000000,
         uint64_t max_data=16 << 20,
         uint64_t max_stream_data=1 << 20,
+        uint64_t max_stream_window=0,
         uint64_t send_buffer=1 << 20,
         uint64_t connection_send_buffer=16 << 20,
         uint64_t max_streams_bidi=128,
@@ -235,6 +236,7 @@ cdef class Endpoint:
             cfg.handshake_timeout_us = handshake_timeout_us
             cfg.max_data = max_data
             cfg.max_stream_data = max_stream_data
+            cfg.max_stream_window = max_stream_window
             cfg.send_buffer = send_buffer
             cfg.connection_send_buffer = connection_send_buffer
             cfg.max_streams_bidi = max_streams_bidi
@@ -457,6 +459,7 @@ cdef class ConnHandle:
             "packets_lost": s.packets_lost,
             "packets_retransmitted": s.packets_retransmitted,
             "address_changes": s.address_changes,
+            "stream_window": s.stream_window,
             "version": s.version,
             "cipher": s.cipher.decode(errors="replace"),
         }

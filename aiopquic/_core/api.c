@@ -115,10 +115,11 @@ size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max)
     }
     if (n > 0) {
         uint64_t before = atomic_load(&s->rx.tail);
+        uint64_t step = atomic_load(&s->rx_window) / 4 + 1;
         aq_ring_read(&s->rx, dst, n);
         aq_conn_freed(s->conn, n);
         /* Grant credit in quarter-window steps: few MAX_STREAM_DATA frames, no stall. */
-        if ((before + n) / (s->rx_window / 4 + 1) != before / (s->rx_window / 4 + 1) &&
+        if ((before + n) / step != before / step &&
             !atomic_load(&s->rx_fin)) {
             aq_push_net(&s->node, AQ_CMD_CREDIT);
         }

@@ -75,6 +75,7 @@ typedef struct {
     uint64_t packets_lost;
     uint64_t packets_retransmitted;
     uint64_t address_changes; /* times the peer's address changed after the handshake */
+    uint64_t stream_window;   /* largest receive window granted to a stream (autotuning grows it) */
     uint32_t version;         /* QUIC version */
     char cipher[64];          /* TLS cipher suite */
 } aq_path_stats_t;
@@ -99,7 +100,7 @@ struct aq_stream {
     uint64_t stream_id;
     aq_ring_t rx;
     aq_ring_t tx;
-    uint64_t rx_window; /* bytes of credit the peer may have outstanding */
+    _Atomic uint64_t rx_window; /* bytes of credit the peer may have outstanding (grows: aq_autotune_window) */
     /* Python -> network */
     _Atomic int tx_active;  /* picoquic polls (or was asked to poll) this stream */
     _Atomic int tx_fin;     /* send FIN once the ring is empty */
@@ -125,6 +126,8 @@ struct aq_stream {
     int app_released;       /* Python is done with the stream (AQ_CMD_RELEASE) */
     int pq_released;        /* picoquic is done with it */
     int credit_returned;    /* a peer's stream: MAX_STREAMS counts it again */
+    uint64_t tune_time;     /* window autotuning: when this measurement began (0: not yet) */
+    uint64_t tune_read;     /* ... and how many bytes Python had read then */
     aq_stream_t* prev;
     aq_stream_t* next;
 };
@@ -205,6 +208,7 @@ typedef struct {
     uint64_t handshake_timeout_us;
     uint64_t max_data;
     uint64_t max_stream_data;
+    uint64_t max_stream_window; /* autotuning's cap on a stream's window (0: max_data) */
     uint64_t send_buffer;
     uint64_t connection_send_buffer;
     uint64_t max_streams_bidi;

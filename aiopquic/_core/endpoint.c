@@ -113,6 +113,10 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     ep->desired_version = cfg->desired_version;
     ep->rx_window = (size_t)cfg->max_stream_data;
     ep->conn_window = cfg->max_data;
+    ep->rx_window_max = (size_t)(cfg->max_stream_window != 0 ? cfg->max_stream_window : cfg->max_data);
+    if (ep->rx_window_max < ep->rx_window) {
+        ep->rx_window_max = ep->rx_window;
+    }
     ep->tx_cap = (size_t)cfg->send_buffer;
     ep->conn_tx_cap = cfg->connection_send_buffer;
     ep->dgram_queue = cfg->datagram_queue > 0 ? (size_t)cfg->datagram_queue : 1;

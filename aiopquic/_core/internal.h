@@ -65,7 +65,8 @@ struct aq_endpoint {
     /* configuration */
     int is_server;
     int early_data; /* QuicConfig.early_data */
-    size_t rx_window;
+    size_t rx_window;     /* a stream's first window (QuicConfig.max_stream_data) */
+    size_t rx_window_max; /* ... and how far autotuning may grow it (see aq_autotune_window) */
     uint64_t conn_window; /* bytes a connection may buffer (QuicConfig.max_data) */
     size_t tx_cap;
     uint64_t conn_tx_cap; /* bytes a connection's send rings hold at most (but for a cancelled send's rest) */

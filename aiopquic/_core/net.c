@@ -188,12 +188,46 @@ static void aq_conn_teardown(aq_conn_t* c)
     aq_node_unref(&c->node); /* picoquic's reference */
 }
 
+/* Receive window autotuning (issue 12), at each credit grant: when Python has
+ * read a whole window within two smoothed RTTs, the window limited the transfer
+ * (a window-limited sender delivers one window per RTT), so it doubles, up to
+ * rx_window_max (QuicConfig.max_stream_window, else max_data).  A window that
+ * takes longer to drain is at least twice the path's bandwidth-delay product,
+ * or the application is the bottleneck: it stays.  Memory stays bounded by the
+ * connection's MAX_DATA (aq_grant_max_data), whatever the streams' windows. */
+static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t read)
+{
+    aq_endpoint_t* ep = s->conn->node.ep;
+    uint64_t window = atomic_load(&s->rx_window);
+    uint64_t now;
+    if (window >= ep->rx_window_max || (s->tune_time != 0 && read - s->tune_read < window)) {
+        return;
+    }
+    now = picoquic_current_time();
+    if (s->tune_time != 0 && now - s->tune_time < 2 * picoquic_get_rtt(cnx)) {
+        window = 2 * window < ep->rx_window_max ? 2 * window : ep->rx_window_max;
+        atomic_store(&s->rx_window, window);
+        pthread_mutex_lock(&s->conn->stats_lock);
+        if (s->conn->stats.stream_window < window) {
+            s->conn->stats.stream_window = window;
+        }
+        pthread_mutex_unlock(&s->conn->stats_lock);
+    }
+    s->tune_time = now;
+    s->tune_read = read;
+}
+
 static void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
 {
     uint64_t written = atomic_load(&s->rx.head);
     uint64_t read = atomic_load(&s->rx.tail);
-    uint64_t limit = read + s->rx_window;
-    if (!s->registered || atomic_load(&s->rx_fin) || atomic_load(&s->rx_reset) || limit <= written) {
+    uint64_t limit;
+    if (!s->registered || atomic_load(&s->rx_fin) || atomic_load(&s->rx_reset)) {
+        return;
+    }
+    aq_autotune_window(s, cnx, read);
+    limit = read + atomic_load(&s->rx_window);
+    if (limit <= written) {
         return;
     }
     s->credit_pending = picoquic_open_flow_control(cnx, s->stream_id, limit - written) != 0;
@@ -224,6 +258,9 @@ static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx)
     picoquic_get_peer_addr(cnx, &addr);
     aq_copy_addr(&peer, addr);
     pthread_mutex_lock(&c->stats_lock);
+    if (c->stats.stream_window < c->node.ep->rx_window) {
+        c->stats.stream_window = c->node.ep->rx_window;
+    }
     c->stats.rtt_us = q.rtt;
     c->stats.rtt_min_us = q.rtt_min;
     c->stats.cwnd = q.cwin;

@@ -108,8 +108,15 @@ class QuicConfig:
     #: Most bytes a connection buffers for the application, all streams together
     #: (QUIC MAX_DATA, raised as the application reads).
     max_data: int = 16 * 1024 * 1024
-    #: Per-stream receive window; also the size of each stream's receive buffer.
+    #: Per-stream receive window to start with (QUIC initial_max_stream_data).
+    #: Window autotuning doubles a stream's window whenever the application reads
+    #: a whole window within two round trips (the window, not the reader, limited
+    #: the transfer), up to ``max_stream_window``.
     max_stream_data: int = 1024 * 1024
+    #: How far autotuning may grow a stream's receive window: ``None`` means
+    #: ``max_data`` (which bounds the memory of all streams together anyway);
+    #: ``max_stream_data`` turns autotuning off.  Not below ``max_stream_data``.
+    max_stream_window: int | None = None
     #: Per-stream send buffer: ``send()`` waits while it is full.
     send_buffer_size: int = 1024 * 1024
     #: Per-connection cap on the send buffers of all its streams together: ``send()``
@@ -206,6 +213,8 @@ class QuicConfig:
         self._check_seconds("close_timeout", allow_zero=True)
         self._check_int("max_data", 1, _VARINT_MAX)
         self._check_int("max_stream_data", 1024, 1 << 30)
+        if self.max_stream_window is not None:
+            self._check_int("max_stream_window", self.max_stream_data, _VARINT_MAX)
         self._check_int("send_buffer_size", 1024, 1 << 30)
         self._check_int("connection_send_buffer_size", 1024, 1 << 40)
         if self.connection_send_buffer_size < self.send_buffer_size:
@@ -335,6 +344,7 @@ class QuicConfig:
             "handshake_timeout_us": round(self.handshake_timeout * 1_000_000),
             "max_data": self.max_data,
             "max_stream_data": self.max_stream_data,
+            "max_stream_window": self.max_stream_window or 0,
             "send_buffer": self.send_buffer_size,
             "connection_send_buffer": self.connection_send_buffer_size,
             "max_streams_bidi": self.max_streams_bidi,

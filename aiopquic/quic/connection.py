@@ -139,6 +139,9 @@ class QuicConnectionStats:
     packets_retransmitted: int = 0
     #: Times the peer's address changed after the handshake (a migration or a NAT rebinding).
     address_changes: int = 0
+    #: The largest receive window granted to one of its streams so far:
+    #: ``max_stream_data``, more once window autotuning has grown one.
+    stream_window: int = 0
     #: The negotiated QUIC version (1 = RFC 9000) and TLS cipher suite.
     quic_version: int = 0
     cipher_suite: str = ""
@@ -251,6 +254,7 @@ class QuicConnection:
             packets_lost=path["packets_lost"],
             packets_retransmitted=path["packets_retransmitted"],
             address_changes=path["address_changes"],
+            stream_window=path["stream_window"],
             quic_version=path["version"],
             cipher_suite=path["cipher"],
             bytes_sent=self._bytes_sent,

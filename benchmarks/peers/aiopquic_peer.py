@@ -56,6 +56,8 @@ def make_config(args, *, server: bool) -> aiopquic.QuicConfig:
     )
     if args.cc:
         options["congestion_control"] = args.cc
+    if args.fixed_window:
+        options["max_stream_window"] = MAX_STREAM_DATA
     if server:
         options.update(certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem"))
     else:

@@ -1,0 +1,96 @@
+"""Receive window autotuning (issue 12): a stream's window starts at
+``max_stream_data`` and doubles while the application drains a whole window
+within two round trips, up to ``max_stream_window`` (default ``max_data``).
+Checked functionally through the delaying relay, on the receiver's
+``stats.stream_window``; the goodput it buys is measured by
+``benchmarks/run.py --rtt-ms 20``, never here.  Also: a plain bbr transfer on
+loopback completes (its speed is the benchmark's ``bulk-down-bbr`` row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from aiopquic import QuicConfig
+
+from .lossy_relay import Impairment
+from .lossy_transfer import configs, transfer
+
+pytestmark = pytest.mark.anyio
+
+KIB = 1024
+MIB = 1024 * KIB
+#: A small first window on a 40 ms RTT: the window, not the CPU, limits the
+#: transfer (64 KiB per RTT is 1.6 MB/s), so every window drains in about one
+#: RTT and autotuning must grow it.
+WINDOW = 64 * KIB
+RTT40 = Impairment(delay=0.020)
+
+
+def _with(server: QuicConfig, client: QuicConfig, cc: str, **fields: object) -> tuple[QuicConfig, QuicConfig]:
+    s, c = configs(server, client, cc, idle_timeout=30.0)
+    return dataclasses.replace(s, **fields), dataclasses.replace(c, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+async def test_window_grows_on_a_long_path(
+    server_config: QuicConfig, client_config: QuicConfig, direction: str
+) -> None:
+    server, client = _with(server_config, client_config, "cubic", max_stream_data=WINDOW)
+    result = await transfer(
+        server, client, direction=direction, size=4 * MIB, impairment=RTT40, seed=3, timeout=25.0
+    )
+    assert result.receiver_stats is not None
+    window = result.receiver_stats.stream_window
+    assert window >= 4 * WINDOW, f"the receive window stayed at {window} bytes"
+    assert window <= server.max_data
+
+
+async def test_window_stays_within_max_stream_window(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    server, client = _with(
+        server_config, client_config, "cubic", max_stream_data=WINDOW, max_stream_window=2 * WINDOW
+    )
+    result = await transfer(
+        server, client, direction="down", size=2 * MIB, impairment=RTT40, seed=3, timeout=25.0
+    )
+    assert result.receiver_stats is not None
+    assert result.receiver_stats.stream_window == 2 * WINDOW
+
+
+async def test_fixed_window(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    """max_stream_window = max_stream_data: no autotuning."""
+    server, client = _with(
+        server_config, client_config, "cubic", max_stream_data=WINDOW, max_stream_window=WINDOW
+    )
+    result = await transfer(server, client, direction="down", size=MIB, impairment=RTT40, seed=3, timeout=25.0)
+    assert result.receiver_stats is not None
+    assert result.receiver_stats.stream_window == WINDOW
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+async def test_bbr_bulk_on_loopback(server_config: QuicConfig, client_config: QuicConfig, direction: str) -> None:
+    """bbr, paced by picoquic's timers, moves verified bytes at full speed (no relay)."""
+    server, client = configs(server_config, client_config, "bbr", idle_timeout=30.0)
+    result = await transfer(
+        server, client, direction=direction, size=16 * MIB, impairment=None, seed=0, timeout=25.0
+    )
+    assert result.receiver_stats is not None
+
+
+def test_max_stream_window_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_stream_window"):
+        QuicConfig(alpn=["x"], max_stream_data=MIB, max_stream_window=MIB - 1)
+    with pytest.raises(TypeError, match="max_stream_window"):
+        QuicConfig(alpn=["x"], max_stream_window="big")  # type: ignore[arg-type]
+    assert QuicConfig(alpn=["x"], max_stream_window=MIB).max_stream_window == MIB
+
+
+async def test_window_stays_within_max_data_by_default(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    server, client = _with(server_config, client_config, "cubic", max_stream_data=WINDOW, max_data=2 * WINDOW)
+    result = await transfer(
+        server, client, direction="down", size=2 * MIB, impairment=RTT40, seed=3, timeout=25.0
+    )
+    assert result.receiver_stats is not None
+    assert result.receiver_stats.stream_window == 2 * WINDOW
