@@ -195,7 +195,7 @@ cdef class Endpoint:
         uint64_t max_streams_uni=128,
         uint64_t max_datagram_frame_size=0,
         uint64_t datagram_queue=1024,
-        congestion_control="newreno",
+        congestion_control="cubic",
         keylog_file=None,
         qlog_dir=None,
         int socket_buffer_size=4 << 20,

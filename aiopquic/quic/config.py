@@ -133,7 +133,7 @@ class QuicConfig:
     #: Datagrams queued each way before the oldest is dropped.
     datagram_queue_size: int = 1024
     #: Congestion controller: one of :data:`CONGESTION_CONTROLS`.
-    congestion_control: str = "newreno"
+    congestion_control: str = "cubic"
     #: Append TLS secrets here (NSS key log format); ``SSLKEYLOGFILE`` is the default.
     keylog_file: str | os.PathLike[str] | None = None
     #: Write one qlog file per connection into this existing directory (slow).
