@@ -5,7 +5,8 @@
  *   ring.c      byte rings and datagram queues (ring.h)
  *   events.c    nodes, their reference counts, the dirty lists both ways, the
  *               wake fd, the drain; flow-control accounting any thread may do
- *   net.c       the network thread: picoquic callbacks, commands, the loop
+ *   net.c       the network thread's picoquic callbacks
+ *   commands.c  the network thread working for Python: commands, the loop
  *   endpoint.c  creating, starting, stopping and freeing an endpoint
  *   api.c       what the Python thread calls on connections and streams
  */
@@ -97,14 +98,27 @@ void aq_release_list(_Atomic(aq_node_t*)* head, int for_py);
 void aq_signal_python(aq_endpoint_t* ep, int when);
 aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int has_tx);
 
-/* net.c: the network thread (picoquic callbacks, commands) */
+/* net.c: the network thread's picoquic callbacks */
+int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+    picoquic_call_back_event_t event, void* ctx, void* stream_ctx);
+void aq_conn_teardown(aq_conn_t* c);
+void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
+int aq_is_local_stream(aq_conn_t* c, uint64_t stream_id);
+void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c);
+int aq_register_local(aq_stream_t* s, picoquic_cnx_t* cnx, int activate);
+void aq_tx_discard(aq_stream_t* s);
+void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
+void aq_forget_deferred_stop(aq_stream_t* s);
 size_t aq_alpn_select(picoquic_quic_t* quic, picoquic_iovec_t* list, size_t count);
 int aq_default_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
     picoquic_call_back_event_t event, void* ctx, void* stream_ctx);
 void aq_grant_max_data(aq_conn_t* c, picoquic_cnx_t* cnx);
-int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv);
 void aq_run_deferred_deletes(aq_endpoint_t* ep);
 void aq_unlink_conn(aq_endpoint_t* ep, aq_conn_t* c);
 void aq_unlink_stream(aq_stream_t* s);
+
+/* commands.c: the network thread working for Python, and the packet loop */
+int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv);
+void aq_run_deferred_closes(aq_endpoint_t* ep);
 
 #endif

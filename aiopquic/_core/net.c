@@ -1,8 +1,9 @@
 /*
- * net.c: the network thread.  picoquic callbacks copy bytes and events into
- * the rings and dirty lists; commands from Python are carried out here; the
- * packet loop callback ties both to picoquic's loop.  Only this thread calls
- * picoquic (and the stopping thread, once it has joined it).
+ * net.c: the network thread's picoquic callbacks: they copy bytes and events
+ * into the rings and dirty lists, pull stream bytes and datagrams to send, and
+ * keep the bridge's connection and stream lists.  Only this thread calls
+ * picoquic (and the stopping thread, once it has joined it); commands.c holds
+ * what the thread does for Python and its packet-loop callback.
  */
 #include "internal.h"
 
@@ -10,15 +11,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx);
-static void aq_run_deferred_closes(aq_endpoint_t* ep);
-static void aq_forget_deferred_stop(aq_stream_t* s);
-static void aq_check_close_sent(aq_endpoint_t* ep);
 static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx);
 
-static int aq_is_local_stream(aq_conn_t* c, uint64_t stream_id)
+int aq_is_local_stream(aq_conn_t* c, uint64_t stream_id)
 {
     return (int)(stream_id & 1) == (c->is_client ? 0 : 1);
+}
+
+/* A peer's stream counts toward MAX_STREAMS again once picoquic and Python are
+ * both done with it: a peer cannot pile up streams the application never took. */
+void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
+{
+    if (s->app_released && s->pq_released && !s->credit_returned && !aq_is_local_stream(s->conn, s->stream_id)) {
+        s->credit_returned = 1;
+        picoquic_add_remote_stream_credit(cnx, (s->stream_id & 2) == 0);
+    }
+}
+
+void aq_forget_deferred_stop(aq_stream_t* s)
+{
+    if (s->stop_deferred) {
+        s->stop_deferred = 0;
+        s->conn->deferred_stops--;
+        s->conn->node.ep->deferred_stops--;
+    }
 }
 
 static void aq_link_stream(aq_conn_t* c, aq_stream_t* s)
@@ -51,7 +67,7 @@ void aq_unlink_stream(aq_stream_t* s)
 }
 
 /* Give picoquic a reference to a stream we created; activate it or just attach it. */
-static int aq_register_local(aq_stream_t* s, picoquic_cnx_t* cnx, int activate)
+int aq_register_local(aq_stream_t* s, picoquic_cnx_t* cnx, int activate)
 {
     int ret = activate ? picoquic_mark_active_stream(cnx, s->stream_id, 1, s)
                        : picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
@@ -82,7 +98,7 @@ static aq_stream_t* aq_peer_stream(aq_conn_t* c, picoquic_cnx_t* cnx, uint64_t s
     return s;
 }
 
-static void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c)
+void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c)
 {
     c->prev = NULL;
     c->next = ep->conns;
@@ -159,7 +175,7 @@ void aq_run_deferred_deletes(aq_endpoint_t* ep)
 }
 
 /* picoquic is done with this connection: drop every reference it held. */
-static void aq_conn_teardown(aq_conn_t* c)
+void aq_conn_teardown(aq_conn_t* c)
 {
     aq_endpoint_t* ep = c->node.ep;
     picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
@@ -217,7 +233,7 @@ static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t rea
     s->tune_read = read;
 }
 
-static void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
+void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
 {
     uint64_t written = atomic_load(&s->rx.head);
     uint64_t read = atomic_load(&s->rx.tail);
@@ -324,7 +340,7 @@ static void aq_conn_tx_done(aq_conn_t* c, size_t n)
 }
 
 /* Network thread: bytes that will never be sent (reset): out of the ring now. */
-static void aq_tx_discard(aq_stream_t* s)
+void aq_tx_discard(aq_stream_t* s)
 {
     size_t n = s->tx.cap > 0 ? aq_ring_used(&s->tx) : 0;
     if (n > 0) {
@@ -489,7 +505,7 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
     return 0;
 }
 
-static int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
+int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t length,
     picoquic_call_back_event_t event, void* ctx, void* stream_ctx)
 {
     aq_conn_t* c = (aq_conn_t*)ctx;
@@ -645,298 +661,4 @@ size_t aq_alpn_select(picoquic_quic_t* quic, picoquic_iovec_t* list, size_t coun
         }
     }
     return count; /* no common protocol: the handshake fails with no_application_protocol */
-}
-
-static void aq_client_start(aq_conn_t* c)
-{
-    aq_endpoint_t* ep = c->node.ep;
-    picoquic_cnx_t* cnx;
-    if (ep->sessions == NULL) {
-        /* No resumption: forget the tickets earlier connections of this context got. */
-        aq_sessions_forget(ep->quic);
-    }
-    else if (c->sni != NULL && c->alpn_single != NULL) {
-        aq_sessions_lend(ep->sessions, ep->quic, c->sni, c->alpn_single);
-    }
-    cnx = picoquic_create_cnx(ep->quic, picoquic_null_connection_id,
-        picoquic_null_connection_id, (struct sockaddr*)&c->connect_addr, picoquic_current_time(),
-        ep->version, c->sni, c->alpn_single, 1);
-    if (cnx == NULL) {
-        c->closed_reported = 1;
-        c->local_error = AQ_ERROR_START_FAILED;
-        aq_push_py(&c->node, AQ_EV_CLOSED);
-        return;
-    }
-    picoquic_set_callback(cnx, aq_conn_cb, c);
-    if (ep->desired_version != 0) {
-        picoquic_set_desired_version(cnx, ep->desired_version); /* offered in version_information */
-    }
-    aq_node_ref(&c->node); /* picoquic's reference */
-    c->cnx = cnx;
-    aq_link_conn(ep, c);
-    if (picoquic_start_client_cnx(cnx) != 0) {
-        c->closed_reported = 1;
-        c->local_error = AQ_ERROR_START_FAILED;
-        aq_push_py(&c->node, AQ_EV_CLOSED);
-        aq_conn_teardown(c);
-        return;
-    }
-    aq_sessions_mark_used(cnx); /* the next connection of this context takes another */
-    if (ep->early_data && picoquic_is_0rtt_available(cnx) && c->alpn_single != NULL) {
-        /* Resuming with a ticket that allows 0-RTT: streams opened from now on
-         * send their first bytes in 0-RTT packets (again in 1-RTT if refused). */
-        aq_copy_addr(&c->peer_addr, (struct sockaddr*)&c->connect_addr);
-        snprintf(c->alpn, sizeof(c->alpn), "%s", c->alpn_single);
-        c->early = 1;
-        aq_push_py(&c->node, AQ_EV_EARLY);
-    }
-}
-
-/* Every byte and FIN we were given has been sent and acknowledged (control frames
- * still in flight do not hold the close back). */
-static int aq_conn_drained(aq_conn_t* c, picoquic_cnx_t* cnx)
-{
-    for (aq_stream_t* s = c->streams; s != NULL; s = s->next) {
-        if (!s->reset_sent && (aq_ring_used(&s->tx) > 0 || (atomic_load(&s->tx_fin) && !s->fin_sent))) {
-            return 0;
-        }
-    }
-    return !aq_stream_data_unacked(cnx);
-}
-
-static void aq_conn_command(aq_conn_t* c, uint32_t flags)
-{
-    aq_endpoint_t* ep = c->node.ep;
-    if (flags & AQ_CMD_CONNECT) {
-        aq_client_start(c);
-    }
-    picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
-    if ((flags & AQ_CMD_MAX_DATA) && cnx != NULL) {
-        aq_grant_max_data(c, cnx);
-    }
-    if ((flags & AQ_CMD_DGRAM) && cnx != NULL) {
-        (void)picoquic_mark_datagram_ready(cnx, 1);
-    }
-    if ((flags & AQ_CMD_KEY_UPDATE) && cnx != NULL) {
-        /* Refused (PICOQUIC_ERROR_KEY_ROTATION_NOT_READY) before the handshake is
-         * confirmed or while the previous update is unacknowledged: nothing to undo. */
-        (void)picoquic_start_key_rotation(cnx);
-    }
-    if ((flags & AQ_CMD_CLOSE) && !c->close_requested) {
-        c->close_requested = 1;
-        if (cnx != NULL && picoquic_get_cnx_state(cnx) < picoquic_state_disconnecting) {
-            ep->close_waiters++;
-            if (c->close_linger_us > 0 && picoquic_get_cnx_state(cnx) == picoquic_state_ready &&
-                !aq_conn_drained(c, cnx)) {
-                c->close_deferred = 1;
-                c->close_deadline = picoquic_current_time() + c->close_linger_us;
-                ep->deferred_closes++;
-                picoquic_set_app_wake_time(cnx, c->close_deadline);
-            }
-            else {
-                (void)picoquic_close_ex(cnx, c->close_code, c->close_reason);
-            }
-        }
-        else {
-            c->close_sent_reported = 1;
-            aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
-        }
-    }
-}
-
-/* Run the closes that waited for their streams to drain, once drained or late. */
-static void aq_run_deferred_closes(aq_endpoint_t* ep)
-{
-    uint64_t now = picoquic_current_time();
-    for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_closes > 0; c = c->next) {
-        picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
-        if (c->close_deferred && cnx != NULL) {
-            /* The peer (or picoquic) closed first: nothing more will be acknowledged,
-             * and aq_check_close_sent() reports the close. */
-            int closing = picoquic_get_cnx_state(cnx) > picoquic_state_ready;
-            if (closing || now >= c->close_deadline || aq_conn_drained(c, cnx)) {
-                c->close_deferred = 0;
-                ep->deferred_closes--;
-                if (!closing) {
-                    /* Late: the peer must not take a truncated transfer for a clean end. */
-                    c->close_truncated = !aq_conn_drained(c, cnx);
-                    (void)picoquic_close_ex(cnx, c->close_truncated ? c->close_late_code : c->close_code,
-                        c->close_reason);
-                }
-            }
-        }
-    }
-}
-
-/* A peer's stream counts toward MAX_STREAMS again once picoquic and Python are
- * both done with it: a peer cannot pile up streams the application never took. */
-static void aq_return_stream_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
-{
-    if (s->app_released && s->pq_released && !s->credit_returned && !aq_is_local_stream(s->conn, s->stream_id)) {
-        s->credit_returned = 1;
-        picoquic_add_remote_stream_credit(cnx, (s->stream_id & 2) == 0);
-    }
-}
-
-static void aq_send_stop(aq_stream_t* s, picoquic_cnx_t* cnx)
-{
-    (void)picoquic_stop_sending(cnx, s->stream_id, s->stop_code);
-    (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
-}
-
-static void aq_forget_deferred_stop(aq_stream_t* s)
-{
-    if (s->stop_deferred) {
-        s->stop_deferred = 0;
-        s->conn->deferred_stops--;
-        s->conn->node.ep->deferred_stops--;
-    }
-}
-
-/* Send the STOP_SENDING frames the peer's new stream limit now allows. */
-static void aq_run_deferred_stops(aq_endpoint_t* ep)
-{
-    for (aq_conn_t* c = ep->conns; c != NULL && ep->deferred_stops > 0; c = c->next) {
-        picoquic_cnx_t* cnx = (picoquic_cnx_t*)c->cnx;
-        if (c->deferred_stops == 0 || cnx == NULL) {
-            continue;
-        }
-        for (aq_stream_t* s = c->streams; s != NULL && c->deferred_stops > 0; s = s->next) {
-            if (s->stop_deferred && !aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
-                aq_forget_deferred_stop(s);
-                aq_send_stop(s, cnx);
-            }
-        }
-    }
-}
-
-static void aq_stream_command(aq_stream_t* s, uint32_t flags)
-{
-    picoquic_cnx_t* cnx = (picoquic_cnx_t*)s->conn->cnx;
-    if (cnx == NULL || picoquic_get_cnx_state(cnx) >= picoquic_state_disconnecting) {
-        return;
-    }
-    if (flags & AQ_CMD_RELEASE) {
-        s->app_released = 1;
-        aq_return_stream_credit(s, cnx);
-    }
-    if ((flags & AQ_CMD_ACTIVATE) && !s->reset_sent && !s->fin_sent) {
-        int ret = s->registered ? picoquic_mark_active_stream(cnx, s->stream_id, 1, s)
-                                : aq_register_local(s, cnx, 1);
-        if (ret != 0) {
-            /* picoquic refused the stream: tell the sender instead of stalling it. */
-            s->tx_stop_code = 0;
-            atomic_store(&s->tx_stopped, 1);
-            aq_push_py(&s->node, AQ_EV_STOP);
-        }
-    }
-    if (flags & AQ_CMD_CREDIT) {
-        aq_grant_credit(s, cnx);
-    }
-    if ((flags & (AQ_CMD_STOP | AQ_CMD_RESET)) && !s->registered) {
-        if (aq_register_local(s, cnx, 0) != 0) {
-            return;
-        }
-    }
-    if ((flags & AQ_CMD_STOP) && !s->stop_deferred) {
-        if (aq_stream_beyond_peer_limit(cnx, s->stream_id)) {
-            /* The peer does not know this stream yet and may not hear of it now. */
-            s->stop_deferred = 1;
-            s->conn->deferred_stops++;
-            s->conn->node.ep->deferred_stops++;
-        }
-        else {
-            aq_send_stop(s, cnx);
-        }
-    }
-    if ((flags & AQ_CMD_RESET) && !s->reset_sent) {
-        s->reset_sent = 1;
-        (void)picoquic_reset_stream(cnx, s->stream_id, s->reset_code);
-        (void)picoquic_set_app_stream_ctx(cnx, s->stream_id, s);
-        aq_tx_discard(s);
-    }
-}
-
-static void aq_process_commands(aq_endpoint_t* ep)
-{
-    aq_node_t* n = aq_detach_fifo(&ep->net_head, 0);
-    while (n != NULL) {
-        aq_node_t* next = n->net_next;
-        uint32_t flags;
-        atomic_store(&n->net_queued, 0);
-        flags = atomic_exchange(&n->net_flags, 0);
-        if (n->kind == AQ_KIND_CONN) {
-            aq_conn_command((aq_conn_t*)n, flags);
-        }
-        else {
-            aq_stream_command((aq_stream_t*)n, flags);
-        }
-        aq_node_unref(n);
-        n = next;
-    }
-}
-
-static void aq_check_close_sent(aq_endpoint_t* ep)
-{
-    for (aq_conn_t* c = ep->conns; c != NULL && ep->close_waiters > 0; c = c->next) {
-        /* Past disconnecting: our CONNECTION_CLOSE went out, or the peer's came in. */
-        if (c->close_requested && !c->close_sent_reported && !c->close_deferred && c->cnx != NULL &&
-            picoquic_get_cnx_state((picoquic_cnx_t*)c->cnx) > picoquic_state_disconnecting) {
-            c->close_sent_reported = 1;
-            ep->close_waiters--;
-            aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
-        }
-    }
-}
-
-int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv)
-{
-    aq_endpoint_t* ep = (aq_endpoint_t*)ctx;
-    (void)quic;
-    switch (mode) {
-    case picoquic_packet_loop_port_update: {
-        /* picoquic hands the port over in host byte order here. */
-        struct sockaddr* sa = (struct sockaddr*)argv;
-        int port = sa->sa_family == AF_INET6 ? ((struct sockaddr_in6*)sa)->sin6_port
-                                             : ((struct sockaddr_in*)sa)->sin_port;
-        pthread_mutex_lock(&ep->start_lock);
-        atomic_store(&ep->port, port);
-        ep->start_state = 1;
-        pthread_cond_broadcast(&ep->start_cond);
-        pthread_mutex_unlock(&ep->start_lock);
-        break;
-    }
-    case picoquic_packet_loop_wake_up:
-        atomic_store(&ep->net_wake_pending, 0);
-        aq_process_commands(ep);
-        break;
-    case picoquic_packet_loop_after_receive:
-        if (ep->deferred_stops > 0) {
-            aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
-        }
-        /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
-         * plain stream bytes wait for the end of the batch. */
-        aq_signal_python(ep, AQ_SIGNAL_NOW);
-        break;
-    case picoquic_packet_loop_after_send:
-        if (ep->n_to_delete > 0) {
-            aq_run_deferred_deletes(ep);
-        }
-        if (ep->deferred_closes > 0) {
-            aq_run_deferred_closes(ep);
-        }
-        if (ep->close_waiters > 0) {
-            aq_check_close_sent(ep);
-        }
-        aq_signal_python(ep, AQ_SIGNAL_BATCH);
-        /* Commands queued before the exit request (a CLOSE, say) are handled first. */
-        if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
-            atomic_load(&ep->net_head) == NULL) {
-            return PICOQUIC_NO_ERROR_TERMINATE_PACKET_LOOP; /* the exit is reported to Python */
-        }
-        break;
-    default:
-        break;
-    }
-    return 0;
 }
