@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from aiopquic import AnyQuicStream, QuicConfig, QuicConnection, QuicListener, QuicStream, serve_quic
-from aiopquic.cli.certs import CertificateSet
+from aiopquic.cli.certs import CertificateSet, make_certificates
 
 Handler = Callable[[QuicConnection], Awaitable[None]]
 
@@ -53,10 +53,11 @@ async def echo_handler(conn: QuicConnection) -> None:
     """Echo every bidirectional stream back, then FIN."""
     async with conn, anyio.create_task_group() as tg:
         async for stream in conn:
-            tg.start_soon(_echo_stream, stream)
+            tg.start_soon(echo_stream, stream)
 
 
-async def _echo_stream(stream: AnyQuicStream) -> None:
+async def echo_stream(stream: AnyQuicStream) -> None:
+    """Echo one stream back."""
     data = await read_all(stream)
     if isinstance(stream, QuicStream):  # a unidirectional stream is only drained
         await stream.send(data)
@@ -69,48 +70,14 @@ def make_odd_certificates(
     """A CA and a leaf for localhost it signs, the leaf's flaws chosen: valid only from
     ``not_before_days`` from now, without serverAuth in its extendedKeyUsage, or
     written after the CA certificate in ``certfile`` (a chain out of order)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aiopquic odd CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=2))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    return make_certificates(
+        directory,
+        ("localhost",),
+        not_before=now + datetime.timedelta(days=not_before_days),
+        server_auth=server_auth,
+        ca_first=ca_first,
     )
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_auth else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + datetime.timedelta(days=not_before_days))
-        .not_valid_after(now + datetime.timedelta(days=20))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    paths = CertificateSet(cafile=directory / "ca.pem", certfile=directory / "cert.pem", keyfile=directory / "key.pem")
-    paths.cafile.write_bytes(ca_cert.public_bytes(pem))
-    chain = [ca_cert, cert] if ca_first else [cert, ca_cert]
-    paths.certfile.write_bytes(b"".join(c.public_bytes(pem) for c in chain))
-    paths.keyfile.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
 
 
 def bound_udp_addresses(port: int) -> set[str]:

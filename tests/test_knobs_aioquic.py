@@ -12,11 +12,11 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite
 
-from aiopquic import AnyQuicStream, HandshakeError, QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import HandshakeError, QuicConfig, QuicConnection, open_quic_connection
 from aiopquic.cli.certs import CertificateSet
 
 from .aioquic_peer import AioquicPeer, PeerProtocol
-from .helpers import echo_handler, read_all, running_server
+from .helpers import echo_handler, echo_once, echo_stream, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -34,13 +34,6 @@ def aioquic_server_config(certs: CertificateSet) -> QuicConfiguration:
 @pytest.fixture
 def our_client_config(certs: CertificateSet) -> QuicConfig:
     return QuicConfig(alpn=["test"], cafile=certs.cafile, server_name="localhost")
-
-
-async def client_echo(conn: QuicConnection, data: bytes) -> None:
-    stream = await conn.open_stream()
-    await stream.send(data)
-    await stream.send_eof()
-    assert await read_all(stream) == data
 
 
 def negotiated_suite(protocol: PeerProtocol) -> CipherSuite:
@@ -77,7 +70,7 @@ async def test_client_follows_aioquic_retry(
         async with open_quic_connection("127.0.0.1", port, config=our_client_config) as conn:
             server = await peer.accepted()
             assert await peer.call(lambda: server._quic._retry_source_connection_id) is not None
-            await client_echo(conn, b"after retry" * 500)
+            await echo_once(conn, b"after retry" * 500)
 
 
 # -- cipher suites ------------------------------------------------------------
@@ -104,7 +97,7 @@ async def test_client_cipher_suites_with_aioquic(
             server = await peer.accepted()
             assert await peer.call(negotiated_suite, server) == suite
             assert conn.stats.cipher_suite == name
-            await client_echo(conn, b"restricted" * 500)
+            await echo_once(conn, b"restricted" * 500)
 
 
 async def test_client_without_a_common_cipher_suite(
@@ -170,10 +163,10 @@ async def test_client_key_update_reaches_aioquic(
     with anyio.fail_after(TIMEOUT):
         async with open_quic_connection("127.0.0.1", port, config=our_client_config) as conn:
             server = await peer.accepted()
-            await client_echo(conn, b"before" * 500)
+            await echo_once(conn, b"before" * 500)
             assert await peer.call(one_rtt_key_phase, server) == 0
             conn.update_keys()
-            await client_echo(conn, b"after" * 500)
+            await echo_once(conn, b"after" * 500)
             assert await peer.call(one_rtt_key_phase, server) == 1
 
 
@@ -184,7 +177,7 @@ async def test_server_key_update_reaches_aioquic(
         async with conn:
             async for stream in conn:
                 conn.update_keys()  # then the echo goes out in packets of the next key phase
-                await echo_handler_stream(stream)
+                await echo_stream(stream)
 
     with anyio.fail_after(TIMEOUT):
         async with running_server(handler, server_config) as listener:
@@ -192,12 +185,6 @@ async def test_server_key_update_reaches_aioquic(
             assert await peer.call(one_rtt_key_phase, client) == 0
             await echo_through_aioquic(peer, client, b"rekey" * 500)
             assert await peer.call(one_rtt_key_phase, client) == 1
-
-
-async def echo_handler_stream(stream: AnyQuicStream) -> None:
-    assert isinstance(stream, QuicStream)
-    await stream.send(await read_all(stream))
-    await stream.send_eof()
 
 
 # -- QUIC v2 -----------------------------------------------------------------
@@ -221,7 +208,7 @@ async def test_client_versions_with_aioquic(
             server = await peer.accepted()
             assert await peer.call(lambda: server._quic._version) == expected
             assert conn.stats.quic_version == expected
-            await client_echo(conn, b"version" * 500)
+            await echo_once(conn, b"version" * 500)
 
 
 @pytest.mark.parametrize(

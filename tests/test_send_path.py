@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -24,13 +25,33 @@ WINDOW = 64 * 1024
 PAYLOAD = bytes(range(256)) * 4096 * 2  # 2 MiB: far more than a window or a send buffer
 
 
+def blocking_configs(server_config: QuicConfig, client_config: QuicConfig) -> tuple[QuicConfig, QuicConfig]:
+    """``(server, client)`` with a small receive window and send buffer: a send of
+    PAYLOAD waits for room as long as the server does not read."""
+    return (
+        dataclasses.replace(server_config, max_stream_data=WINDOW),
+        dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER),
+    )
+
+
+def holding_handler(hold: anyio.Event) -> Callable[[QuicConnection], Awaitable[None]]:
+    """A server handler that takes the first stream and reads nothing until ``hold``."""
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            held = await conn.accept_stream()  # never read
+            await hold.wait()
+            await held.aclose()
+
+    return handler
+
+
 async def test_cancelled_send_then_eof_and_graceful_close_delivers_everything(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
     # The bytes a cancelled send() still owes must reach the peer, then the FIN,
     # before a graceful close: not a clean close with the bytes lost.
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, client_config)
     go = anyio.Event()
     received: list[bytes] = []
 
@@ -59,8 +80,7 @@ async def test_cancelled_send_then_eof_and_graceful_close_delivers_everything(
 async def test_close_timeout_with_bytes_unacknowledged_is_not_a_clean_close(
     server_config: QuicConfig, client_config: QuicConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER, close_timeout=0.2)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, dataclasses.replace(client_config, close_timeout=0.2))
     seen: list[ConnectionClosed] = []
     hold = anyio.Event()
 
@@ -121,8 +141,7 @@ async def test_graceful_close_in_time_is_clean(
 async def test_a_second_concurrent_send_raises_busy_and_sends_nothing(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, client_config)
     go = anyio.Event()
 
     async def handler(conn: QuicConnection) -> None:
@@ -156,19 +175,11 @@ async def test_a_second_concurrent_send_raises_busy_and_sends_nothing(
 async def test_reset_while_a_send_waits_makes_that_send_raise(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, client_config)
     hold = anyio.Event()
-
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            held = await conn.accept_stream()  # never read
-            await hold.wait()
-            await held.aclose()
-
     outcome: list[BaseException | None] = []
     with anyio.fail_after(20):
-        async with running_server(handler, server) as listener:
+        async with running_server(holding_handler(hold), server) as listener:
             async with open_quic_connection("localhost", listener.port, config=client) as conn:
                 stream = await conn.open_stream()
 
@@ -192,19 +203,12 @@ async def test_reset_while_a_send_waits_makes_that_send_raise(
 async def test_repeatedly_cancelled_sends_keep_memory_bounded(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, client_config)
     hold = anyio.Event()
     one_send = 256 * 1024
 
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            held = await conn.accept_stream()  # never read
-            await hold.wait()
-            await held.aclose()
-
     with anyio.fail_after(30):
-        async with running_server(handler, server) as listener:
+        async with running_server(holding_handler(hold), server) as listener:
             async with open_quic_connection("localhost", listener.port, config=client) as conn:
                 core = conn._endpoint.core
                 stream = await conn.open_stream()
@@ -292,8 +296,7 @@ async def test_eof_and_aclose_while_another_task_sends(
 ) -> None:
     # A FIN must never follow part of a message: send_eof() is busy while a send
     # waits, and aclose() resets the stream (the waiting send raises).
-    client = dataclasses.replace(client_config, send_buffer_size=SEND_BUFFER)
-    server = dataclasses.replace(server_config, max_stream_data=WINDOW)
+    server, client = blocking_configs(server_config, client_config)
     hold = anyio.Event()
     outcome: list[BaseException] = []
 

@@ -25,16 +25,23 @@ def make_certificates(
     names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
     *,
     prefix: str = "",
+    not_before: datetime.datetime | None = None,
+    server_auth: bool = True,
+    ca_first: bool = False,
 ) -> CertificateSet:
     """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (ECDSA P-256) into ``directory``.
 
-    Needs the ``cryptography`` package (``pip install cryptography``).
+    Flawed certificates, for tests of what a client refuses: ``not_before`` moves
+    the start of the server certificate's validity (default: five minutes ago),
+    ``server_auth=False`` gives it clientAuth instead of serverAuth, and
+    ``ca_first=True`` writes the CA certificate before it in ``cert.pem`` (a chain
+    out of order).  Needs the ``cryptography`` package (``pip install cryptography``).
     """
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("making certificates needs the cryptography package: pip install cryptography") from exc
 
@@ -61,6 +68,7 @@ def make_certificates(
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_auth else ExtendedKeyUsageOID.CLIENT_AUTH
     alt_names: list[x509.GeneralName] = []
     for name in names:
         try:
@@ -73,11 +81,11 @@ def make_certificates(
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(not_before or now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     directory = Path(directory)
@@ -88,7 +96,8 @@ def make_certificates(
         keyfile=directory / f"{prefix}key.pem",
     )
     paths.cafile.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    chain = [ca_cert, cert] if ca_first else [cert]
+    paths.certfile.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
     paths.keyfile.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
