@@ -1,0 +1,239 @@
+"""The thin I/O layer: one :class:`H3Protocol` driven over one QUIC connection.
+
+:class:`H3Session` owns our control and QPACK streams and reads the peer's
+unidirectional streams (one task each, in the caller's task group).
+:class:`RequestStream` reads a request stream only when its owner asks for
+the next event, so a slow consumer slows the peer down through QUIC flow
+control instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from ..quic.connection import QuicConnection
+from ..quic.errors import ConnectionClosed, StreamReset
+from ..quic.stream import QuicReceiveStream, QuicSendStream, QuicStream
+from ._events import (
+    DataReceived,
+    GoAwayReceived,
+    H3Event,
+    HeadersReceived,
+    SettingsReceived,
+    StreamError,
+    TrailersReceived,
+    UnknownStream,
+)
+from ._frames import ErrorCode
+from ._headers import Headers
+from ._protocol import H3Protocol, H3Settings, ProtocolError
+from .errors import H3ProtocolError
+
+logger = logging.getLogger("aiopquic.h3")
+
+#: Body bytes smaller than this are copied behind their DATA frame header
+#: (one ring write); larger ones go as two writes, uncopied.
+_COALESCE_BELOW = 16 * 1024
+_READ_SIZE = 64 * 1024
+
+
+class H3Session:
+    """HTTP/3's connection-wide state and streams over ``conn``."""
+
+    def __init__(self, conn: QuicConnection, *, is_client: bool, settings: H3Settings | None = None) -> None:
+        self.conn = conn
+        self.protocol = H3Protocol(is_client=is_client, settings=settings)
+        self.settings_received = anyio.Event()
+        self.goaway_received = anyio.Event()
+        #: Called with the stream id of a GOAWAY the peer sent.
+        self.on_goaway: Callable[[int], None] | None = None
+        self._requests: dict[int, RequestStream] = {}
+        self._control: QuicSendStream | None = None
+        self._encoder: QuicSendStream | None = None
+        self._decoder: QuicSendStream | None = None
+        self._qpack_lock = anyio.Lock()
+        self.error: H3ProtocolError | None = None
+
+    async def open(self) -> None:
+        """Open our control, QPACK and GREASE streams and send their first bytes."""
+        self._control = await self.conn.open_uni_stream()
+        await self._control.send(self.protocol.control_stream_data())
+        self._encoder = await self.conn.open_uni_stream()
+        await self._encoder.send(self.protocol.encoder_stream_data())
+        self._decoder = await self.conn.open_uni_stream()
+        await self._decoder.send(self.protocol.decoder_stream_data())
+        grease = await self.conn.open_uni_stream()
+        await grease.send(self.protocol.grease_stream_data())
+        await grease.send_eof()
+
+    async def send_goaway(self, identifier: int) -> None:
+        """Tell the peer that requests from ``identifier`` on will not be processed."""
+        if self._control is not None:
+            await self._control.send(self.protocol.goaway_frame(identifier))
+
+    async def flush_qpack(self) -> None:
+        """Send what encoding and decoding left for our QPACK streams."""
+        async with self._qpack_lock:
+            data = self.protocol.take_encoder_data()
+            if data and self._encoder is not None:
+                await self._encoder.send(data)
+            data = self.protocol.take_decoder_data()
+            if data and self._decoder is not None:
+                await self._decoder.send(data)
+
+    def request_stream(self, stream: QuicStream) -> RequestStream:
+        """Wrap a request stream (one we opened, or a client's on a server)."""
+        request = RequestStream(self, stream)
+        self._requests[stream.stream_id] = request
+        return request
+
+    def fail(self, exc: ProtocolError) -> H3ProtocolError:
+        """Close the connection for a protocol violation; return what to raise."""
+        if self.error is None:
+            logger.info("HTTP/3 protocol error on %r: %s", self.conn, exc)
+            self.error = H3ProtocolError(f"the peer broke HTTP/3: {exc}", error_code=exc.error_code)
+            self.conn.close(exc.error_code, exc.reason)
+        return self.error
+
+    async def read_uni_stream(self, stream: QuicReceiveStream) -> None:
+        """Feed one of the peer's unidirectional streams to the protocol until it ends."""
+        stream_id = stream.stream_id
+        try:
+            while True:
+                try:
+                    data, fin = await stream.receive(_READ_SIZE), False
+                except anyio.EndOfStream:
+                    data, fin = b"", True
+                events = self.protocol.receive_uni_data(stream_id, data, fin)
+                for event in events:
+                    if isinstance(event, UnknownStream):
+                        stream.stop_sending(ErrorCode.H3_STREAM_CREATION_ERROR)
+                        return
+                    self._dispatch(event)
+                await self.flush_qpack()
+                if fin:
+                    return
+        except StreamReset:
+            try:
+                self.protocol.uni_stream_reset(stream_id)
+            except ProtocolError as exc:
+                self.fail(exc)
+        except ProtocolError as exc:
+            self.fail(exc)
+        except (ConnectionClosed, anyio.ClosedResourceError):
+            pass
+
+    def _dispatch(self, event: H3Event) -> None:
+        if isinstance(event, SettingsReceived):
+            self.settings_received.set()
+        elif isinstance(event, GoAwayReceived):
+            self.goaway_received.set()
+            if self.on_goaway is not None:
+                self.on_goaway(event.stream_id)
+        else:
+            request = self._requests.get(event.stream_id)
+            if request is not None:
+                request.deliver(event)
+
+    def forget(self, request: RequestStream) -> None:
+        self._requests.pop(request.stream_id, None)
+        self.protocol.forget_stream(request.stream_id)
+
+
+class RequestStream:
+    """One request (or response) stream: events in, frames out."""
+
+    def __init__(self, session: H3Session, stream: QuicStream) -> None:
+        self.session = session
+        self.stream = stream
+        self.stream_id = stream.stream_id
+        self._events: deque[H3Event] = deque()
+        self._wakeup = anyio.Event()
+        self._fin_read = False
+        #: The peer's message is complete (or failed): no more events.
+        self.receive_done = False
+
+    def deliver(self, event: H3Event) -> None:
+        """An event for this stream found while reading another (QPACK unblocking)."""
+        self._events.append(event)
+        self._wakeup.set()
+
+    async def receive_event(self) -> HeadersReceived | DataReceived | TrailersReceived | StreamError | None:
+        """The next event of the peer's message; ``None`` once it is complete.
+
+        A :class:`StreamError` is returned, not raised: the caller decides
+        between a reset and an error response. Raises ``StreamReset`` when the
+        peer resets the stream, ``H3ProtocolError`` when the connection fails.
+        """
+        protocol = self.session.protocol
+        while True:
+            if self._events:
+                event = self._events.popleft()
+                if (
+                    isinstance(event, (TrailersReceived, StreamError))
+                    or isinstance(event, (HeadersReceived, DataReceived))
+                    and event.stream_ended
+                ):
+                    self.receive_done = True
+                assert isinstance(event, (HeadersReceived, DataReceived, TrailersReceived, StreamError))
+                return event
+            if self.receive_done or self._fin_read:
+                self.receive_done = True
+                return None
+            if protocol.is_blocked(self.stream_id):
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                continue
+            self._raise_if_failed()
+            try:
+                data, fin = await self.stream.receive(_READ_SIZE), False
+            except anyio.EndOfStream:
+                data, fin = b"", True
+            except ConnectionClosed:
+                self._raise_if_failed()
+                raise
+            self._fin_read = fin
+            try:
+                self._events.extend(protocol.receive_request_data(self.stream_id, data, fin))
+            except ProtocolError as exc:
+                raise self.session.fail(exc) from None
+            await self.session.flush_qpack()
+
+    def _raise_if_failed(self) -> None:
+        if self.session.error is not None:
+            raise self.session.error
+
+    async def send_headers(self, headers: Headers, *, end_stream: bool = False) -> None:
+        """Send a header (or trailer) section; ``end_stream`` sends the FIN after it."""
+        frame = self.session.protocol.encode_headers(self.stream_id, headers)
+        await self.session.flush_qpack()
+        await self.stream.send(frame)
+        if end_stream:
+            await self.stream.send_eof()
+
+    async def send_data(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
+        """Send body bytes in one DATA frame; ``end_stream`` sends the FIN after them."""
+        if data:
+            header = self.session.protocol.data_frame_header(len(data))
+            if len(data) < _COALESCE_BELOW:
+                await self.stream.send(header + bytes(data))
+            else:
+                await self.stream.send(header)
+                await self.stream.send(data)
+        if end_stream:
+            await self.stream.send_eof()
+
+    def reset(self, error_code: int) -> None:
+        """Abort both directions of the stream with ``error_code``."""
+        self.stream.reset(error_code)
+        self.stream.stop_sending(error_code)
+
+    def close(self) -> None:
+        """Forget the stream's protocol state; stop reading what nobody will read."""
+        if not self.receive_done:
+            self.stream.stop_sending(ErrorCode.H3_NO_ERROR)
+        self.session.forget(self)

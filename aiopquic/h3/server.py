@@ -1,0 +1,233 @@
+"""``serve_h3``: any ASGI 3 application over HTTP/3."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..quic.config import QuicConfig
+from ..quic.connection import QuicConnection
+from ..quic.errors import ConnectionClosed
+from ..quic.server import QuicListener, serve_quic
+from ..quic.stream import QuicReceiveStream, QuicStream
+from ._asgi import _PEER_GONE, ASGIApp, RequestCycle, build_scope, response_headers
+from ._events import HeadersReceived, StreamError
+from ._frames import ErrorCode
+from ._headers import Headers
+from ._lifespan import Lifespan
+from ._protocol import H3Settings
+from ._session import H3Session, RequestStream
+
+__all__ = ["serve_h3"]
+
+logger = logging.getLogger("aiopquic.h3.server")
+
+
+class _Server:
+    """What every connection of one ``serve_h3`` shares."""
+
+    def __init__(self, app: ASGIApp, config: QuicConfig, root_path: str, state: dict[str, Any] | None) -> None:
+        self.app = app
+        self.root_path = root_path
+        self.state = state
+        self.settings = H3Settings(h3_datagram=config.max_datagram_frame_size > 0)
+        self.extra_headers: Headers = []
+        self.connections: set[_ServerConnection] = set()
+        self.shutting_down = False
+
+    async def handle(self, conn: QuicConnection) -> None:
+        connection = _ServerConnection(self, conn)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+
+class _ServerConnection:
+    """One client's HTTP/3 connection: its session, its requests in flight."""
+
+    def __init__(self, server: _Server, conn: QuicConnection) -> None:
+        self.server = server
+        self.conn = conn
+        self.session = H3Session(conn, is_client=False, settings=server.settings)
+        self.in_flight = 0
+        self.idle = anyio.Event()
+        self.highest_request = -4
+        self.accepting = True
+        self._accept_scope: anyio.CancelScope | None = None
+
+    async def run(self) -> None:
+        async with self.conn, anyio.create_task_group() as tg:
+            try:
+                await self.session.open()
+                with anyio.CancelScope() as self._accept_scope:
+                    if self.server.shutting_down:
+                        await self.stop_accepting()
+                    async for stream in self.conn:
+                        if isinstance(stream, QuicStream):
+                            self._start_request(tg, stream)
+                        elif isinstance(stream, QuicReceiveStream):
+                            tg.start_soon(self.session.read_uni_stream, stream)
+                # Shutting down: let the requests in flight finish.
+                await self._wait_idle()
+                self.conn.close(ErrorCode.H3_NO_ERROR, "server shutting down")
+            except ConnectionClosed:
+                pass
+            tg.cancel_scope.cancel()
+
+    def _start_request(self, tg: TaskGroup, stream: QuicStream) -> None:
+        if not self.accepting:
+            stream.reset(ErrorCode.H3_REQUEST_REJECTED)
+            stream.stop_sending(ErrorCode.H3_REQUEST_REJECTED)
+            return
+        self.highest_request = max(self.highest_request, stream.stream_id)
+        self.in_flight += 1
+        tg.start_soon(self._serve_request, self.session.request_stream(stream))
+
+    async def stop_accepting(self) -> None:
+        """GOAWAY: requests after the last one accepted are refused."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        try:
+            await self.session.send_goaway(self.highest_request + 4)
+        except _PEER_GONE:
+            pass
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+
+    async def _wait_idle(self) -> None:
+        while self.in_flight:
+            await self.idle.wait()
+            self.idle = anyio.Event()
+
+    async def _serve_request(self, request: RequestStream) -> None:
+        try:
+            await self._serve(request)
+        finally:
+            request.close()
+            self.in_flight -= 1
+            self.idle.set()
+
+    async def _serve(self, request: RequestStream) -> None:
+        try:
+            first = await request.receive_event()
+        except _PEER_GONE:
+            return
+        if isinstance(first, StreamError):
+            await self._reject(request, first)
+            return
+        if not isinstance(first, HeadersReceived):
+            return  # the stream ended before its headers: nothing to answer
+        scope = build_scope(
+            first.headers,
+            client=self.conn.remote_address,
+            server=self.conn.local_address,
+            root_path=self.server.root_path,
+            state=self.server.state,
+        )
+        await RequestCycle(request, self.server.app, scope, self.server.extra_headers, first).run()
+
+    async def _reject(self, request: RequestStream, error: StreamError) -> None:
+        logger.info("request on stream %d refused: %s", request.stream_id, error.reason)
+        if error.http_status is None:
+            request.reset(error.error_code)
+            return
+        body = error.reason.encode()
+        try:
+            await request.send_headers(
+                response_headers(error.http_status, [(b"content-length", str(len(body)).encode())], []),
+            )
+            await request.send_data(body, end_stream=True)
+        except _PEER_GONE:
+            pass
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stop:
+    scope: anyio.CancelScope
+
+
+async def _serve_shielded(
+    stop: _Stop, server: _Server, host: str | None, port: int, config: QuicConfig, *, task_status: TaskStatus[QuicListener]
+) -> None:
+    with stop.scope:
+        await serve_quic(server.handle, host, port, config, task_status=task_status)
+
+
+async def serve_h3(
+    app: ASGIApp,
+    host: str | None,
+    port: int,
+    config: QuicConfig,
+    *,
+    webtransport: Any = None,
+    root_path: str = "",
+    shutdown_timeout: float = 5.0,
+    alt_svc: bool = True,
+    task_status: TaskStatus[QuicListener] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI 3 application ``app`` over HTTP/3 on ``host``:``port`` until cancelled.
+
+    Like :func:`aiopquic.serve_quic`, it reports a :class:`QuicListener`
+    through ``task_status``. The app's ``lifespan`` startup runs before the
+    port opens and its shutdown after it closes. Cancelling the server sends
+    GOAWAY on every connection and lets the requests in flight finish for up
+    to ``shutdown_timeout`` seconds before closing. With ``alt_svc`` every
+    response advertises this port with an ``alt-svc`` header.
+
+    ``config.alpn`` should offer ``"h3"``. ``webtransport`` is reserved for
+    serving WebTransport sessions beside the app (not yet implemented).
+    """
+    if webtransport is not None:
+        raise NotImplementedError("webtransport= is not implemented yet: serve the ASGI app alone")
+    if not isinstance(config, QuicConfig):
+        raise TypeError("config must be a QuicConfig")
+    if "h3" not in config.alpn:
+        raise ValueError(f"serving HTTP/3 needs 'h3' in QuicConfig.alpn (it is {list(config.alpn)!r})")
+    if not (isinstance(shutdown_timeout, (int, float)) and shutdown_timeout >= 0 and not math.isnan(shutdown_timeout)):
+        raise ValueError(f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}")
+    lifespan = Lifespan(app)
+    # Errors are raised after the task group, so they come out as themselves,
+    # not wrapped in an ExceptionGroup.
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        server = _Server(app, config, root_path, lifespan.state)
+        stop = _Stop(anyio.CancelScope(shield=True))
+        try:
+            await lifespan.startup(tg)
+            if not lifespan.supported:
+                server.state = None
+            listener = await tg.start(_serve_shielded, stop, server, host, port, config)
+        except Exception as exc:
+            error = exc
+            tg.cancel_scope.cancel()
+        else:
+            if alt_svc:
+                server.extra_headers.append((b"alt-svc", f'h3=":{listener.port}"; ma=86400'.encode()))
+            task_status.started(listener)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _shut_down(server, shutdown_timeout)
+                    stop.scope.cancel()
+                    await lifespan.shutdown()
+                tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def _shut_down(server: _Server, timeout: float) -> None:
+    server.shutting_down = True
+    with anyio.move_on_after(timeout):
+        for connection in list(server.connections):
+            await connection.stop_accepting()
+        for connection in list(server.connections):
+            await connection._wait_idle()
