@@ -355,6 +355,10 @@ class H3Protocol:
             stream.buffer.clear()
             if not self._claim(stream_id, stream.type, events):
                 return events
+        if stream.type not in self._critical or self._critical[stream.type] != stream_id:
+            if fin:  # an unknown type's stream, ignored to its end
+                del self._uni[stream_id]
+            return events
         if stream.type == StreamType.CONTROL:
             self._on_control_data(stream, data, events)
         elif stream.type == StreamType.QPACK_ENCODER:
@@ -384,7 +388,6 @@ class H3Protocol:
             if self.is_client:
                 raise ProtocolError(ErrorCode.H3_ID_ERROR, "a push stream although we never allowed a push")
             raise ProtocolError(ErrorCode.H3_STREAM_CREATION_ERROR, "a client opened a push stream")
-        del self._uni[stream_id]
         events.append(UnknownStream(stream_id, stream_type))
         return False
 
