@@ -131,7 +131,7 @@ class RequestCycle:
         if self.disconnected.is_set():
             return {"type": "http.disconnect"}
         if self.body_done:
-            await self.disconnected.wait()
+            await self._wait_disconnect()
             return {"type": "http.disconnect"}
         try:
             event = await self.request.receive_event()
@@ -150,6 +150,18 @@ class RequestCycle:
         assert event is None or isinstance(event, TrailersReceived)
         self.body_done = True
         return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def _wait_disconnect(self) -> None:
+        """Until the response is complete or the client aborts the stream."""
+        async with anyio.create_task_group() as tg:
+
+            async def peer_abort() -> None:
+                await self.request.stream.wait_aborted()
+                self.disconnected.set()
+
+            tg.start_soon(peer_abort)
+            await self.disconnected.wait()
+            tg.cancel_scope.cancel()
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

@@ -30,6 +30,8 @@ class Lifespan:
         self.supported = True
         self._to_app_send, self._to_app = anyio.create_memory_object_stream[Message](2)
         self._from_app_send, self._from_app = anyio.create_memory_object_stream[Message](2)
+        # The lifespan task outlives the server's cancellation: shutdown comes after it.
+        self._scope = anyio.CancelScope(shield=True)
 
     async def startup(self, task_group: TaskGroup) -> None:
         """Start the lifespan task and wait for the app's startup answer."""
@@ -42,13 +44,19 @@ class Lifespan:
             raise LifespanFailed(f"the app's startup failed: {answer.get('message', '')}")
 
     async def shutdown(self) -> None:
-        """Send the shutdown event and wait for the app's answer."""
-        if not self.supported:
-            return
-        await self._to_app_send.send({"type": "lifespan.shutdown"})
-        answer = await self._answer()
-        if answer is not None and answer["type"] == "lifespan.shutdown.failed":
-            logger.error("the app's shutdown failed: %s", answer.get("message", ""))
+        """Send the shutdown event, wait for the app's answer, end the lifespan task."""
+        try:
+            if self.supported:
+                await self._to_app_send.send({"type": "lifespan.shutdown"})
+                answer = await self._answer()
+                if answer is not None and answer["type"] == "lifespan.shutdown.failed":
+                    logger.error("the app's shutdown failed: %s", answer.get("message", ""))
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """End the lifespan task without a shutdown event (serving never began)."""
+        self._scope.cancel()
 
     async def _answer(self) -> Message | None:
         try:
@@ -66,8 +74,9 @@ class Lifespan:
             await self._from_app_send.send(message)
 
         try:
-            async with self._from_app_send:
-                await self.app(scope, self._to_app.receive, send)
+            with self._scope:
+                async with self._from_app_send:
+                    await self.app(scope, self._to_app.receive, send)
         except Exception:
             if started:
                 logger.exception("the app's lifespan task raised")

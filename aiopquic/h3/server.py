@@ -207,6 +207,7 @@ async def serve_h3(
             listener = await tg.start(_serve_shielded, stop, server, host, port, config)
         except Exception as exc:
             error = exc
+            lifespan.abandon()
             tg.cancel_scope.cancel()
         else:
             if alt_svc:

@@ -216,6 +216,7 @@ class _StreamBase:
     def __init__(self, handle: StreamHandle, conn: QuicConnection) -> None:
         self._handle = handle
         self._conn = conn
+        self._aborted: anyio.Event | None = None
 
     @property
     def stream_id(self) -> int:
@@ -235,18 +236,42 @@ class _StreamBase:
         copy of them cannot complete a handshake, so it never reaches a handler."""
         return self._handle.early_data
 
+    async def wait_aborted(self) -> None:
+        """Wait until the peer aborts this stream: RESET_STREAM, STOP_SENDING, or
+        the connection closing. Returns at once if that already happened.
+
+        Lets a task notice a peer that gave up while nobody reads or writes the
+        stream (a server waiting for its application, say), without taking the
+        place of a ``receive()`` or ``send()`` in another task."""
+        if self._peer_aborted():
+            await self._conn._ll.checkpoint()
+            return
+        if self._aborted is None:
+            self._aborted = anyio.Event()
+        await self._aborted.wait()
+
+    def _peer_aborted(self) -> bool:
+        h = self._handle
+        return self._conn.closed or (self._rx is not None and h.reset_code is not None) or (
+            self._tx is not None and h.stop_code is not None
+        )
+
     def _on_event(self, flags: int) -> None:
         rx, tx = self._rx, self._tx
         if rx is not None and flags & (EV_RX | EV_RESET):
             rx.wake()
         if tx is not None and flags & (EV_TX | EV_STOP):
             tx.wake()
+        if self._aborted is not None and flags & (EV_RESET | EV_STOP) and self._peer_aborted():
+            self._aborted.set()
 
     def _on_connection_closed(self) -> None:
         if self._rx is not None:
             self._rx.wake()
         if self._tx is not None:
             self._tx.wake()
+        if self._aborted is not None:
+            self._aborted.set()
 
     def _finished(self) -> bool:
         rx_over = self._rx is None or self._rx.done or self._rx.closed

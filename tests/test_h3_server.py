@@ -1,0 +1,193 @@
+"""serve_h3 and open_h3_connection: the ASGI contract, bodies, errors, shutdown."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from aiopquic import QuicConfig, StreamReset
+from aiopquic.cli.certs import CertificateSet
+from aiopquic.h3 import ErrorCode, H3Connection, open_h3_connection, serve_h3
+
+from .h3_apps import TestApp, no_lifespan_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def h3_server_config(certs: CertificateSet) -> QuicConfig:
+    return QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=certs.keyfile)
+
+
+@pytest.fixture
+def h3_client_config(certs: CertificateSet) -> QuicConfig:
+    return QuicConfig(alpn=["h3"], cafile=certs.cafile)
+
+
+@asynccontextmanager
+async def served(app: object, server_config: QuicConfig, client_config: QuicConfig, **options: object) -> AsyncIterator[tuple[H3Connection, int]]:
+    async with anyio.create_task_group() as tg:
+        listener = await tg.start(lambda task_status: serve_h3(app, "127.0.0.1", 0, server_config, task_status=task_status, **options))  # type: ignore[arg-type]
+        async with open_h3_connection("localhost", listener.port, config=client_config) as conn:
+            yield conn, listener.port
+        tg.cancel_scope.cancel()
+
+
+async def test_scope_lifespan_and_state(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    app = TestApp()
+    with anyio.fail_after(10):
+        async with served(app, h3_server_config, h3_client_config) as (conn, port):
+            assert app.lifespan == ["startup"]
+            response = await conn.request("GET", "/scope?a=1&b=%20", headers=[("X-Custom", "v")])
+        assert app.lifespan == ["startup", "shutdown"]
+    assert response.status == 200
+    assert response.header("content-type") == b"application/json"  # lowercased on the way out
+    assert response.header("alt-svc") == f'h3=":{port}"; ma=86400'.encode()
+    scope = json.loads(response.content)
+    assert scope["type"] == "http" and scope["http_version"] == "3" and scope["scheme"] == "https"
+    assert scope["method"] == "GET" and scope["path"] == "/scope" and scope["query_string"] == "a=1&b=%20"
+    assert scope["root_path"] == "" and scope["asgi"]["version"] == "3.0"
+    assert ["host", f"localhost:{port}"] in scope["headers"] and ["x-custom", "v"] in scope["headers"]
+    assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", port]
+    assert scope["state"] == {"greeting": "hello"}
+    assert "http.response.trailers" in scope["extensions"]
+
+
+async def test_an_app_without_lifespan_is_served(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    with anyio.fail_after(10):
+        async with served(no_lifespan_app, h3_server_config, h3_client_config) as (conn, _):
+            response = await conn.request("GET", "/")
+    assert response.status == 204 and response.content == b""
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * 1024 * 1024 + 3])
+async def test_bodies_both_ways_with_trailers(h3_server_config: QuicConfig, h3_client_config: QuicConfig, size: int) -> None:
+    body = os.urandom(size)
+    with anyio.fail_after(30):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            response = await conn.request("POST", "/echo", content=body)
+    assert response.status == 200
+    assert hashlib.sha256(response.content).digest() == hashlib.sha256(body).digest()
+    assert response.trailers == [(b"x-sha256", hashlib.sha256(body).hexdigest().encode())]
+
+
+async def test_streamed_request_and_response_bodies(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    pieces = [os.urandom(100_000) for _ in range(20)]
+
+    async def upload() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    with anyio.fail_after(30):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            response = await conn.request("PUT", "/echo", content=upload())
+            assert response.content == b"".join(pieces)
+            size = 8 * 1024 * 1024
+            received = hashlib.sha256()
+            async with conn.stream("GET", f"/download?n={size}") as streaming:
+                assert streaming.status == 200
+                async for chunk in streaming.aiter_bytes():
+                    received.update(chunk)
+    expected = (bytes(range(256)) * 256 * (size // 65536 + 1))[:size]
+    assert received.digest() == hashlib.sha256(expected).digest()
+
+
+async def test_a_hundred_concurrent_requests(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    results: dict[int, bytes] = {}
+
+    async def one(i: int) -> None:
+        response = await conn.request("POST", "/echo", content=str(i).encode() * i)
+        results[i] = response.content
+
+    with anyio.fail_after(30):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            async with anyio.create_task_group() as tg:
+                for i in range(100):
+                    tg.start_soon(one, i)
+    assert results == {i: str(i).encode() * i for i in range(100)}
+
+
+async def test_an_app_that_fails_gets_a_500_or_a_reset_and_others_go_on(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    with anyio.fail_after(10):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            response = await conn.request("GET", "/fail-before")
+            assert response.status == 500
+            with pytest.raises(StreamReset) as caught:
+                await conn.request("GET", "/fail-after")
+            assert caught.value.error_code == ErrorCode.H3_INTERNAL_ERROR
+            assert (await conn.request("GET", "/missing")).status == 404
+
+
+async def test_the_app_sees_http_disconnect_when_the_client_gives_up(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    app = TestApp()
+    with anyio.fail_after(10):
+        async with served(app, h3_server_config, h3_client_config) as (conn, _):
+            with anyio.move_on_after(0.3):
+                await conn.request("POST", "/disconnect", content=b"x")
+            await app.seen_disconnect.wait()
+            assert (await conn.request("GET", "/missing")).status == 404
+    assert app.disconnects == 1
+
+
+async def test_shutdown_lets_requests_in_flight_finish_then_refuses(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    app = TestApp()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as server_group:
+            listener = await server_group.start(serve_h3, app, "127.0.0.1", 0, h3_server_config)
+            async with open_h3_connection("localhost", listener.port, config=h3_client_config) as conn:
+                answers: list[bytes] = []
+
+                async def held_request() -> None:
+                    answers.append((await conn.request("GET", "/hold")).content)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(held_request)
+                    while app.held == 0:
+                        await anyio.sleep(0.01)
+                    server_group.cancel_scope.cancel()  # GOAWAY; the held request may finish
+                    await conn.session.goaway_received.wait()
+                    assert not conn.available
+                    app.release.set()
+                assert answers == [b"released"]
+    assert app.lifespan == ["startup", "shutdown"]
+
+
+async def test_shutdown_timeout_bounds_a_request_that_never_ends(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    app = TestApp()
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as server_group:
+            listener = await server_group.start(lambda task_status: serve_h3(app, "127.0.0.1", 0, h3_server_config, shutdown_timeout=0.5, task_status=task_status))
+            async with open_h3_connection("localhost", listener.port, config=h3_client_config) as conn:
+                async with anyio.create_task_group() as tg:
+
+                    async def never_released() -> None:
+                        with pytest.raises(Exception):
+                            await conn.request("GET", "/hold")
+
+                    tg.start_soon(never_released)
+                    while app.held == 0:
+                        await anyio.sleep(0.01)
+                    started = anyio.current_time()
+                    server_group.cancel_scope.cancel()
+    assert anyio.current_time() - started < 5
+
+
+async def test_bad_arguments_are_refused(h3_server_config: QuicConfig) -> None:
+    with pytest.raises(ValueError, match="'h3'"):
+        await serve_h3(TestApp(), "127.0.0.1", 0, QuicConfig(alpn=["x"], certfile=h3_server_config.certfile, keyfile=h3_server_config.keyfile))
+    with pytest.raises(ValueError, match="shutdown_timeout"):
+        await serve_h3(TestApp(), "127.0.0.1", 0, h3_server_config, shutdown_timeout=-1)
