@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -191,3 +192,26 @@ async def test_bad_arguments_are_refused(h3_server_config: QuicConfig) -> None:
         await serve_h3(TestApp(), "127.0.0.1", 0, QuicConfig(alpn=["x"], certfile=h3_server_config.certfile, keyfile=h3_server_config.keyfile))
     with pytest.raises(ValueError, match="shutdown_timeout"):
         await serve_h3(TestApp(), "127.0.0.1", 0, h3_server_config, shutdown_timeout=-1)
+
+
+async def test_a_client_that_never_finishes_its_requests_holds_only_its_stream_credit(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    """Half-sent header frames wait within the server's stream limit; others are served."""
+    from aiopquic import open_quic_connection
+    from aiopquic.h3._frames import encode_varint
+
+    server_config = dataclasses.replace(h3_server_config, max_streams_bidi=16)
+    with anyio.fail_after(20):
+        async with served(TestApp(), server_config, h3_client_config) as (conn, port):
+            async with open_quic_connection("localhost", port, config=h3_client_config) as raw:
+                streams = []
+                for _ in range(16):  # the server's whole limit, each with a HEADERS frame cut short
+                    stream = await raw.open_stream()
+                    await stream.send(encode_varint(1) + encode_varint(1000) + b"abc")
+                    streams.append(stream)
+                # Other clients are served meanwhile.
+                assert (await conn.request("POST", "/echo", content=b"still here")).content == b"still here"
+                for stream in streams:
+                    await stream.aclose()
+            assert (await conn.request("GET", "/missing")).status == 404

@@ -239,6 +239,12 @@ class H3Connection:
             event = await request.receive_event()
         except StreamReset as exc:
             raise _reset_error(exc) from None
+        except ConnectionClosed:
+            if self._goaway is not None and request.stream_id >= self._goaway:
+                raise RequestRejected(
+                    f"the server sent GOAWAY before request stream {request.stream_id}: send it again"
+                ) from None
+            raise
         if isinstance(event, StreamError):
             raise _malformed(request, event)
         if not isinstance(event, HeadersReceived):

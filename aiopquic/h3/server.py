@@ -60,26 +60,33 @@ class _ServerConnection:
         self.idle = anyio.Event()
         self.highest_request = -4
         self.accepting = True
-        self._accept_scope: anyio.CancelScope | None = None
+        self._draining = anyio.Event()
 
     async def run(self) -> None:
         async with self.conn, anyio.create_task_group() as tg:
             try:
                 await self.session.open()
-                with anyio.CancelScope() as self._accept_scope:
-                    if self.server.shutting_down:
-                        await self.stop_accepting()
-                    async for stream in self.conn:
-                        if isinstance(stream, QuicStream):
-                            self._start_request(tg, stream)
-                        elif isinstance(stream, QuicReceiveStream):
-                            tg.start_soon(self.session.read_uni_stream, stream)
-                # Shutting down: let the requests in flight finish.
+                tg.start_soon(self._accept, tg)
+                if self.server.shutting_down:
+                    await self.stop_accepting()
+                await self._draining.wait()  # GOAWAY sent, or the client went away
                 await self._wait_idle()
                 self.conn.close(ErrorCode.H3_NO_ERROR, "server shutting down")
             except ConnectionClosed:
                 pass
             tg.cancel_scope.cancel()
+
+    async def _accept(self, tg: TaskGroup) -> None:
+        try:
+            async for stream in self.conn:
+                if isinstance(stream, QuicStream):
+                    self._start_request(tg, stream)
+                elif isinstance(stream, QuicReceiveStream):
+                    tg.start_soon(self.session.read_uni_stream, stream)
+        except (ConnectionClosed, anyio.ClosedResourceError):
+            pass
+        finally:
+            self._draining.set()
 
     def _start_request(self, tg: TaskGroup, stream: QuicStream) -> None:
         if not self.accepting:
@@ -95,12 +102,11 @@ class _ServerConnection:
         if not self.accepting:
             return
         self.accepting = False
+        self._draining.set()
         try:
             await self.session.send_goaway(self.highest_request + 4)
         except _PEER_GONE:
             pass
-        if self._accept_scope is not None:
-            self._accept_scope.cancel()
 
     async def _wait_idle(self) -> None:
         while self.in_flight:
