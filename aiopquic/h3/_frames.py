@@ -191,15 +191,17 @@ class DataChunk:
 class FrameReader:
     """Splits one stream's bytes into frames.
 
-    DATA payloads come out in pieces as they arrive; other frames are buffered
-    whole up to ``max_frame_size`` (:class:`FrameTooLarge` beyond it), except
-    frames of unknown type, whose payload is skipped as it arrives.
+    DATA payloads come out in pieces as they arrive (a read that holds only
+    DATA payload passes through uncopied); other frames are buffered whole up
+    to ``max_frame_size`` (:class:`FrameTooLarge` beyond it), except frames of
+    unknown type, whose payload is skipped as it arrives.
     """
 
-    __slots__ = ("_buffer", "_frame_type", "_remaining", "_skipping", "max_frame_size")
+    __slots__ = ("_data", "_frame_type", "_pos", "_remaining", "_skipping", "max_frame_size")
 
     def __init__(self, max_frame_size: int) -> None:
-        self._buffer = bytearray()
+        self._data = b""  # bytes taken and not yet parsed start at _pos
+        self._pos = 0
         self._frame_type: int | None = None
         self._remaining = 0
         self._skipping = False
@@ -208,11 +210,15 @@ class FrameReader:
     @property
     def at_frame_boundary(self) -> bool:
         """True when no frame is partly read (a FIN here is a clean end)."""
-        return self._frame_type is None and not self._buffer
+        return self._frame_type is None and self._pos == len(self._data)
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         """Take bytes that arrived; :meth:`frames` parses them."""
-        self._buffer += data
+        if self._pos < len(self._data):
+            self._data = self._data[self._pos :] + bytes(data)
+        else:
+            self._data = data if isinstance(data, bytes) else bytes(data)
+        self._pos = 0
 
     def frames(self) -> Iterator[Frame | DataChunk]:
         """Yield every frame (or DATA piece) the bytes taken so far complete.
@@ -221,44 +227,39 @@ class FrameReader:
         for the next call.
         """
         while True:
-            if self._frame_type is None:
-                if not self._read_frame_header():
-                    return
-            frame_type = self._frame_type
-            assert frame_type is not None
-            if frame_type == FrameType.DATA:
-                if self._remaining and self._buffer:
-                    piece = bytes(self._buffer[: self._remaining])
-                    del self._buffer[: len(piece)]
-                    self._remaining -= len(piece)
-                    yield DataChunk(piece)
-                if self._remaining:
-                    return
-                self._frame_type = None
-                continue
-            if self._skipping:
-                skipped = min(self._remaining, len(self._buffer))
-                del self._buffer[:skipped]
-                self._remaining -= skipped
-                if self._remaining:
-                    return
-                self._frame_type = None
-                continue
-            if len(self._buffer) < self._remaining:
+            if self._frame_type is None and not self._read_frame_header():
                 return
-            payload = bytes(self._buffer[: self._remaining])
-            del self._buffer[: self._remaining]
+            frame_type = self._frame_type
+            available = len(self._data) - self._pos
+            if frame_type == FrameType.DATA or self._skipping:
+                take = min(self._remaining, available)
+                start = self._pos
+                self._pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._frame_type = None
+                if frame_type == FrameType.DATA and take:
+                    whole = start == 0 and take == len(self._data)
+                    yield DataChunk(self._data if whole else self._data[start : start + take])
+                if self._frame_type is not None:
+                    return  # the frame goes on in bytes still to come
+                continue
+            if available < self._remaining:
+                return
+            start = self._pos
+            self._pos += self._remaining
             self._frame_type = None
-            yield Frame(frame_type, payload)
+            assert frame_type is not None
+            yield Frame(frame_type, self._data[start : self._pos])
 
     def _read_frame_header(self) -> bool:
-        frame_type = decode_varint(self._buffer)
+        frame_type = decode_varint(self._data, self._pos)
         if frame_type is None:
             return False
-        length = decode_varint(self._buffer, frame_type[1])
+        length = decode_varint(self._data, frame_type[1])
         if length is None:
             return False
-        del self._buffer[: length[1]]
+        self._pos = length[1]
         self._frame_type = frame_type[0]
         self._remaining = length[0]
         known = self._frame_type in FrameType._value2member_map_ or self._frame_type in HTTP2_ONLY_FRAMES

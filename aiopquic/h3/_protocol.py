@@ -161,6 +161,11 @@ class H3Protocol:
         """A whole stream of a reserved type, which the peer must ignore."""
         return frames.encode_varint(frames.grease_value()) + os.urandom(8)
 
+    @property
+    def qpack_data_pending(self) -> bool:
+        """True when :meth:`take_encoder_data` or :meth:`take_decoder_data` has bytes."""
+        return bool(self._encoder_out or self._decoder_out)
+
     def take_encoder_data(self) -> bytes:
         """Bytes due on our QPACK encoder stream (after encoding or new peer settings)."""
         data = bytes(self._encoder_out)

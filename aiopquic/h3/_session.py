@@ -77,6 +77,8 @@ class H3Session:
 
     async def flush_qpack(self) -> None:
         """Send what encoding and decoding left for our QPACK streams."""
+        if not self.protocol.qpack_data_pending:
+            return
         async with self._qpack_lock:
             data = self.protocol.take_encoder_data()
             if data and self._encoder is not None:
