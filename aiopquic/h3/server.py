@@ -76,7 +76,10 @@ class _ServerConnection:
                             tg.start_soon(self.session.read_uni_stream, stream)
                 # Shutting down: let the requests in flight finish.
                 await self._wait_idle()
-                self.conn.close(ErrorCode.H3_NO_ERROR, "server shutting down")
+                # Gracefully: the last responses may still sit in the send buffers,
+                # and close() would drop them. (Leaving `async with self.conn` then
+                # waits for the close to go out.)
+                self.conn._start_close(ErrorCode.H3_NO_ERROR, "server shutting down", linger=self.conn._config.close_timeout)
             except ConnectionClosed:
                 pass
             tg.cancel_scope.cancel()
