@@ -35,7 +35,7 @@ py=.venv/bin/python
 # Build tools first (the editable build runs without isolation), then the package.
 $py -m pip install -q --disable-pip-version-check \
   "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" \
-  "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy
+  "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy httpx starlette
 $py -m pip install -q --disable-pip-version-check --no-build-isolation \
   -Cbuild-dir=build -e .
 

@@ -1,4 +1,9 @@
-"""Command-line tools: ``python -m aiopquic demo`` (more to come)."""
+"""Command-line tools of ``python -m aiopquic``:
+
+- ``demo``: a QUIC echo server and client on loopback, printing what happens;
+- ``serve MODULE:APP``: an ASGI application over HTTP/3 (like ``hypercorn``);
+- ``get URL``: one request over HTTP/3 (like ``curl --http3-only``).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,82 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aiopquic``."""
-    parser = argparse.ArgumentParser(prog="python -m aiopquic", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m aiopquic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="server + client on loopback, printing what happens")
     demo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     demo.add_argument("--verbose", "-v", action="store_true", help="log aiopquic's debug messages")
+
+    serve = sub.add_parser("serve", help="serve an ASGI application over HTTP/3 (like hypercorn app:app)")
+    serve.add_argument("app", metavar="MODULE:APP", help="the application, imported from the current directory (APP defaults to 'app')")
+    serve.add_argument("--certfile", required=True, help="certificate chain (PEM)")
+    serve.add_argument("--keyfile", required=True, help="private key (PEM)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; '::' for every address)")
+    serve.add_argument("--port", type=int, default=4433, help="UDP port (default 4433; 0 picks a free one)")
+    serve.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    serve.add_argument("--root-path", default="", help="the ASGI root_path (mount point behind a proxy)")
+    serve.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="on SIGINT/SIGTERM, how long requests in flight may finish (default 5)")
+    serve.add_argument("--verbose", "-v", action="store_true", help="log aiopquic's debug messages")
+
+    get = sub.add_parser("get", help="fetch a URL over HTTP/3 (like curl --http3-only)")
+    get.add_argument("url", metavar="URL", help="an https:// URL")
+    get.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE (default: stdout)")
+    trust = get.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", metavar="FILE", help="trust the CAs in FILE (PEM) instead of the default ones")
+    trust.add_argument("-k", "--insecure", action="store_true", help="do not verify the server's certificate")
+    get.add_argument("-X", "--request", dest="method", metavar="METHOD", help="request method (default GET, POST with -d)")
+    get.add_argument("-d", "--data", metavar="DATA", help="request body; @FILE reads it from FILE, @- from stdin")
+    get.add_argument("-H", "--header", dest="headers", action="append", default=[], metavar="'NAME: VALUE'",
+                     help="add a request header (repeatable)")
+    get.add_argument("-i", "--include", action="store_true", help="write the status line and headers before the body")
+    get.add_argument("-v", "--verbose", action="store_true", help="show the request and response heads on stderr")
+    get.add_argument("-s", "--silent", action="store_true", help="no progress display")
+    get.add_argument("-f", "--fail", action="store_true", help="exit 22, writing no body, when the status is 400 or more")
+    get.add_argument("-m", "--max-time", dest="timeout", type=float, metavar="SECONDS", help="give up after this long")
+    get.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose and args.command != "get" else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command == "demo":
         from .demo import run
 
         return run(args.backend)
+    if args.command == "serve":
+        from .serve import run as serve_run
+
+        return serve_run(
+            args.app,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            host=args.host,
+            port=args.port,
+            backend=args.backend,
+            root_path=args.root_path,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    if args.command == "get":
+        from .get import run as get_run
+
+        return get_run(
+            args.url,
+            output=args.output,
+            cafile=args.cafile,
+            insecure=args.insecure,
+            method=args.method,
+            data=args.data,
+            headers=args.headers,
+            include=args.include,
+            verbose=args.verbose,
+            silent=args.silent,
+            fail=args.fail,
+            timeout=args.timeout,
+            backend=args.backend,
+        )
     return 2

@@ -90,6 +90,8 @@ class RequestCycle:
         self.finished = False
         self.expect_trailers = False
         self._pending_start: Headers | None = None
+        #: A response to HEAD has no content (RFC 9110 9.3.2): the app's body is dropped.
+        self.head = scope["method"] == "HEAD"
 
     async def run(self) -> None:
         try:
@@ -182,7 +184,8 @@ class RequestCycle:
             more = bool(message.get("more_body", False))
             await self._start()
             end = not more and not self.expect_trailers
-            await self._guarded(self.request.send_data(message.get("body", b""), end_stream=end))
+            body = b"" if self.head else message.get("body", b"")
+            await self._guarded(self.request.send_data(body, end_stream=end))
             if end:
                 self._finish()
         elif kind == "http.response.trailers":

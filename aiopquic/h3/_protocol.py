@@ -69,7 +69,7 @@ class H3Settings:
 
     def to_wire(self) -> dict[int, int]:
         """The identifiers and values, in the order we send them."""
-        settings = {
+        settings: dict[int, int] = {
             Setting.QPACK_MAX_TABLE_CAPACITY: self.qpack_max_table_capacity,
             Setting.QPACK_BLOCKED_STREAMS: self.qpack_blocked_streams,
             Setting.MAX_FIELD_SECTION_SIZE: self.max_field_section_size,

@@ -158,6 +158,7 @@ class RequestStream:
         self._fin_read = False
         #: The peer's message is complete (or failed): no more events.
         self.receive_done = False
+        self._closed = False
 
     def deliver(self, event: H3Event) -> None:
         """An event for this stream found while reading another (QPACK unblocking)."""
@@ -235,7 +236,13 @@ class RequestStream:
         self.stream.stop_sending(error_code)
 
     def close(self) -> None:
-        """Forget the stream's protocol state; stop reading what nobody will read."""
+        """Forget the stream's protocol state; stop reading what nobody will read.
+
+        Idempotent: a response's ``aclose()`` and the end of its ``stream()``
+        block may both call it."""
+        if self._closed:
+            return
+        self._closed = True
         if not self.receive_done:
             self.stream.stop_sending(ErrorCode.H3_NO_ERROR)
         self.session.forget(self)

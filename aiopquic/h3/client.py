@@ -203,26 +203,44 @@ class H3Connection:
         ]
 
     async def _send_request(self, method: str, path: str, headers: HeaderInput, content: Content) -> RequestStream:
+        request_headers = self._request_headers(method, path, headers, content)
+        request = await self._open_request(method)
+        await self._send_message(request, request_headers, content)
+        return request
+
+    async def _open_request(self, method: str) -> RequestStream:
+        """A new request stream (waits while the server allows no more streams)."""
         if not self.available:
             if self.session.error is not None:
                 raise self.session.error
             if self._goaway is not None:
                 raise RequestRejected("the server sent GOAWAY: open a new connection for more requests")
-        request_headers = self._request_headers(method, path, headers, content)
         stream = await self.quic.open_stream()
         request = self.session.request_stream(stream)
         if method == "HEAD":
             self.session.protocol.expect_no_body(stream.stream_id)
+        return request
+
+    async def _send_message(
+        self, request: RequestStream, request_headers: Headers, content: Content, *, write_timeout: float | None = None
+    ) -> None:
+        """Send the request's headers and body; each send may take ``write_timeout``
+        seconds (``TimeoutError`` after that: the stream is reset)."""
         try:
             if isinstance(content, (bytes, bytearray, memoryview)):
-                await request.send_headers(request_headers, end_stream=not content)
+                with anyio.fail_after(write_timeout):
+                    await request.send_headers(request_headers, end_stream=not content)
                 if content:
-                    await request.send_data(content, end_stream=True)
+                    with anyio.fail_after(write_timeout):
+                        await request.send_data(content, end_stream=True)
             else:
-                await request.send_headers(request_headers)
+                with anyio.fail_after(write_timeout):
+                    await request.send_headers(request_headers)
                 async for chunk in content:
-                    await request.send_data(chunk)
-                await request.send_data(b"", end_stream=True)
+                    with anyio.fail_after(write_timeout):
+                        await request.send_data(chunk)
+                with anyio.fail_after(write_timeout):
+                    await request.send_data(b"", end_stream=True)
         except StreamReset as exc:
             # STOP_SENDING: the server answers without reading the rest (RFC 9114 4.1).
             if exc.error_code != ErrorCode.H3_NO_ERROR:
@@ -232,7 +250,6 @@ class H3Connection:
             request.reset(ErrorCode.H3_REQUEST_CANCELLED)
             request.close()
             raise
-        return request
 
     async def _receive_head(self, request: RequestStream) -> H3StreamResponse:
         try:

@@ -71,7 +71,10 @@ class _ServerConnection:
                     await self.stop_accepting()
                 await self._draining.wait()  # GOAWAY sent, or the client went away
                 await self._wait_idle()
-                self.conn.close(ErrorCode.H3_NO_ERROR, "server shutting down")
+                # Gracefully: the last responses may still sit in the send buffers,
+                # and close() would drop them. (Leaving `async with self.conn` then
+                # waits for the close to go out.)
+                self.conn._start_close(ErrorCode.H3_NO_ERROR, "server shutting down", linger=self.conn._config.close_timeout)
             except ConnectionClosed:
                 pass
             tg.cancel_scope.cancel()
