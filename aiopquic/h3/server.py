@@ -72,9 +72,8 @@ class _ServerConnection:
                 await self._draining.wait()  # GOAWAY sent, or the client went away
                 await self._wait_idle()
                 # Gracefully: the last responses may still sit in the send buffers,
-                # and close() would drop them. (Leaving `async with self.conn` then
-                # waits for the close to go out.)
-                self.conn._start_close(ErrorCode.H3_NO_ERROR, "server shutting down", linger=self.conn._config.close_timeout)
+                # and close() would drop them.
+                await self.conn.aclose(ErrorCode.H3_NO_ERROR, "server shutting down")
             except ConnectionClosed:
                 pass
             tg.cancel_scope.cancel()

@@ -399,15 +399,16 @@ class QuicConnection:
         """
         self._start_close(error_code, reason, linger=0.0)
 
-    async def aclose(self) -> None:
+    async def aclose(self, error_code: int = 0, reason: str = "") -> None:
         """Close gracefully: wait (up to ``config.close_timeout``) for sent data to be
-        acknowledged, then send CONNECTION_CLOSE (code 0) and wait until it is out.
+        acknowledged, then send CONNECTION_CLOSE with ``error_code`` (default 0) and
+        ``reason``, and wait until it is out.
 
         If the time runs out first, the close carries
-        :data:`ERROR_CODE_ON_CLOSE_TIMEOUT` instead of 0, so that the peer does not
+        :data:`ERROR_CODE_ON_CLOSE_TIMEOUT` instead, so that the peer does not
         take the cut transfer for a clean end, and a warning is logged here.
         """
-        self._start_close(0, "", linger=self._config.close_timeout)
+        self._start_close(error_code, reason, linger=self._config.close_timeout)
         endpoint = self._endpoint
         if endpoint.owns_connection and not endpoint.dispatching:
             # Awaited but never entered (or already left): nobody dispatches its
