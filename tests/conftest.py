@@ -10,7 +10,9 @@ from aioquic.quic.configuration import QuicConfiguration
 from aiopquic import QuicConfig
 from aiopquic.cli.certs import CertificateSet, make_certificates
 
+from .aioquic_h3 import AioquicH3Server
 from .aioquic_peer import AioquicPeer
+from .hypercorn_peer import HypercornH3Server
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -55,3 +57,20 @@ def aioquic_client_config(certs: CertificateSet) -> QuicConfiguration:
     config = QuicConfiguration(is_client=True, alpn_protocols=["test"], server_name="localhost")
     config.load_verify_locations(cafile=str(certs.cafile))
     return config
+
+
+@pytest.fixture
+def aioquic_h3_server(certs: CertificateSet) -> Iterator[AioquicH3Server]:
+    """aioquic's HTTP/3 server (tests/aioquic_h3.py's routes) in its own thread, on 127.0.0.1."""
+    with AioquicH3Server(certs) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def hypercorn_h3_server(certs: CertificateSet) -> Iterator[HypercornH3Server]:
+    """hypercorn serving tests/h3_app.py's ASGI app over HTTP/3, in its own thread, on
+    127.0.0.1 (one for the session: it keeps no state a test could see)."""
+    from .h3_app import app
+
+    with HypercornH3Server(app, certs) as server:
+        yield server

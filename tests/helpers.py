@@ -9,7 +9,9 @@ import sys
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -18,6 +20,7 @@ from aiopquic import AnyQuicStream, QuicConfig, QuicConnection, QuicListener, Qu
 from aiopquic.cli.certs import CertificateSet, make_certificates
 
 Handler = Callable[[QuicConnection], Awaitable[None]]
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -116,3 +119,10 @@ async def assert_network_threads(expected: int) -> None:
         while network_threads() != expected:
             await anyio.sleep(0.005)
     assert network_threads() == expected
+
+
+async def run_blocking(func: Callable[..., T], *args: Any, timeout: float = 20.0, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` in a worker thread (a blocking peer client: aioquic's,
+    curl_cffi), failing the test if it takes over ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        return await anyio.to_thread.run_sync(partial(func, *args, **kwargs), abandon_on_cancel=True)

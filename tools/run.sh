@@ -3,6 +3,7 @@
 #   bash tools/run.sh demo   - server + client over QUIC on loopback
 #   bash tools/run.sh test   - the test suite (asyncio and trio)
 #   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
+#   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
 # fetched by the build into subprojects/ (git-ignored) and reused after that.
 set -euo pipefail
@@ -33,14 +34,28 @@ if [ ! -x .venv/bin/python ]; then
 fi
 py=.venv/bin/python
 # Build tools first (the editable build runs without isolation), then the package.
+# HTTP/3: pylsqpack (runtime), httpx (the optional extra), and the tests'
+# independent HTTP/3 peers (hypercorn, curl_cffi, Starlette/FastAPI apps).
 $py -m pip install -q --disable-pip-version-check \
   "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" \
-  "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy httpx starlette
+  "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy \
+  "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7"
 $py -m pip install -q --disable-pip-version-check --no-build-isolation \
   -Cbuild-dir=build -e .
+
+# The HTTP/3 benchmark's load generator: ngtcp2's gtlsclient (Debian's ngtcp2-client).
+if [ "$command" = bench ] && ! command -v gtlsclient >/dev/null 2>&1; then
+  echo "installing system package: ngtcp2-client (gtlsclient, the HTTP/3 load generator)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ngtcp2-client >/dev/null
+fi
 
 case "$command" in
   demo) exec $py -m aiopquic demo "$@" ;;
   test) exec $py -m pytest "$@" ;;
-  bench) exec $py benchmarks/run.py "$@" ;;
+  bench)
+    if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
+    exec $py benchmarks/run.py "$@" ;;
 esac
