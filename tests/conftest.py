@@ -44,6 +44,18 @@ def client_config(certs: CertificateSet) -> QuicConfig:
 
 
 @pytest.fixture
+def h3_server_config(certs: CertificateSet) -> QuicConfig:
+    """A server config for HTTP/3 (ALPN h3) with the test certificate."""
+    return QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=certs.keyfile)
+
+
+@pytest.fixture
+def h3_client_config(certs: CertificateSet) -> QuicConfig:
+    """A client config for HTTP/3 (ALPN h3) that trusts the test CA."""
+    return QuicConfig(alpn=["h3"], cafile=certs.cafile)
+
+
+@pytest.fixture
 def peer() -> Iterator[AioquicPeer]:
     """aioquic, the independent peer, running in its own thread."""
     peer = AioquicPeer().start()

@@ -24,16 +24,6 @@ from .h3_starlette_app import app, pattern
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def h3_server_config(certs: CertificateSet) -> QuicConfig:
-    return QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=certs.keyfile)
-
-
-@pytest.fixture
-def h3_client_config(certs: CertificateSet) -> QuicConfig:
-    return QuicConfig(alpn=["h3"], cafile=certs.cafile)
-
-
 @asynccontextmanager
 async def serving(config: QuicConfig, port: int = 0) -> AsyncIterator[QuicListener]:
     async with anyio.create_task_group() as tg:

@@ -13,22 +13,11 @@ import anyio
 import pytest
 
 from aiopquic import QuicConfig, StreamReset
-from aiopquic.cli.certs import CertificateSet
 from aiopquic.h3 import ErrorCode, H3Connection, open_h3_connection, serve_h3
 
 from .h3_apps import TestApp, no_lifespan_app
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def h3_server_config(certs: CertificateSet) -> QuicConfig:
-    return QuicConfig(alpn=["h3"], certfile=certs.certfile, keyfile=certs.keyfile)
-
-
-@pytest.fixture
-def h3_client_config(certs: CertificateSet) -> QuicConfig:
-    return QuicConfig(alpn=["h3"], cafile=certs.cafile)
 
 
 @asynccontextmanager
