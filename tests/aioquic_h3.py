@@ -38,7 +38,6 @@ import contextlib
 import json
 import os
 import socket
-import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +55,7 @@ from aioquic.quic.connection import QuicConnection
 from aiopquic.cli.certs import CertificateSet
 
 from .h3_app import CHUNK, pattern, trailers_for
+from .loop_thread import LoopThread
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -197,11 +197,12 @@ class _ServerProtocol(QuicConnectionProtocol):
         quic.send_stream_data(stream_id, encode_frame(0x0, body) if body else b"", end_stream=True)
 
 
-class AioquicH3Server:
+class AioquicH3Server(LoopThread):
     """aioquic's HTTP/3 server in a thread with its own asyncio loop."""
 
     def __init__(self, certs: CertificateSet, *, host: str = "127.0.0.1", **configuration: Any) -> None:
         """``configuration``: extra ``QuicConfiguration`` arguments (``max_data``...)."""
+        super().__init__("the aioquic h3 server", TIMEOUT)
         self.certs = certs
         self.host = host
         self.configuration = configuration
@@ -214,42 +215,9 @@ class AioquicH3Server:
         self.terminations: list[events.ConnectionTerminated] = []
         #: Failures while answering (e.g. sending on a stream the client reset).
         self.errors: list[Exception] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._server: QuicServer | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="aioquic h3 server", daemon=True)
 
-    def start(self) -> AioquicH3Server:
-        self._thread.start()
-        if not self._ready.wait(TIMEOUT):
-            raise RuntimeError("the aioquic h3 server did not start")
-        if self._failure is not None:
-            raise RuntimeError("the aioquic h3 server failed to start") from self._failure
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(TIMEOUT)
-        assert not self._thread.is_alive(), "the aioquic h3 server did not stop"
-
-    def __enter__(self) -> AioquicH3Server:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            self._failure = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
+    async def _serve_until(self, stop: asyncio.Event) -> None:
         configuration = QuicConfiguration(
             is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536, **self.configuration
         )
@@ -258,14 +226,12 @@ class AioquicH3Server:
         def create_protocol(*args: Any, **kwargs: Any) -> _ServerProtocol:
             return _ServerProtocol(*args, owner=self, **kwargs)
 
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         self._server = await serve(self.host, 0, configuration=configuration, create_protocol=create_protocol)
         assert self._server._transport is not None
         self.port = int(self._server._transport.get_extra_info("sockname")[1])
         self._ready.set()
         try:
-            await self._stop.wait()
+            await stop.wait()
         finally:
             self._server.close()
 

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +23,8 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
+
+from .loop_thread import LoopThread
 
 T = TypeVar("T")
 
@@ -151,43 +152,21 @@ class PeerProtocol(QuicConnectionProtocol):
         self.transmit()
 
 
-class AioquicPeer:
+class AioquicPeer(LoopThread):
     """A thread running an asyncio loop that hosts aioquic servers and clients."""
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="aioquic peer", daemon=True)
+        super().__init__("the aioquic peer thread", CALL_TIMEOUT)
         self._servers: list[QuicServer] = []
         self._clients = contextlib.AsyncExitStack()
         self._accepted: asyncio.Queue[PeerProtocol] | None = None
         #: Every aioquic client connection made, including failed ones.
         self.clients: list[PeerProtocol] = []
 
-    # -- thread lifecycle -------------------------------------------------
-
-    def start(self) -> AioquicPeer:
-        self._thread.start()
-        if not self._ready.wait(CALL_TIMEOUT):
-            raise RuntimeError("the aioquic peer thread did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(CALL_TIMEOUT)
-        assert not self._thread.is_alive(), "the aioquic peer thread did not stop"
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def _serve_until(self, stop: asyncio.Event) -> None:
         self._accepted = asyncio.Queue()
         self._ready.set()
-        await self._stop.wait()
+        await stop.wait()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._clients.aclose(), CALL_TIMEOUT)
         for server in self._servers:

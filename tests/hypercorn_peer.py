@@ -16,61 +16,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 from typing import Any
 
 from aiopquic.cli.certs import CertificateSet
+
+from .loop_thread import LoopThread
 
 #: Longest start or stop may take.
 TIMEOUT = 10.0
 
 
-class HypercornH3Server:
+class HypercornH3Server(LoopThread):
+    """hypercorn serving ``app`` over HTTP/3 in a thread with its own asyncio loop."""
+
     def __init__(self, app: Any, certs: CertificateSet, *, host: str = "127.0.0.1", **config: Any) -> None:
         """``config``: extra hypercorn ``Config`` attributes (``graceful_timeout``...)."""
+        super().__init__("hypercorn", TIMEOUT)
         self.app = app
         self.certs = certs
         self.host = host
         self.extra = config
         self.port = 0
         self.tcp_port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hypercorn h3", daemon=True)
 
-    def start(self) -> HypercornH3Server:
-        self._thread.start()
-        if not self._ready.wait(TIMEOUT):
-            raise RuntimeError("hypercorn did not start")
-        if self._error is not None:
-            raise RuntimeError("hypercorn failed to start") from self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._shutdown is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._shutdown.set)
-        self._thread.join(TIMEOUT)
-        assert not self._thread.is_alive(), "hypercorn did not stop"
-        if self._error is not None:
-            raise RuntimeError("hypercorn failed") from self._error
-
-    def __enter__(self) -> HypercornH3Server:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported by start/stop
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
+    async def _serve_until(self, stop: asyncio.Event) -> None:
         from hypercorn.asyncio import serve
         from hypercorn.config import Config
 
@@ -98,7 +67,5 @@ class HypercornH3Server:
         for key, value in self.extra.items():
             setattr(config, key, value)
 
-        self._loop = asyncio.get_running_loop()
-        self._shutdown = asyncio.Event()
-        self._loop.call_soon(self._ready.set)  # after serve() has started to set up
-        await serve(self.app, config, shutdown_trigger=self._shutdown.wait)
+        asyncio.get_running_loop().call_soon(self._ready.set)  # after serve() has started to set up
+        await serve(self.app, config, shutdown_trigger=stop.wait)
