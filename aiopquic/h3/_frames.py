@@ -52,6 +52,8 @@ class FrameType(IntEnum):
 
 #: HTTP/2 frame types with no HTTP/3 meaning: receiving one is H3_FRAME_UNEXPECTED.
 HTTP2_ONLY_FRAMES = frozenset({0x2, 0x6, 0x8, 0x9})
+#: Frame types a reader hands on (all others are skipped unread).
+KNOWN_FRAMES = frozenset(int(t) for t in FrameType) | HTTP2_ONLY_FRAMES
 
 
 class StreamType(IntEnum):
@@ -262,7 +264,7 @@ class FrameReader:
         self._pos = length[1]
         self._frame_type = frame_type[0]
         self._remaining = length[0]
-        known = self._frame_type in FrameType._value2member_map_ or self._frame_type in HTTP2_ONLY_FRAMES
+        known = self._frame_type in KNOWN_FRAMES
         self._skipping = not known
         if known and self._frame_type != FrameType.DATA and self._remaining > self.max_frame_size:
             raise FrameTooLarge(self._frame_type, self._remaining)

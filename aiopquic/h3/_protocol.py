@@ -47,7 +47,11 @@ class ProtocolError(Exception):
     """The peer broke HTTP/3: close the connection with ``error_code``."""
 
     def __init__(self, error_code: int, reason: str) -> None:
-        super().__init__(f"{reason} ({ErrorCode(error_code).name if error_code in ErrorCode._value2member_map_ else hex(error_code)})")
+        try:
+            name = ErrorCode(error_code).name
+        except ValueError:
+            name = hex(error_code)
+        super().__init__(f"{reason} ({name})")
         self.error_code = error_code
         self.reason = reason
 
@@ -280,8 +284,7 @@ class H3Protocol:
         if message.headers_done:
             validate_trailers(headers)
             message.trailers_done = True
-            if message.content_length is not None and message.body_received != message.content_length:
-                raise MessageError(f"body of {message.body_received} bytes where content-length said {message.content_length}")
+            self._check_length(message)
             events.append(TrailersReceived(stream_id, headers))
             return
         if self.is_client:

@@ -176,13 +176,9 @@ class RequestStream:
         while True:
             if self._events:
                 event = self._events.popleft()
-                if (
-                    isinstance(event, (TrailersReceived, StreamError))
-                    or isinstance(event, (HeadersReceived, DataReceived))
-                    and event.stream_ended
-                ):
-                    self.receive_done = True
                 assert isinstance(event, (HeadersReceived, DataReceived, TrailersReceived, StreamError))
+                if isinstance(event, (TrailersReceived, StreamError)) or event.stream_ended:
+                    self.receive_done = True
                 return event
             if self.receive_done or self._fin_read:
                 self.receive_done = True

@@ -81,11 +81,10 @@ class H3StreamResponse:
             elif isinstance(event, TrailersReceived):
                 self.trailers = event.headers
                 self._done = True
-            elif isinstance(event, StreamError):
+            else:  # a StreamError: the protocol reports trailers as TrailersReceived
+                assert isinstance(event, StreamError)
                 self._done = True
                 raise _malformed(self._request, event)
-            else:  # a second HEADERS after the body is the trailers; the protocol says so
-                self._done = True
 
     async def aread(self) -> bytes:
         """The rest of the body, whole."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any
@@ -157,15 +156,18 @@ class _ServerConnection:
             pass
 
 
-@dataclasses.dataclass(frozen=True)
-class _Stop:
-    scope: anyio.CancelScope
-
-
 async def _serve_shielded(
-    stop: _Stop, server: _Server, host: str | None, port: int, config: QuicConfig, *, task_status: TaskStatus[QuicListener]
+    shield: anyio.CancelScope,
+    server: _Server,
+    host: str | None,
+    port: int,
+    config: QuicConfig,
+    *,
+    task_status: TaskStatus[QuicListener],
 ) -> None:
-    with stop.scope:
+    """serve_quic inside ``shield``: the server's own cancellation does not reach the
+    connections; cancelling ``shield`` after the drain does."""
+    with shield:
         await serve_quic(server.handle, host, port, config, task_status=task_status)
 
 
@@ -207,12 +209,12 @@ async def serve_h3(
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
         server = _Server(app, config, root_path, lifespan.state)
-        stop = _Stop(anyio.CancelScope(shield=True))
+        shield = anyio.CancelScope(shield=True)
         try:
             await lifespan.startup(tg)
             if not lifespan.supported:
                 server.state = None
-            listener = await tg.start(_serve_shielded, stop, server, host, port, config)
+            listener = await tg.start(_serve_shielded, shield, server, host, port, config)
         except Exception as exc:
             error = exc
             lifespan.abandon()
@@ -226,7 +228,7 @@ async def serve_h3(
             finally:
                 with anyio.CancelScope(shield=True):
                     await _shut_down(server, shutdown_timeout)
-                    stop.scope.cancel()
+                    shield.cancel()
                     await lifespan.shutdown()
                 tg.cancel_scope.cancel()
     if error is not None:
