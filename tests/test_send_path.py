@@ -370,3 +370,55 @@ async def test_the_connection_send_cap_bounds_all_streams_together(
                 while len(received) < streams:
                     await anyio.sleep(0.01)
     assert received == [size] * streams
+
+
+async def test_send_with_eof_delivers_the_bytes_then_the_fin(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # send(data, eof=True) is send(data) then send_eof() in one hand-off: the
+    # peer reads the bytes and the end, and the stream takes no more bytes.
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"hello", eof=True)
+                assert await read_all(stream) == b"hello"
+                with pytest.raises(anyio.ClosedResourceError):
+                    await stream.send(b"more")
+                empty = await conn.open_stream()
+                await empty.send(b"", eof=True)  # a FIN alone
+                assert await read_all(empty) == b""
+                big = await conn.open_stream()
+                await big.send(PAYLOAD, eof=True)  # more than the send buffer: the FIN follows the last part
+                assert hashlib.sha256(await read_all(big)).digest() == hashlib.sha256(PAYLOAD).digest()
+                assert not conn._streams  # finished both ways: forgotten
+
+
+async def test_a_send_with_eof_cancelled_after_its_first_byte_still_finishes(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # Committed means all of it: the rest of the bytes and the FIN, with no send_eof().
+    server, client = blocking_configs(server_config, client_config)
+    go = anyio.Event()
+    received: list[bytes] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await go.wait()
+            received.append(await read_all(stream))
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                with anyio.move_on_after(0.1) as scope:
+                    await stream.send(PAYLOAD, eof=True)
+                assert scope.cancelled_caught
+                with pytest.raises(anyio.ClosedResourceError):
+                    await stream.send(b"after the end")
+                go.set()
+                with anyio.fail_after(10):
+                    while not received:
+                        await anyio.sleep(0.01)
+    assert hashlib.sha256(received[0]).digest() == hashlib.sha256(PAYLOAD).digest()

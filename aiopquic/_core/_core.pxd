@@ -150,7 +150,7 @@ cdef extern from "bridge.h" nogil:
     size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max_bytes)
     int aq_stream_rx_arm(aq_stream_t* s)
     size_t aq_stream_writable(aq_stream_t* s)
-    Py_ssize_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length, int all)
+    Py_ssize_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length, int all, int fin)
     size_t aq_stream_tx_arm(aq_stream_t* s)
     size_t aq_stream_unsent(aq_stream_t* s)
     void aq_stream_send_fin(aq_stream_t* s)

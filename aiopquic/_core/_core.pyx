@@ -594,13 +594,17 @@ cdef class StreamHandle:
         aq_stream_read(self.s, <uint8_t*>PyBytes_AS_STRING(out), n)
         return out
 
-    def write(self, const uint8_t[::1] data, bint all=False):
+    def write(self, const uint8_t[::1] data, bint all=False, bint fin=False):
         """Copy as much of ``data`` as fits into the send ring (with ``all``, every
-        byte, past the ring's size); return the count."""
+        byte, past the ring's size); return the count.  With ``fin``, the FIN
+        follows in the same hand-off if every byte went in."""
         cdef Py_ssize_t n
+        cdef uint8_t empty = 0
         if data.shape[0] == 0:
+            if fin:
+                aq_stream_write(self.s, &empty, 0, all, fin)
             return 0
-        n = aq_stream_write(self.s, &data[0], data.shape[0], all)
+        n = aq_stream_write(self.s, &data[0], data.shape[0], all, fin)
         if n < 0:
             raise MemoryError("no memory for the stream's send buffer")
         return n

@@ -149,7 +149,7 @@ static void aq_stream_activate(aq_stream_t* s)
     }
 }
 
-ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all)
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all, int fin)
 {
     size_t n = all && s->tx.cap ? len : aq_stream_writable(s);
     if (n > len) {
@@ -160,6 +160,13 @@ ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int al
             return -1;
         }
         atomic_fetch_add(&s->conn->tx_buffered, (int64_t)n);
+    }
+    if (fin && n == len) {
+        /* Before the activation: bytes and FIN reach the network thread in one
+         * hand-off (one wake-up), and usually leave in one packet. */
+        atomic_store(&s->tx_fin, 1);
+    }
+    if (n > 0 || (fin && n == len)) {
         aq_stream_activate(s);
     }
     return (ptrdiff_t)n;

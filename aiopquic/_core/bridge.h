@@ -273,8 +273,9 @@ size_t aq_stream_read(aq_stream_t* s, uint8_t* dst, size_t max);
 int aq_stream_rx_arm(aq_stream_t* s); /* 1 if bytes, FIN or reset are there after arming */
 size_t aq_stream_writable(aq_stream_t* s);
 /* Copy what fits below the ring's cap, or with `all` every byte (past the cap):
- * the count written, or -1 (nothing written) when out of memory. */
-ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all);
+ * the count written, or -1 (nothing written) when out of memory.  With `fin`,
+ * the FIN follows if every byte went in (one hand-off for both). */
+ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all, int fin);
 size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX (and the connection's AQ_EV_TX_ROOM), return the room now */
 size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);

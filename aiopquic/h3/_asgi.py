@@ -182,10 +182,14 @@ class RequestCycle:
             if self.finished:
                 raise RuntimeError("http.response.body after the response ended")
             more = bool(message.get("more_body", False))
-            await self._start()
             end = not more and not self.expect_trailers
             body = b"" if self.head else message.get("body", b"")
-            await self._guarded(self.request.send_data(body, end_stream=end))
+            if self._pending_start is not None:  # headers and the first body bytes in one write
+                headers, self._pending_start = self._pending_start, None
+                self.started = True
+                await self._guarded(self.request.send_headers_and_data(headers, body, end_stream=end))
+            else:
+                await self._guarded(self.request.send_data(body, end_stream=end))
             if end:
                 self._finish()
         elif kind == "http.response.trailers":

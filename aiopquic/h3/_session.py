@@ -208,23 +208,35 @@ class RequestStream:
 
     async def send_headers(self, headers: Headers, *, end_stream: bool = False) -> None:
         """Send a header (or trailer) section; ``end_stream`` sends the FIN after it."""
+        await self.send_headers_and_data(headers, b"", end_stream=end_stream)
+
+    async def send_headers_and_data(
+        self, headers: Headers, data: bytes | bytearray | memoryview, *, end_stream: bool = False
+    ) -> None:
+        """Send a header section and the first body bytes (if any) in one write."""
         frame = self.session.protocol.encode_headers(self.stream_id, headers)
         await self.session.flush_qpack()
-        await self.stream.send(frame)
-        if end_stream:
-            await self.stream.send_eof()
+        if len(data) >= _COALESCE_BELOW:
+            await self.stream.send(frame)
+            await self.send_data(data, end_stream=end_stream)
+        elif data:
+            await self.stream.send(frame + self._data_frame(data), eof=end_stream)
+        else:
+            await self.stream.send(frame, eof=end_stream)
 
     async def send_data(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send body bytes in one DATA frame; ``end_stream`` sends the FIN after them."""
-        if data:
-            header = self.session.protocol.data_frame_header(len(data))
-            if len(data) < _COALESCE_BELOW:
-                await self.stream.send(header + bytes(data))
-            else:
-                await self.stream.send(header)
-                await self.stream.send(data)
-        if end_stream:
+        if len(data) >= _COALESCE_BELOW:
+            await self.stream.send(self.session.protocol.data_frame_header(len(data)))
+            await self.stream.send(data, eof=end_stream)
+        elif data:
+            await self.stream.send(self._data_frame(data), eof=end_stream)
+        elif end_stream:
             await self.stream.send_eof()
+
+    def _data_frame(self, data: bytes | bytearray | memoryview) -> bytes:
+        """A whole DATA frame, for a body small enough that copying it costs less than a second write."""
+        return self.session.protocol.data_frame_header(len(data)) + bytes(data)
 
     def reset(self, error_code: int) -> None:
         """Abort both directions of the stream with ``error_code``."""

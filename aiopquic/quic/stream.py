@@ -154,8 +154,9 @@ class _SendHalf(_Half):
                 stream_id=self._h.stream_id,
             )
 
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data``, waiting for room; cancelled, all of it or none goes."""
+    async def send(self, data: bytes | bytearray | memoryview, eof: bool = False) -> None:
+        """Write all of ``data`` (then the FIN, with ``eof``), waiting for room;
+        cancelled, all of it or none goes."""
         # Yield first, then commit: the bytes reach the network thread with no
         # task switch before a following send_eof(), so data and FIN usually
         # leave in one packet.  Cancelled here, nothing was sent.
@@ -168,19 +169,23 @@ class _SendHalf(_Half):
         # ring takes the only copy.
         with _byte_view(data) as view:
             size = len(view)
-            written = h.write(view)
+            written = h.write(view, fin=eof)
             while written < size:
                 try:
                     if h.tx_arm() < h.tx_threshold:
                         await self._wait()
                 except BaseException:
                     if written and not self.closed:  # committed: the rest goes too, past the ring's size
-                        written += h.write(view[written:], all=True)
+                        written += h.write(view[written:], all=True, fin=eof)
                         self._conn._bytes_sent += written
+                        if eof:
+                            self.closed = self.done = True
                     raise
                 self._check_open()
-                written += h.write(view[written:])
+                written += h.write(view[written:], fin=eof)
         self._conn._bytes_sent += size
+        if eof:
+            self.closed = self.done = True
 
     def send_eof(self) -> None:
         if self.closed:
@@ -345,8 +350,12 @@ class _Sending(_StreamBase):
 
     _tx: _SendHalf
 
-    async def send(self, item: bytes | bytearray | memoryview) -> None:
+    async def send(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
         """Send ``item``, waiting while the stream's send buffer is full.
+
+        With ``eof=True`` the stream is finished after ``item`` (as
+        :meth:`send_eof` would), in the same hand-off to the network thread, so
+        a short message and its FIN cost one wake-up and usually one packet.
 
         A cancelled call sends all of ``item`` or none of it, never a part:
         none if it is cancelled before its first byte went into the send buffer
@@ -357,7 +366,11 @@ class _Sending(_StreamBase):
         task's send on this stream waits, and :class:`anyio.ClosedResourceError`
         if this stream is reset by us (:meth:`reset`) while the call waits.
         """
-        await self._tx.send(item)
+        try:
+            await self._tx.send(item, eof)
+        finally:
+            if eof:
+                self._conn._forget_if_finished(self)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
