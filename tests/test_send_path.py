@@ -422,3 +422,39 @@ async def test_a_send_with_eof_cancelled_after_its_first_byte_still_finishes(
                     while not received:
                         await anyio.sleep(0.01)
     assert hashlib.sha256(received[0]).digest() == hashlib.sha256(PAYLOAD).digest()
+
+
+async def test_send_nowait_writes_past_a_full_buffer_and_keeps_the_order(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    # send_nowait() never waits, even with the send buffer full many times over;
+    # a send() behind it waits for room; a send_nowait() while that send() waits
+    # raises BusyResourceError (its bytes would overtake); after the end, it is closed.
+    server, client = blocking_configs(server_config, client_config)
+    go = anyio.Event()
+    received: list[bytes] = []
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await go.wait()
+            received.append(await read_all(stream))
+
+    with anyio.fail_after(20):
+        async with running_server(handler, server) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client) as conn:
+                stream = await conn.open_stream()
+                stream.send_nowait(PAYLOAD)  # 2 MiB into a 64 KiB buffer, nobody reading
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stream.send, b"tail")
+                    await anyio.wait_all_tasks_blocked()  # that send() now waits for room
+                    with pytest.raises(anyio.BusyResourceError):
+                        stream.send_nowait(b"INTRUDER")
+                    go.set()
+                await stream.send_eof()
+                with pytest.raises(anyio.ClosedResourceError):
+                    stream.send_nowait(b"after the end")
+                with anyio.fail_after(10):
+                    while not received:
+                        await anyio.sleep(0.01)
+    assert received[0] == PAYLOAD + b"tail"

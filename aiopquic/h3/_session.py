@@ -55,7 +55,6 @@ class H3Session:
         self._control: QuicSendStream | None = None
         self._encoder: QuicSendStream | None = None
         self._decoder: QuicSendStream | None = None
-        self._qpack_lock = anyio.Lock()
         self.error: H3ProtocolError | None = None
 
     async def open(self) -> None:
@@ -75,17 +74,20 @@ class H3Session:
         if self._control is not None:
             await self._control.send(self.protocol.goaway_frame(identifier))
 
-    async def flush_qpack(self) -> None:
-        """Send what encoding and decoding left for our QPACK streams."""
+    def flush_qpack(self) -> None:
+        """Send what encoding and decoding left for our QPACK streams.
+
+        At once, never waiting: a header block must not reach the peer before
+        the encoder instructions it refers to, and these bytes are few (bounded
+        by the dynamic table's capacity and the header sections sent)."""
         if not self.protocol.qpack_data_pending:
             return
-        async with self._qpack_lock:
-            data = self.protocol.take_encoder_data()
-            if data and self._encoder is not None:
-                await self._encoder.send(data)
-            data = self.protocol.take_decoder_data()
-            if data and self._decoder is not None:
-                await self._decoder.send(data)
+        data = self.protocol.take_encoder_data()
+        if data and self._encoder is not None:
+            self._encoder.send_nowait(data)
+        data = self.protocol.take_decoder_data()
+        if data and self._decoder is not None:
+            self._decoder.send_nowait(data)
 
     def request_stream(self, stream: QuicStream) -> RequestStream:
         """Wrap a request stream (one we opened, or a client's on a server)."""
@@ -116,7 +118,7 @@ class H3Session:
                         stream.stop_sending(ErrorCode.H3_STREAM_CREATION_ERROR)
                         return
                     self._dispatch(event)
-                await self.flush_qpack()
+                self.flush_qpack()
                 if fin:
                     return
         except StreamReset:
@@ -154,7 +156,7 @@ class RequestStream:
         self.stream = stream
         self.stream_id = stream.stream_id
         self._events: deque[H3Event] = deque()
-        self._wakeup = anyio.Event()
+        self._wakeup: anyio.Event | None = None  # while waiting for QPACK to unblock the headers
         self._fin_read = False
         #: The peer's message is complete (or failed): no more events.
         self.receive_done = False
@@ -163,7 +165,8 @@ class RequestStream:
     def deliver(self, event: H3Event) -> None:
         """An event for this stream found while reading another (QPACK unblocking)."""
         self._events.append(event)
-        self._wakeup.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def receive_event(self) -> HeadersReceived | DataReceived | TrailersReceived | StreamError | None:
         """The next event of the peer's message; ``None`` once it is complete.
@@ -184,8 +187,9 @@ class RequestStream:
                 self.receive_done = True
                 return None
             if protocol.is_blocked(self.stream_id):
-                await self._wakeup.wait()
                 self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+                self._wakeup = None
                 continue
             self._raise_if_failed()
             try:
@@ -200,7 +204,7 @@ class RequestStream:
                 self._events.extend(protocol.receive_request_data(self.stream_id, data, fin))
             except ProtocolError as exc:
                 raise self.session.fail(exc) from None
-            await self.session.flush_qpack()
+            self.session.flush_qpack()
 
     def _raise_if_failed(self) -> None:
         if self.session.error is not None:
@@ -215,7 +219,7 @@ class RequestStream:
     ) -> None:
         """Send a header section and the first body bytes (if any) in one write."""
         frame = self.session.protocol.encode_headers(self.stream_id, headers)
-        await self.session.flush_qpack()
+        self.session.flush_qpack()
         if len(data) >= _COALESCE_BELOW:
             await self.stream.send(frame)
             await self.send_data(data, end_stream=end_stream)

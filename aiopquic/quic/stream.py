@@ -187,6 +187,15 @@ class _SendHalf(_Half):
         if eof:
             self.closed = self.done = True
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` now, past the ring's size if need be."""
+        self._check_open()
+        if self._spot is not None and self._spot.occupied:
+            raise anyio.BusyResourceError(self._activity)  # its bytes must go first
+        with _byte_view(data) as view:
+            self._h.write(view, all=True)
+            self._conn._bytes_sent += len(view)
+
     def send_eof(self) -> None:
         if self.closed:
             return
@@ -371,6 +380,18 @@ class _Sending(_StreamBase):
         finally:
             if eof:
                 self._conn._forget_if_finished(self)
+
+    def send_nowait(self, item: bytes | bytearray | memoryview) -> None:
+        """Send all of ``item`` at once, without waiting, even if the send buffer is full.
+
+        For short control messages whose order matters more than backpressure
+        (HTTP/3 uses it for its QPACK streams): the bytes go into the send
+        buffer beyond its size if need be, so the caller bounds their amount.
+        Raises :class:`anyio.BusyResourceError` (sending nothing) while a
+        :meth:`send` waits in another task, whose bytes must go first, and
+        :class:`anyio.ClosedResourceError` once the sending side is closed.
+        """
+        self._tx.send_nowait(item)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
