@@ -17,6 +17,12 @@ Workloads, each a fresh gtlsclient process and connection:
   raw QUIC     (aiopquic only) the single-stream bulk download of
                benchmarks/peers/aiopquic_peer.py (no HTTP/3), the same size, for the
                ratio "H3 download / raw QUIC bulk" (issue 9: >= 80 %).
+  Python clients  (aiopquic's servers) benchmarks/peers/h3_client.py: aiopquic's own
+               API and httpx through HTTP3Transport on the server's backend, and
+               aioquic's H3 client (asyncio): the same GETs with 100 in flight, and
+               the same download, on a connection opened before the clock starts.
+               Their own API's download over the raw QUIC bulk download of the same
+               backend is the like-for-like "H3 / raw QUIC" (aiopquic at both ends).
 
 gtlsclient: verifies no certificate (it has no option to), offers ALPN h3 and
 sends :authority from the URL (the address to reach comes separately). Its receive
@@ -60,18 +66,46 @@ IDLE_TIMEOUT = "5s"
 
 
 @dataclass
+class ClientSpec:
+    """A Python HTTP/3 client (benchmarks/peers/h3_client.py) run against a server."""
+
+    name: str
+    args: list[str]
+
+
+@dataclass
 class ServerSpec:
     name: str
     args: list[str]
     raw_backend: str | None = None  # aiopquic: the backend of the raw QUIC bulk row
+    #: Python clients run against this server after gtlsclient, the first one
+    #: aiopquic's own API on the server's backend (the like-for-like "H3 / raw QUIC").
+    clients: list[ClientSpec] = field(default_factory=list)
 
 
 SERVERS = [
     ServerSpec("hypercorn", ["--server", "hypercorn"]),
-    ServerSpec("aiopquic/asyncio", ["--server", "aiopquic", "--backend", "asyncio"], "asyncio"),
-    ServerSpec("aiopquic/trio", ["--server", "aiopquic", "--backend", "trio"], "trio"),
+    ServerSpec("aiopquic/asyncio", ["--server", "aiopquic", "--backend", "asyncio"], "asyncio", [
+        ClientSpec("aiopquic own API/asyncio", ["--client", "aiopquic", "--backend", "asyncio"]),
+        ClientSpec("httpx + HTTP3Transport/asyncio", ["--client", "httpx", "--backend", "asyncio"]),
+        ClientSpec("aioquic H3 client", ["--client", "aioquic"]),
+    ]),
+    ServerSpec("aiopquic/trio", ["--server", "aiopquic", "--backend", "trio"], "trio", [
+        ClientSpec("aiopquic own API/trio", ["--client", "aiopquic", "--backend", "trio"]),
+        ClientSpec("httpx + HTTP3Transport/trio", ["--client", "httpx", "--backend", "trio"]),
+    ]),
 ]
 BASELINE = "hypercorn"
+#: Requests in flight from a Python client (a worker each).
+CLIENT_CONCURRENCY = 100
+
+
+@dataclass
+class ClientRow:
+    server: str
+    rps: list[float] = field(default_factory=list)
+    mbps: list[float] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass
@@ -83,6 +117,7 @@ class Row:
     error: str | None = None
     #: Repeats that failed (a stall ends in gtlsclient's idle timeout, IDLE_TIMEOUT).
     failures: list[str] = field(default_factory=list)
+    clients: dict[str, ClientRow] = field(default_factory=dict)
 
 
 def ensure_gtlsclient() -> str:
@@ -177,12 +212,36 @@ def measure_server(spec: ServerSpec, binary: str, certs: Path, workdir: Path, ar
             log(f"  {spec.name}: {args.download_mib} MiB in {seconds:.2f} s = {row.mbps[-1]:,.0f} Mbps")
         if not row.rps and not row.mbps:
             row.error = "every repeat failed"
+        for client in spec.clients:
+            row.clients[client.name] = run_client(client, spec.name, port, certs, workdir, args)
     except (RuntimeError, OSError) as exc:
         row.error = str(exc)
     finally:
         _, row.rss_kib, problem = server.stop(expect_json=True)
         if problem and not row.error:
             row.error = problem
+    return row
+
+
+def run_client(spec: ClientSpec, server: str, port: int, certs: Path, workdir: Path,
+               args: argparse.Namespace) -> ClientRow:
+    """One Python client's requests/s and download against the running server."""
+    row = ClientRow(server)
+    size = args.download_mib << 20
+    budget = (60 + args.requests / 200 + size / (4 << 20)) * args.repeat
+    proc = run_process([sys.executable, str(PEERS_DIR / "h3_client.py"), *spec.args, "--port", str(port),
+                        "--cafile", str(certs / "ca.pem"), "--requests", str(args.requests),
+                        "--concurrency", str(CLIENT_CONCURRENCY), "--download-bytes", str(size),
+                        "--repeat", str(args.repeat)], timeout=budget, cwd=workdir)
+    report = _last_json(proc.stdout) or {}
+    row.rps, row.mbps = report.get("rps", []), report.get("mbps", [])
+    row.error = report.get("error") or (None if report else f"no report: {proc.stderr.strip()[-300:]}")
+    for v in row.rps:
+        log(f"  {spec.name}: {v:,.0f} requests/s")
+    for v in row.mbps:
+        log(f"  {spec.name}: {args.download_mib} MiB at {v:,.0f} Mbps")
+    if row.error:
+        log(f"  {spec.name}: {row.error}")
     return row
 
 
@@ -241,7 +300,7 @@ def print_table(rows: dict[str, Row], args: argparse.Namespace) -> None:
         _, mbps, raw = best[n]
         h3_over_raw.append(f"{mbps / raw:.0%}" if mbps and raw else "-")
     if any(v != "-" for v in h3_over_raw):
-        lines.append(["H3 download / raw QUIC", *h3_over_raw, *["" for _ in ratio_cols]])
+        lines.append(["H3 download (gtlsclient) / raw QUIC", *h3_over_raw, *["" for _ in ratio_cols]])
     lines.append(["server peak RSS MiB", *[fmt(rows[n].rss_kib / 1024 if rows[n].rss_kib else None) for n in names],
                   *["" for _ in ratio_cols]])
     widths = [max(len(str(line[c])) for line in [header, *lines]) for c in range(len(header))]
@@ -254,6 +313,32 @@ def print_table(rows: dict[str, Row], args: argparse.Namespace) -> None:
             print(f"{n}: {r.error}")
         for failure in r.failures:
             print(f"{n}: failed repeat: {failure}")
+    print_client_table(rows, args)
+
+
+def print_client_table(rows: dict[str, Row], args: argparse.Namespace) -> None:
+    """Python clients against aiopquic's server; "/ raw" compares with the raw QUIC
+    bulk download of the same backend (both ends aiopquic: like for like)."""
+    lines = []
+    for server, row in rows.items():
+        raw = max(row.raw_mbps, default=None)
+        for name, c in row.clients.items():
+            rps, mbps = max(c.rps, default=None), max(c.mbps, default=None)
+            over_raw = f"{mbps / raw:.0%}" if mbps and raw and name.startswith("aiopquic own API") else ""
+            lines.append([name, server, fmt(rps), fmt(mbps), over_raw])
+    if not lines:
+        return
+    header = ["client", "server", "requests/s", "download Mbps", "download / raw QUIC"]
+    widths = [max(len(line[c]) for line in [header, *lines]) for c in range(len(header))]
+    print()
+    print(f"HTTP/3, Python clients: {args.requests} GETs ({CLIENT_CONCURRENCY} in flight, 1 conn) and "
+          f"{args.download_mib} MiB, best of {args.repeat}")
+    for line in [header, *lines]:
+        print("  ".join(cell.rjust(w) if c > 1 else cell.ljust(w) for c, (cell, w) in enumerate(zip(line, widths))))
+    for row in rows.values():
+        for name, c in row.clients.items():
+            if c.error:
+                print(f"{name}: {c.error}")
 
 
 def main() -> int:
