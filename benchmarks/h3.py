@@ -7,6 +7,10 @@ the client is not what is measured: ngtcp2's ``gtlsclient`` (Debian package
     python benchmarks/h3.py --quick         # smaller sizes, one repeat
     python benchmarks/h3.py --only hypercorn --requests 5000 --download-mib 256 --repeat 3
 
+Servers: hypercorn (the baseline of the ratios), aiopquic on asyncio and trio, and
+picoquicdemo's own HTTP/3 server (C, picoquic's h3zero, built by Meson like in
+benchmarks/run.py): the ceiling of what this client and this machine allow.
+
 Workloads, each a fresh gtlsclient process and connection:
   requests/s   ``-n N`` GETs of ``/`` (2 bytes) on one connection; gtlsclient keeps
                as many in flight as the server's MAX_STREAMS allows (128 here for
@@ -35,6 +39,7 @@ runs is kept.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -50,7 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import SERVER_START_TIMEOUT, Server, _last_json, log, run_process  # noqa: E402
+from benchmarks.run import SERVER_START_TIMEOUT, Server, _last_json, log, picoquicdemo, run_process  # noqa: E402
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 GTLSCLIENT = "gtlsclient"
@@ -78,12 +83,16 @@ class ServerSpec:
     name: str
     args: list[str]
     raw_backend: str | None = None  # aiopquic: the backend of the raw QUIC bulk row
+    #: The small GET and the download (``{n}``: its size) on this server.
+    small_path: str = "/"
+    bytes_path: str = "/bytes/{n}"
     #: Python clients run against this server after gtlsclient, the first one
     #: aiopquic's own API on the server's backend (the like-for-like "H3 / raw QUIC").
     clients: list[ClientSpec] = field(default_factory=list)
 
 
 SERVERS = [
+    ServerSpec("picoquicdemo", ["--server", "picoquicdemo"], small_path="/2", bytes_path="/{n}"),
     ServerSpec("hypercorn", ["--server", "hypercorn"]),
     ServerSpec("aiopquic/asyncio", ["--server", "aiopquic", "--backend", "asyncio"], "asyncio", [
         ClientSpec("aiopquic own API/asyncio", ["--client", "aiopquic", "--backend", "asyncio"]),
@@ -180,7 +189,7 @@ def measure_server(spec: ServerSpec, binary: str, certs: Path, workdir: Path, ar
         origin = f"https://localhost:{port}"
         for i in range(args.repeat):
             try:
-                seconds, text = gtlsclient(binary, port, [f"{origin}/"], n=args.requests, download=None,
+                seconds, text = gtlsclient(binary, port, [origin + spec.small_path], n=args.requests, download=None,
                                            workdir=workdir, timeout=60 + args.requests / 100)
                 answered = text.count("[:status: 200]")
                 if answered != args.requests:
@@ -197,7 +206,7 @@ def measure_server(spec: ServerSpec, binary: str, certs: Path, workdir: Path, ar
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir()
             try:
-                seconds, text = gtlsclient(binary, port, [f"{origin}/bytes/{size}"], n=None, download=target,
+                seconds, text = gtlsclient(binary, port, [origin + spec.bytes_path.format(n=size)], n=None, download=target,
                                            workdir=workdir, timeout=60 + size / (1 << 20), quiet=True)
                 got = (target / str(size)).stat().st_size if (target / str(size)).exists() else 0
                 if got != size:
@@ -347,13 +356,22 @@ def main() -> int:
     parser.add_argument("--download-mib", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1000 requests, 64 MiB, one repeat")
-    parser.add_argument("--only", default="", help="comma-separated servers: hypercorn,aiopquic/asyncio,aiopquic/trio")
+    parser.add_argument("--only", default="",
+                        help="comma-separated servers: picoquicdemo,hypercorn,aiopquic/asyncio,aiopquic/trio")
     parser.add_argument("--json", help="write the raw figures here")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.download_mib, args.repeat = 1000, 64, 1
     binary = ensure_gtlsclient()
     wanted = [s for s in SERVERS if not args.only or s.name in args.only.split(",")]
+    if any(s.name == "picoquicdemo" for s in wanted):
+        demo, why = picoquicdemo(ROOT / "build")
+        if demo is None:
+            log(why)
+            wanted = [s for s in wanted if s.name != "picoquicdemo"]
+        else:
+            wanted = [dataclasses.replace(s, args=[*s.args, "--binary", str(demo)]) if s.name == "picoquicdemo" else s
+                      for s in wanted]
     if importlib.util.find_spec("aiopquic.h3") is None:
         log("aiopquic.h3 is missing: the aiopquic rows are skipped")
     rows: dict[str, Row] = {}
