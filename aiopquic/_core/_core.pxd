@@ -125,6 +125,8 @@ cdef extern from "bridge.h" nogil:
     int aq_endpoint_fd(aq_endpoint_t* ep)
     int aq_endpoint_port(aq_endpoint_t* ep)
     int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
+    void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
+    void aq_endpoint_flush(aq_endpoint_t* ep)
     void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
     void aq_endpoint_stop(aq_endpoint_t* ep)
     void aq_endpoint_close_fd(aq_endpoint_t* ep)

@@ -367,6 +367,17 @@ cdef class Endpoint:
         aq_node_unref(&c.node)  # the handle holds its own reference
         return handle
 
+    def set_corked(self, bint corked):
+        """Corked, stream writes only owe the network thread a wake-up, paid by
+        :meth:`flush`; uncorking flushes."""
+        if not self.closed:
+            aq_endpoint_set_corked(self.ep, corked)
+
+    def flush(self):
+        """Wake the network thread if stream writes are waiting for it."""
+        if not self.closed:
+            aq_endpoint_flush(self.ep)
+
     def exit_when_closed(self):
         """Let the network thread end by itself once the requested closes are out."""
         if not self.closed:

@@ -145,7 +145,7 @@ size_t aq_stream_writable(aq_stream_t* s)
 static void aq_stream_activate(aq_stream_t* s)
 {
     if (atomic_exchange(&s->tx_active, 1) == 0) {
-        aq_push_net(&s->node, AQ_CMD_ACTIVATE);
+        aq_push_net_corked(&s->node, AQ_CMD_ACTIVATE);
     }
 }
 

@@ -237,6 +237,11 @@ int aq_endpoint_port(aq_endpoint_t* ep);
 int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
 /* End the network thread once every requested CONNECTION_CLOSE has gone out (or the
  * close linger ran out); the exit is signalled on the wake fd like any event. */
+/* Corked, stream writes and FINs only owe the network thread a wake-up, which
+ * aq_endpoint_flush pays (Python calls it once per event-loop turn that wrote);
+ * uncorking flushes. */
+void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked);
+void aq_endpoint_flush(aq_endpoint_t* ep);
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
 /* After aq_endpoint_stop, once nobody waits on it: close the wake fd (events left

@@ -297,6 +297,21 @@ int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
     return 0;
 }
 
+void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
+{
+    ep->corked = corked;
+    if (!corked) {
+        aq_endpoint_flush(ep);
+    }
+}
+
+void aq_endpoint_flush(aq_endpoint_t* ep)
+{
+    if (atomic_exchange(&ep->wake_owed, 0) && !ep->stopped) {
+        aq_wake_net(ep);
+    }
+}
+
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
 {
     if (!ep->stopped && ep->thread != NULL) {

@@ -164,12 +164,12 @@ void aq_signal_python(aq_endpoint_t* ep, int when)
     }
 }
 
-/* Python thread: raise command flags for the network thread and wake it. */
-void aq_push_net(aq_node_t* n, uint32_t flags)
+/* Python thread: raise command flags for the network thread; 0 if stopped. */
+static int aq_queue_net(aq_node_t* n, uint32_t flags)
 {
     aq_endpoint_t* ep = n->ep;
     if (ep->stopped) {
-        return;
+        return 0;
     }
     atomic_fetch_or(&n->net_flags, flags);
     if (atomic_exchange(&n->net_queued, 1) == 0) {
@@ -179,8 +179,38 @@ void aq_push_net(aq_node_t* n, uint32_t flags)
             n->net_next = old;
         } while (!atomic_compare_exchange_weak(&ep->net_head, &old, n));
     }
+    return 1;
+}
+
+/* Python thread: wake the network thread unless a wake-up is already on its way. */
+void aq_wake_net(aq_endpoint_t* ep)
+{
     if (atomic_exchange(&ep->net_wake_pending, 1) == 0 && ep->thread != NULL) {
         (void)picoquic_wake_up_network_thread(ep->thread);
+    }
+}
+
+/* Python thread: raise command flags for the network thread and wake it. */
+void aq_push_net(aq_node_t* n, uint32_t flags)
+{
+    if (aq_queue_net(n, flags)) {
+        aq_wake_net(n->ep);
+    }
+}
+
+/* Python thread: the same, but while the endpoint is corked the wake-up is only
+ * owed: Python pays it once for all the writes of its event-loop turn, so a burst
+ * of responses costs one wake-up (a syscall and a context switch) instead of one
+ * each, and picoquic can pack their frames into fewer packets. */
+void aq_push_net_corked(aq_node_t* n, uint32_t flags)
+{
+    if (aq_queue_net(n, flags)) {
+        if (n->ep->corked) {
+            atomic_store(&n->ep->wake_owed, 1);
+        }
+        else {
+            aq_wake_net(n->ep);
+        }
     }
 }
 

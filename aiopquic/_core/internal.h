@@ -37,6 +37,10 @@ struct aq_endpoint {
     _Atomic(aq_node_t*) net_head;
     _Atomic int py_wake_pending;
     _Atomic int net_wake_pending;
+    /* Python thread: stream writes queue their command without waking the
+     * network thread; Python wakes it once per event-loop turn (aq_endpoint_flush). */
+    int corked;
+    _Atomic int wake_owed;
     /* Python thread: the list being drained */
     aq_node_t* drain_cur;
     /* thread start/exit */
@@ -92,6 +96,8 @@ void aq_conn_freed(aq_conn_t* c, uint64_t n);
 void aq_copy_addr(struct sockaddr_storage* dst, const struct sockaddr* src);
 aq_node_t* aq_detach_fifo(_Atomic(aq_node_t*)* head, int for_py);
 void aq_push_net(aq_node_t* n, uint32_t flags);
+void aq_push_net_corked(aq_node_t* n, uint32_t flags);
+void aq_wake_net(aq_endpoint_t* ep);
 void aq_push_py(aq_node_t* n, uint32_t flags);
 void aq_push_py_when(aq_node_t* n, uint32_t flags, int when);
 void aq_release_list(_Atomic(aq_node_t*)* head, int for_py);

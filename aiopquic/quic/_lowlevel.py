@@ -9,6 +9,9 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   a later ``wake()`` is a no-op.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
   call; these are the backend's own functions, looked up once.
+- ``call_soon``: run a plain function once the event loop's current turn is
+  done (asyncio's ``loop.call_soon``, trio's ``TrioToken.run_sync_soon``); the
+  endpoint wakes its network thread that way once for all of a turn's writes.
 """
 
 from __future__ import annotations
@@ -105,6 +108,12 @@ class Lowlevel:
     checkpoint: Callable[[], Awaitable[None]]
     checkpoint_if_cancelled: Callable[[], Awaitable[None]]
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+    #: The running loop's ``call_soon`` (call it inside that loop).
+    current_call_soon: Callable[[], Callable[[Callable[[], object]], object]]
+
+
+def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:
+    return asyncio.get_running_loop().call_soon
 
 
 @functools.cache
@@ -118,6 +127,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             trio.lowlevel.checkpoint,
             trio.lowlevel.checkpoint_if_cancelled,
             trio.lowlevel.cancel_shielded_checkpoint,
+            lambda: trio.lowlevel.current_trio_token().run_sync_soon,
         )
     if library != "asyncio":
         raise RuntimeError(f"aiopquic runs on asyncio or trio, not {library}")
@@ -128,7 +138,11 @@ def lowlevel_for(library: str) -> Lowlevel:
 
         backend: Any = get_async_backend("asyncio")
         return Lowlevel(
-            AsyncioSpot, backend.checkpoint, backend.checkpoint_if_cancelled, backend.cancel_shielded_checkpoint
+            AsyncioSpot,
+            backend.checkpoint,
+            backend.checkpoint_if_cancelled,
+            backend.cancel_shielded_checkpoint,
+            _asyncio_call_soon,
         )
     except (ImportError, AttributeError, TypeError):
         return Lowlevel(
@@ -136,4 +150,5 @@ def lowlevel_for(library: str) -> Lowlevel:
             anyio.lowlevel.checkpoint,
             anyio.lowlevel.checkpoint_if_cancelled,
             anyio.lowlevel.cancel_shielded_checkpoint,
+            _asyncio_call_soon,
         )

@@ -170,6 +170,7 @@ class _SendHalf(_Half):
         with _byte_view(data) as view:
             size = len(view)
             written = h.write(view, fin=eof)
+            self._conn._wake_soon()
             while written < size:
                 try:
                     if h.tx_arm() < h.tx_threshold:
@@ -177,12 +178,14 @@ class _SendHalf(_Half):
                 except BaseException:
                     if written and not self.closed:  # committed: the rest goes too, past the ring's size
                         written += h.write(view[written:], all=True, fin=eof)
+                        self._conn._wake_soon()
                         self._conn._bytes_sent += written
                         if eof:
                             self.closed = self.done = True
                     raise
                 self._check_open()
                 written += h.write(view[written:], fin=eof)
+                self._conn._wake_soon()
         self._conn._bytes_sent += size
         if eof:
             self.closed = self.done = True
@@ -194,6 +197,7 @@ class _SendHalf(_Half):
             raise anyio.BusyResourceError(self._activity)  # its bytes must go first
         with _byte_view(data) as view:
             self._h.write(view, all=True)
+            self._conn._wake_soon()
             self._conn._bytes_sent += len(view)
 
     def send_eof(self) -> None:
@@ -203,6 +207,7 @@ class _SendHalf(_Half):
             raise anyio.BusyResourceError(self._activity)
         self.closed = self.done = True
         self._h.send_fin()
+        self._conn._wake_soon()
 
     def finish(self) -> None:
         """aclose(): FIN after the bytes sent, or a reset if a send in another task is
