@@ -158,8 +158,10 @@ def test_a_known_capsule_over_the_limit_raises_before_its_payload_arrives() -> N
     ],
 )
 def test_malformed_capsules_raise(wire: bytes, message: str) -> None:
-    with pytest.raises(CapsuleError, match=message):
+    with pytest.raises(CapsuleError, match=message) as info:
         read_all(CapsuleReader(), wire)
+    close_reason = message in ("not UTF-8", "longer than 1024 bytes")
+    assert info.value.error_code == (ErrorCode.H3_MESSAGE_ERROR if close_reason else ErrorCode.H3_DATAGRAM_ERROR)
 
 
 def test_a_stream_that_ends_inside_a_capsule_is_an_error() -> None:

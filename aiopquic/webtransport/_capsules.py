@@ -6,8 +6,11 @@ the ``encode()`` methods return as DATA. A capsule is ``type (varint), length
 (varint), payload``.
 
 Every problem with a capsule (truncated, malformed, too large) is a
-:class:`CapsuleError`: the message on the CONNECT stream is malformed, so the
-stream is reset with H3_MESSAGE_ERROR and the session ends.
+:class:`CapsuleError`: the CONNECT stream is reset with its ``error_code``
+and the session ends. That is H3_DATAGRAM_ERROR, which RFC 9297 section 5.2
+defines as "Datagram or Capsule Protocol parse error" (webtransport-go uses
+it the same way), except for a close reason that is too long or not UTF-8,
+which the drafts answer with H3_MESSAGE_ERROR (draft-16 section 6).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..h3._frames import decode_varint, encode_varint
+from ..h3._frames import ErrorCode, decode_varint, encode_varint
 from ._codes import CapsuleType
 
 #: The longest application error message a CLOSE_WEBTRANSPORT_SESSION may carry.
@@ -25,7 +28,12 @@ DEFAULT_MAX_CAPSULE_SIZE = 16 * 1024
 
 
 class CapsuleError(ValueError):
-    """A malformed capsule: reset the CONNECT stream with H3_MESSAGE_ERROR."""
+    """A malformed capsule: reset the CONNECT stream with ``error_code``."""
+
+    def __init__(self, reason: str, error_code: int = ErrorCode.H3_DATAGRAM_ERROR) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_code = error_code
 
 
 class CapsuleTooLarge(CapsuleError):
@@ -153,11 +161,13 @@ def decode_capsule(capsule_type: int, payload: bytes) -> Capsule:
         if len(payload) < 4:
             raise CapsuleError("CLOSE_WEBTRANSPORT_SESSION shorter than its 32-bit error code")
         if len(payload) - 4 > MAX_CLOSE_REASON:
-            raise CapsuleError(f"CLOSE_WEBTRANSPORT_SESSION reason longer than {MAX_CLOSE_REASON} bytes")
+            raise CapsuleError(
+                f"CLOSE_WEBTRANSPORT_SESSION reason longer than {MAX_CLOSE_REASON} bytes", ErrorCode.H3_MESSAGE_ERROR
+            )
         try:
             reason = payload[4:].decode()
         except UnicodeDecodeError:
-            raise CapsuleError("CLOSE_WEBTRANSPORT_SESSION reason is not UTF-8") from None
+            raise CapsuleError("CLOSE_WEBTRANSPORT_SESSION reason is not UTF-8", ErrorCode.H3_MESSAGE_ERROR) from None
         return CloseSession(int.from_bytes(payload[:4], "big"), reason)
     if capsule_type == CapsuleType.DRAIN_SESSION:
         if payload:
