@@ -6,7 +6,7 @@ import pytest
 
 from aiopquic.webtransport._capsules import CloseSession, DataBlocked, MaxData, MaxStreams, StreamsBlocked
 from aiopquic.webtransport._codes import WTErrorCode
-from aiopquic.webtransport._dialects import SessionLimits
+from aiopquic.webtransport._dialects import Dialect, SessionLimits
 from aiopquic.webtransport._flow import FlowControlError, SessionFlowControl
 
 OURS = SessionLimits(initial_max_data=1000, initial_max_streams_bidi=2, initial_max_streams_uni=4)
@@ -141,3 +141,13 @@ def test_without_flow_control_everything_passes_and_capsules_are_ignored() -> No
     assert fc.on_peer_stream_closed(True) is None
     fc.on_capsule(MaxData(0))  # would lower the limit: ignored
     assert fc.send_credit() is None
+
+
+def test_negotiate_follows_the_dialect() -> None:
+    peer = {0x2B61: 10, 0x2B65: 1}
+    draft15 = SessionFlowControl.negotiate(Dialect.DRAFT15, OURS, peer)
+    assert draft15.enabled and draft15.strict and draft15.send_credit() == 10
+    draft13 = SessionFlowControl.negotiate(Dialect.DRAFT13, OURS, peer)
+    assert draft13.enabled and not draft13.strict
+    assert not SessionFlowControl.negotiate(Dialect.DRAFT02, OURS, peer).enabled
+    assert not SessionFlowControl.negotiate(Dialect.DRAFT15, OURS, {}).enabled  # the peer declared nothing

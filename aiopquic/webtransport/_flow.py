@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from ._capsules import Capsule, DataBlocked, MaxData, MaxStreams, StreamsBlocked
 from ._codes import WTErrorCode, WTSetting
-from ._dialects import SessionLimits
+from ._dialects import Dialect, SessionLimits, flow_control_enabled
 
 #: Stream counts beyond this cannot be encoded as stream ids (draft-13+ section 5.6.1).
 MAX_STREAMS_LIMIT = 1 << 60
@@ -97,6 +97,12 @@ class SessionFlowControl:
         self._recv_max_streams = dict(self._stream_window)
         self._peer_opened = {True: 0, False: 0}
         self._peer_closed = {True: 0, False: 0}
+
+    @classmethod
+    def negotiate(cls, dialect: Dialect, ours: SessionLimits, theirs: Mapping[int, int]) -> SessionFlowControl:
+        """The flow control of a new session in ``dialect``, given our limits and the peer's SETTINGS."""
+        enabled = flow_control_enabled(dialect, ours.to_settings(), theirs)
+        return cls(enabled=enabled, ours=ours, theirs=theirs, strict=dialect >= Dialect.DRAFT15)
 
     # --- our side: what we may send ------------------------------------------------
 
