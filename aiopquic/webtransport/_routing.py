@@ -26,8 +26,8 @@ Handler = Callable[[Any], Awaitable[None]]
 #: A middleware: returns None to let the request through, or a status to reject it.
 Middleware = Callable[["SessionRequest"], Awaitable[int | None]]
 
-H = TypeVar("H", bound=Handler)
-M = TypeVar("M", bound=Middleware)
+_HandlerT = TypeVar("_HandlerT", bound=Handler)
+_MiddlewareT = TypeVar("_MiddlewareT", bound=Middleware)
 
 _PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 
@@ -121,10 +121,10 @@ class WebTransportApp:
         self._patterns: list[_Route] = []
         self._middleware: list[Middleware] = []
 
-    def route(self, path: str) -> Callable[[H], H]:
+    def route(self, path: str) -> Callable[[_HandlerT], _HandlerT]:
         """Decorator: the handler for sessions to ``path`` (a path or a pattern)."""
 
-        def register(handler: H) -> H:
+        def register(handler: _HandlerT) -> _HandlerT:
             self.add_route(path, handler)
             return handler
 
@@ -140,7 +140,7 @@ class WebTransportApp:
         else:
             self._patterns.append(route)
 
-    def middleware(self, function: M) -> M:
+    def middleware(self, function: _MiddlewareT) -> _MiddlewareT:
         """Decorator: run ``function`` on every request, in the order added, before routing."""
         self._middleware.append(function)
         return function
