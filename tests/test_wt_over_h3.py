@@ -23,7 +23,7 @@ from aiopquic.webtransport._dialects import (
     server_settings,
     validate_peer_settings,
 )
-from aiopquic.webtransport._streams import OtherStream, StreamHeaderReader, WebTransportStream, bidi_stream_header
+from aiopquic.webtransport._streams import OtherStream, StreamHeaderReader, SessionStreamHeader, bidi_stream_header
 
 SESSION = 0  # the CONNECT goes on the client's first bidirectional stream
 CLIENT_UNI, SERVER_UNI = (2, 6, 10), (3, 7, 11)  # control, QPACK encoder, QPACK decoder
@@ -78,7 +78,7 @@ def test_a_session_over_the_h3_core_end_to_end() -> None:
 
     # a client bidi stream: the driver reads its header before H3Protocol could see it
     stream = StreamHeaderReader(unidirectional=False)
-    assert stream.feed(bidi_stream_header(SESSION) + b"ping") == WebTransportStream(SESSION, b"ping")
+    assert stream.feed(bidi_stream_header(SESSION) + b"ping") == SessionStreamHeader(SESSION, b"ping")
     # an ordinary request stream goes to H3Protocol untouched
     other = StreamHeaderReader(unidirectional=False)
     get = client.encode_headers(4, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"h"), (b":path", b"/")])

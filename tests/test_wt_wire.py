@@ -31,7 +31,7 @@ from aiopquic.webtransport._streams import (
     OtherStream,
     StreamHeaderError,
     StreamHeaderReader,
-    WebTransportStream,
+    SessionStreamHeader,
     bidi_stream_header,
     uni_stream_header,
 )
@@ -194,9 +194,9 @@ def test_header_split_anywhere_gives_session_and_first_body_bytes(unidirectional
         first = reader.feed(wire[:cut])
         if first is None:
             assert cut < len(header)
-            assert reader.feed(wire[cut:]) == WebTransportStream(1 << 20, b"body")
+            assert reader.feed(wire[cut:]) == SessionStreamHeader(1 << 20, b"body")
         else:  # complete: what follows goes straight to the session's stream
-            assert first == WebTransportStream(1 << 20, wire[len(header) : cut])
+            assert first == SessionStreamHeader(1 << 20, wire[len(header) : cut])
 
 
 def test_an_http3_request_stream_is_handed_back_whole() -> None:

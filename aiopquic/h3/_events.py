@@ -63,10 +63,13 @@ class GoAwayReceived:
 
 @dataclass(frozen=True, slots=True)
 class UnknownStream:
-    """A peer's unidirectional stream of a type we do not speak: stop reading it."""
+    """A peer's unidirectional stream of a type HTTP/3 does not speak: stop
+    reading it, or hand it to an extension (WebTransport's type 0x54) with
+    ``data``, the bytes that followed the type in the same read."""
 
     stream_id: int
     stream_type: int
+    data: bytes = b""
 
 
 H3Event = (

@@ -361,7 +361,7 @@ class H3Protocol:
             stream.type, start = parsed
             data = bytes(stream.buffer[start:])
             stream.buffer.clear()
-            if not self._claim(stream_id, stream.type, events):
+            if not self._claim(stream_id, stream.type, data, events):
                 return events
         if stream.type not in self._critical or self._critical[stream.type] != stream_id:
             if fin:  # an unknown type's stream, ignored to its end
@@ -386,7 +386,7 @@ class H3Protocol:
         if stream is not None and stream.type in self._critical and self._critical[stream.type] == stream_id:
             raise ProtocolError(ErrorCode.H3_CLOSED_CRITICAL_STREAM, f"the peer reset its {StreamType(stream.type).name} stream")
 
-    def _claim(self, stream_id: int, stream_type: int, events: list[H3Event]) -> bool:
+    def _claim(self, stream_id: int, stream_type: int, data: bytes, events: list[H3Event]) -> bool:
         if stream_type in (StreamType.CONTROL, StreamType.QPACK_ENCODER, StreamType.QPACK_DECODER):
             if stream_type in self._critical:
                 raise ProtocolError(ErrorCode.H3_STREAM_CREATION_ERROR, f"a second {StreamType(stream_type).name} stream")
@@ -396,7 +396,7 @@ class H3Protocol:
             if self.is_client:
                 raise ProtocolError(ErrorCode.H3_ID_ERROR, "a push stream although we never allowed a push")
             raise ProtocolError(ErrorCode.H3_STREAM_CREATION_ERROR, "a client opened a push stream")
-        events.append(UnknownStream(stream_id, stream_type))
+        events.append(UnknownStream(stream_id, stream_type, data))
         return False
 
     def _on_control_data(self, stream: _PeerUniStream, data: bytes, events: list[H3Event]) -> None:

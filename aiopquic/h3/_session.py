@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -51,6 +51,11 @@ class H3Session:
         self.goaway_received = anyio.Event()
         #: Called with the stream id of a GOAWAY the peer sent.
         self.on_goaway: Callable[[int], None] | None = None
+        #: An extension's taker of the peer's unidirectional streams of a type
+        #: HTTP/3 does not know (WebTransport's): it returns True when it took
+        #: the stream (and read it to its end, or handed it on), False to
+        #: refuse it (STOP_SENDING).
+        self.on_unknown_stream: Callable[[QuicReceiveStream, UnknownStream], Awaitable[bool]] | None = None
         self._requests: dict[int, RequestStream] = {}
         self._control: QuicSendStream | None = None
         self._encoder: QuicSendStream | None = None
@@ -89,9 +94,10 @@ class H3Session:
         if data and self._decoder is not None:
             self._decoder.send_nowait(data)
 
-    def request_stream(self, stream: QuicStream) -> RequestStream:
-        """Wrap a request stream (one we opened, or a client's on a server)."""
-        request = RequestStream(self, stream)
+    def request_stream(self, stream: QuicStream, prefix: bytes = b"") -> RequestStream:
+        """Wrap a request stream (one we opened, or a client's on a server);
+        ``prefix``: its first bytes, already read by whoever told it apart."""
+        request = RequestStream(self, stream, prefix)
         self._requests[stream.stream_id] = request
         return request
 
@@ -115,7 +121,9 @@ class H3Session:
                 events = self.protocol.receive_uni_data(stream_id, data, fin)
                 for event in events:
                     if isinstance(event, UnknownStream):
-                        stream.stop_sending(ErrorCode.H3_STREAM_CREATION_ERROR)
+                        taker = self.on_unknown_stream
+                        if taker is None or not await taker(stream, event):
+                            stream.stop_sending(ErrorCode.H3_STREAM_CREATION_ERROR)
                         return
                     self._dispatch(event)
                 self.flush_qpack()
@@ -151,9 +159,10 @@ class H3Session:
 class RequestStream:
     """One request (or response) stream: events in, frames out."""
 
-    def __init__(self, session: H3Session, stream: QuicStream) -> None:
+    def __init__(self, session: H3Session, stream: QuicStream, prefix: bytes = b"") -> None:
         self.session = session
         self.stream = stream
+        self._prefix = prefix
         self.stream_id = stream.stream_id
         self._events: deque[H3Event] = deque()
         self._wakeup: anyio.Event | None = None  # while waiting for QPACK to unblock the headers
@@ -193,7 +202,10 @@ class RequestStream:
                 continue
             self._raise_if_failed()
             try:
-                data, fin = await self.stream.receive(_READ_SIZE), False
+                if self._prefix:
+                    data, fin, self._prefix = self._prefix, False, b""
+                else:
+                    data, fin = await self.stream.receive(_READ_SIZE), False
             except anyio.EndOfStream:
                 data, fin = b"", True
             except ConnectionClosed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Generator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,7 +20,7 @@ from ..quic.stream import QuicReceiveStream, QuicStream
 from ._events import DataReceived, HeadersReceived, StreamError, TrailersReceived
 from ._frames import ErrorCode
 from ._headers import CONNECTION_SPECIFIC, Headers
-from ._protocol import ProtocolError
+from ._protocol import H3Settings, ProtocolError
 from ._session import H3Session, RequestStream
 from .errors import H3ProtocolError, RequestRejected
 
@@ -112,11 +112,14 @@ class H3Connection:
     Any number of requests may run on it at once, from any tasks.
     """
 
-    def __init__(self, quic: QuicConnection, authority: str) -> None:
+    def __init__(self, quic: QuicConnection, authority: str, *, settings: H3Settings | None = None) -> None:
         self.quic = quic
         self.authority = authority
-        self.session = H3Session(quic, is_client=True)
+        self.session = H3Session(quic, is_client=True, settings=settings)
         self.session.on_goaway = self._on_goaway
+        #: An extension's taker of the bidirectional streams a server opens
+        #: (WebTransport's); without one they break HTTP/3.
+        self.on_peer_stream: Callable[[QuicStream], Coroutine[Any, Any, None]] | None = None
         self._goaway: int | None = None
         self._task_group: TaskGroup | None = None
         self._cm: Any = None
@@ -142,8 +145,11 @@ class H3Connection:
                     assert self._task_group is not None
                     self._task_group.start_soon(self.session.read_uni_stream, stream)
                 elif isinstance(stream, QuicStream):
-                    self.session.fail(ProtocolError(ErrorCode.H3_STREAM_CREATION_ERROR, "the server opened a bidirectional stream"))
-                    return
+                    if self.on_peer_stream is None:
+                        self.session.fail(ProtocolError(ErrorCode.H3_STREAM_CREATION_ERROR, "the server opened a bidirectional stream"))
+                        return
+                    assert self._task_group is not None
+                    self._task_group.start_soon(self.on_peer_stream, stream)
         except (ConnectionClosed, anyio.ClosedResourceError):
             pass
 

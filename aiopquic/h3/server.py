@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -22,6 +22,10 @@ from ._lifespan import Lifespan
 from ._protocol import H3Settings
 from ._session import H3Session, RequestStream
 
+if TYPE_CHECKING:
+    from ..webtransport._routing import WebTransportApp
+    from ..webtransport.server import ServerSessions, WebTransportServer
+
 __all__ = ["serve_h3"]
 
 logger = logging.getLogger("aiopquic.h3.server")
@@ -30,11 +34,22 @@ logger = logging.getLogger("aiopquic.h3.server")
 class _Server:
     """What every connection of one ``serve_h3`` shares."""
 
-    def __init__(self, app: ASGIApp, config: QuicConfig, root_path: str, state: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: QuicConfig,
+        root_path: str,
+        state: dict[str, Any] | None,
+        webtransport: WebTransportServer | None,
+    ) -> None:
         self.app = app
         self.root_path = root_path
         self.state = state
         self.settings = H3Settings(h3_datagram=config.max_datagram_frame_size > 0)
+        #: WebTransport sessions served beside the app (its CONNECTs, streams, datagrams).
+        self.webtransport = webtransport
+        if webtransport is not None:
+            self.settings = webtransport.h3_settings(self.settings)
         self.extra_headers: Headers = []
         self.connections: set[_ServerConnection] = set()
         self.shutting_down = False
@@ -55,6 +70,7 @@ class _ServerConnection:
         self.server = server
         self.conn = conn
         self.session = H3Session(conn, is_client=False, settings=server.settings)
+        self.webtransport: ServerSessions | None = None
         self.in_flight = 0
         self.idle = anyio.Event()
         self.highest_request = -4
@@ -63,6 +79,8 @@ class _ServerConnection:
 
     async def run(self) -> None:
         async with self.conn, anyio.create_task_group() as tg:
+            if self.server.webtransport is not None:
+                self.webtransport = self.server.webtransport.attach(self.conn, self.session, tg)
             try:
                 await self.session.open()
                 tg.start_soon(self._accept, tg)
@@ -81,7 +99,10 @@ class _ServerConnection:
         try:
             async for stream in self.conn:
                 if isinstance(stream, QuicStream):
-                    self._start_request(tg, stream)
+                    if self.webtransport is None:
+                        self._start_request(tg, stream)
+                    else:  # a request, or a WebTransport session's stream: its first bytes tell
+                        tg.start_soon(self._sort_stream, tg, stream)
                 elif isinstance(stream, QuicReceiveStream):
                     tg.start_soon(self.session.read_uni_stream, stream)
         except (ConnectionClosed, anyio.ClosedResourceError):
@@ -89,14 +110,23 @@ class _ServerConnection:
         finally:
             self._draining.set()
 
-    def _start_request(self, tg: TaskGroup, stream: QuicStream) -> None:
+    async def _sort_stream(self, tg: TaskGroup, stream: QuicStream) -> None:
+        assert self.webtransport is not None
+        try:
+            prefix = await self.webtransport.take_bidi_stream(stream)
+        except _PEER_GONE:
+            return
+        if prefix is not None:
+            self._start_request(tg, stream, prefix)
+
+    def _start_request(self, tg: TaskGroup, stream: QuicStream, prefix: bytes = b"") -> None:
         if not self.accepting:
             stream.reset(ErrorCode.H3_REQUEST_REJECTED)
             stream.stop_sending(ErrorCode.H3_REQUEST_REJECTED)
             return
         self.highest_request = max(self.highest_request, stream.stream_id)
         self.in_flight += 1
-        tg.start_soon(self._serve_request, self.session.request_stream(stream))
+        tg.start_soon(self._serve_request, self.session.request_stream(stream, prefix))
 
     async def stop_accepting(self) -> None:
         """GOAWAY: requests after the last one accepted are refused."""
@@ -132,6 +162,9 @@ class _ServerConnection:
             return
         if not isinstance(first, HeadersReceived):
             return  # the stream ended before its headers: nothing to answer
+        if self.webtransport is not None and self.webtransport.wants(first.headers):
+            await self.webtransport.serve(request, first)
+            return
         scope = build_scope(
             first.headers,
             client=self.conn.remote_address,
@@ -177,7 +210,7 @@ async def serve_h3(
     port: int,
     config: QuicConfig,
     *,
-    webtransport: Any = None,
+    webtransport: WebTransportApp | None = None,
     root_path: str = "",
     shutdown_timeout: float = 5.0,
     alt_svc: bool = True,
@@ -192,13 +225,19 @@ async def serve_h3(
     to ``shutdown_timeout`` seconds before closing. With ``alt_svc`` every
     response advertises this port with an ``alt-svc`` header.
 
-    ``config.alpn`` should offer ``"h3"``. ``webtransport`` is reserved for
-    serving WebTransport sessions beside the app (not yet implemented).
+    ``config.alpn`` should offer ``"h3"``. With ``webtransport`` (a
+    :class:`aiopquic.webtransport.WebTransportApp`) the same port also serves
+    its WebTransport sessions (QUIC datagrams are then turned on if ``config``
+    has none).
     """
-    if webtransport is not None:
-        raise NotImplementedError("webtransport= is not implemented yet: serve the ASGI app alone")
     if not isinstance(config, QuicConfig):
         raise TypeError("config must be a QuicConfig")
+    extension: WebTransportServer | None = None
+    if webtransport is not None:
+        from ..webtransport.server import WebTransportServer
+
+        extension = WebTransportServer(webtransport)
+        config = extension.quic_config(config)
     if "h3" not in config.alpn:
         raise ValueError(f"serving HTTP/3 needs 'h3' in QuicConfig.alpn (it is {list(config.alpn)!r})")
     if not (isinstance(shutdown_timeout, (int, float)) and shutdown_timeout >= 0 and not math.isnan(shutdown_timeout)):
@@ -208,7 +247,7 @@ async def serve_h3(
     # not wrapped in an ExceptionGroup.
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        server = _Server(app, config, root_path, lifespan.state)
+        server = _Server(app, config, root_path, lifespan.state, extension)
         shield = anyio.CancelScope(shield=True)
         try:
             await lifespan.startup(tg)

@@ -190,15 +190,17 @@ class _SendHalf(_Half):
         if eof:
             self.closed = self.done = True
 
-    def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data`` now, past the ring's size if need be."""
+    def send_nowait(self, data: bytes | bytearray | memoryview, eof: bool = False) -> None:
+        """Write all of ``data`` (then the FIN, with ``eof``) now, past the ring's size if need be."""
         self._check_open()
         if self._spot is not None and self._spot.occupied:
             raise anyio.BusyResourceError(self._activity)  # its bytes must go first
         with _byte_view(data) as view:
-            self._h.write(view, all=True)
+            self._h.write(view, all=True, fin=eof)
             self._conn._wake_soon()
             self._conn._bytes_sent += len(view)
+        if eof:
+            self.closed = self.done = True
 
     def send_eof(self) -> None:
         if self.closed:
@@ -386,8 +388,9 @@ class _Sending(_StreamBase):
             if eof:
                 self._conn._forget_if_finished(self)
 
-    def send_nowait(self, item: bytes | bytearray | memoryview) -> None:
-        """Send all of ``item`` at once, without waiting, even if the send buffer is full.
+    def send_nowait(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
+        """Send all of ``item`` (then finish the stream, with ``eof``) at once,
+        without waiting, even if the send buffer is full.
 
         For short control messages whose order matters more than backpressure
         (HTTP/3 uses it for its QPACK streams): the bytes go into the send
@@ -396,7 +399,9 @@ class _Sending(_StreamBase):
         :meth:`send` waits in another task, whose bytes must go first, and
         :class:`anyio.ClosedResourceError` once the sending side is closed.
         """
-        self._tx.send_nowait(item)
+        self._tx.send_nowait(item, eof)
+        if eof:
+            self._conn._forget_if_finished(self)
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.

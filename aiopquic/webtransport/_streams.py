@@ -56,7 +56,7 @@ def uni_stream_header(session_id: int) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class WebTransportStream:
+class SessionStreamHeader:
     """The stream belongs to session ``session_id``; ``data`` is the first body bytes."""
 
     session_id: int
@@ -83,7 +83,7 @@ class StreamHeaderReader:
         self._marker = UNI_STREAM_TYPE if unidirectional else BIDI_SIGNAL
         self._buffer = bytearray()
 
-    def feed(self, data: bytes, fin: bool = False) -> WebTransportStream | OtherStream | None:
+    def feed(self, data: bytes, fin: bool = False) -> SessionStreamHeader | OtherStream | None:
         """Take the next bytes; None while the header is incomplete.
 
         A stream that ends inside its first varint is :class:`OtherStream`
@@ -105,4 +105,4 @@ class StreamHeaderReader:
                 )
             return None
         check_session_id(session[0])
-        return WebTransportStream(session[0], bytes(self._buffer[session[1] :]))
+        return SessionStreamHeader(session[0], bytes(self._buffer[session[1] :]))

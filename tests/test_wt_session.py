@@ -1,0 +1,198 @@
+"""WebTransport sessions end to end: serve_webtransport / serve_h3(webtransport=)
+and open_webtransport_session, over a real connection, on asyncio and trio."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from aiopquic import QuicConfig, StreamReset, h3
+from aiopquic import webtransport as wt
+
+from .helpers import read_all
+
+pytestmark = pytest.mark.anyio
+
+
+def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
+    """Echo every stream and datagram; note how the session ended."""
+    app = wt.WebTransportApp()
+
+    @app.route("/echo")
+    async def echo(session: wt.WebTransportSession) -> None:
+        seen["origin"] = session.origin
+        async with anyio.create_task_group() as tg:
+
+            async def datagrams() -> None:
+                with pytest.raises(wt.SessionClosed):
+                    while True:
+                        await session.send_datagram(await session.receive_datagram())
+
+            async def answer(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
+                data = await read_all(stream)
+                if isinstance(stream, wt.WebTransportStream):
+                    await stream.send(data, eof=True)
+                else:
+                    back = await session.open_uni_stream()
+                    await back.send(data, eof=True)
+
+            tg.start_soon(datagrams)
+            try:
+                async for stream in session:
+                    tg.start_soon(answer, stream)
+            finally:
+                seen["closed"] = session._closed
+                tg.cancel_scope.cancel()
+
+    @app.route("/rooms/{name}")
+    async def room(session: wt.WebTransportSession) -> None:
+        stream = await session.open_stream()  # the server opens one, names the room on it
+        await stream.send(session.path_params["name"].encode(), eof=True)
+        await session.wait_closed()
+
+    @app.route("/fail")
+    async def fail(session: wt.WebTransportSession) -> None:
+        raise RuntimeError("a handler that breaks")
+
+    @app.middleware
+    async def no_forbidden(request: wt.SessionRequest) -> int | None:
+        return 403 if request.path.startswith("/rooms/forbidden") else None
+
+    return app
+
+
+@asynccontextmanager
+async def wt_server(app: wt.WebTransportApp, config: QuicConfig) -> AsyncIterator[int]:
+    async with anyio.create_task_group() as tg:
+        listener = await tg.start(wt.serve_webtransport, app, "127.0.0.1", 0, config)
+        yield listener.port
+        tg.cancel_scope.cancel()
+
+
+async def test_streams_datagrams_and_close_both_ways(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    seen: dict[str, Any] = {}
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    with anyio.fail_after(20):
+        async with wt_server(echo_app(seen), h3_server_config) as port:
+            url = f"https://localhost:{port}/echo"
+            async with wt.open_webtransport_session(url, config=h3_client_config, headers=[("origin", "https://example.org")]) as session:
+                assert session.dialect is wt.Dialect.DRAFT15
+                assert session.path == "/echo"
+                # one big bidi echo, and 8 at once
+                stream = await session.open_stream()
+                await stream.send(payload, eof=True)
+                assert hashlib.sha256(await read_all(stream)).digest() == hashlib.sha256(payload).digest()
+
+                async def one(i: int) -> None:
+                    s = await session.open_stream()
+                    await s.send(b"stream %d" % i, eof=True)
+                    assert await read_all(s) == b"stream %d" % i
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(one, i)
+                # a uni stream comes back on a uni stream of the server's
+                uni = await session.open_uni_stream()
+                await uni.send(b"one way", eof=True)
+                back = await session.accept_stream()
+                assert isinstance(back, wt.WebTransportReceiveStream)
+                assert await read_all(back) == b"one way"
+                # datagrams (unreliable, but not on a loopback that loses nothing)
+                assert 1000 < session.max_datagram_size < 1200
+                await session.send_datagram(b"tick")
+                assert await session.receive_datagram() == b"tick"
+                session.close(7, "done here")
+                with pytest.raises(wt.SessionClosed):
+                    await session.open_stream()
+            with anyio.fail_after(5):
+                while "closed" not in seen:
+                    await anyio.sleep(0.01)
+    closed = seen["closed"]
+    assert isinstance(closed, wt.SessionClosed)
+    assert (closed.error_code, closed.reason, closed.by_peer) == (7, "done here", True)
+    assert seen["origin"] == "https://example.org"
+
+
+async def test_routes_params_middleware_and_refusals(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    with anyio.fail_after(20):
+        async with wt_server(echo_app({}), h3_server_config) as port:
+            base = f"https://localhost:{port}"
+            async with wt.open_webtransport_session(f"{base}/rooms/blue", config=h3_client_config) as session:
+                stream = await session.accept_stream()  # opened by the server
+                assert await read_all(stream) == b"blue"
+            for path, status in (("/nowhere", 404), ("/rooms/forbidden", 403)):
+                with pytest.raises(wt.SessionRejected) as info:
+                    async with wt.open_webtransport_session(base + path, config=h3_client_config):
+                        pass
+                assert info.value.status == status
+            # a handler that raises closes its session with an error code
+            async with wt.open_webtransport_session(f"{base}/fail", config=h3_client_config) as session:
+                await session.wait_closed()
+                with pytest.raises(wt.SessionClosed) as closed:
+                    await session.accept_stream()
+                assert closed.value.error_code == 1 and closed.value.by_peer
+
+
+async def test_stream_reset_codes_are_webtransport_codes(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    app = wt.WebTransportApp()
+    codes: list[int] = []
+
+    @app.route("/reset")
+    async def reset(session: wt.WebTransportSession) -> None:
+        stream = await session.accept_stream()
+        assert isinstance(stream, wt.WebTransportStream)
+        assert await stream.receive() == b"x"
+        await stream.send(b"ready")
+        try:
+            await read_all(stream)
+        except StreamReset as exc:
+            codes.append(exc.error_code)
+        stream.reset(0xFFFFFFFF)
+        await session.wait_closed()
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            async with wt.open_webtransport_session(f"https://localhost:{port}/reset", config=h3_client_config) as session:
+                stream = await session.open_stream()
+                await stream.send(b"x")
+                assert await stream.receive() == b"ready"  # the server has the stream
+                stream.reset(12345)
+                with pytest.raises(StreamReset) as info:
+                    await read_all(stream)
+                assert info.value.error_code == 0xFFFFFFFF
+    assert codes == [12345]
+
+
+async def test_one_port_serves_an_asgi_app_and_webtransport(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    async def page(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            await send({"type": "http.response.body", "body": b"page"})
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(
+                lambda task_status: h3.serve_h3(page, "127.0.0.1", 0, h3_server_config, webtransport=echo_app({}), task_status=task_status)
+            )
+            async with httpx.AsyncClient(transport=h3.HTTP3Transport(config=h3_client_config)) as client:
+                assert (await client.get(f"https://localhost:{listener.port}/")).text == "page"
+            async with wt.open_webtransport_session(f"https://localhost:{listener.port}/echo", config=h3_client_config) as session:
+                stream = await session.open_stream()
+                await stream.send(b"both", eof=True)
+                assert await read_all(stream) == b"both"
+            tg.cancel_scope.cancel()
+
+
+async def test_bad_arguments_are_refused(h3_client_config: QuicConfig) -> None:
+    with pytest.raises(ValueError, match="https://"):
+        wt.open_webtransport_session("http://localhost/echo", config=h3_client_config)
+    with pytest.raises(ValueError, match="'h3'"):
+        wt.open_webtransport_session("https://localhost/echo", config=QuicConfig(alpn=["test"]))
+    with pytest.raises(TypeError, match="async with"):
+        await wt.open_webtransport_session("https://localhost/echo", config=h3_client_config)  # type: ignore[misc]
