@@ -242,7 +242,7 @@ def test_unknown_frames_settings_and_streams_are_ignored() -> None:
     stranger = H3Protocol(is_client=False)
     events = stranger.receive_uni_data(CLIENT_CONTROL, _control(encode_settings({0x21: 7, 0x6: 100})), False)
     assert events == [SettingsReceived({0x21: 7, 0x6: 100})]
-    assert server.receive_uni_data(14, encode_varint(0x54) + b"\x00rest", False) == [UnknownStream(14, 0x54)]
+    assert server.receive_uni_data(14, encode_varint(0x54) + b"\x00rest", False) == [UnknownStream(14, 0x54, b"\x00rest")]  # the bytes after the type, for an extension
     assert server.receive_uni_data(14, b"more", True) == []
     request = grease + request_bytes(client, REQUEST)
     server.receive_uni_data(CLIENT_ENCODER, client.take_encoder_data(), False)
