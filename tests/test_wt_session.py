@@ -196,3 +196,27 @@ async def test_bad_arguments_are_refused(h3_client_config: QuicConfig) -> None:
         wt.open_webtransport_session("https://localhost/echo", config=QuicConfig(alpn=["test"]))
     with pytest.raises(TypeError, match="async with"):
         await wt.open_webtransport_session("https://localhost/echo", config=h3_client_config)  # type: ignore[misc]
+
+
+async def test_aioquic_webtransport_client_draft02(h3_server_config: QuicConfig, certs: Any) -> None:
+    # An independent stack (aioquic, draft-02 as Chrome speaks it): streams both
+    # ways, a datagram, and its close capsule reaching our handler with code and reason.
+    from .aioquic_wt import aioquic_session
+    from .helpers import run_blocking
+
+    seen: dict[str, Any] = {}
+    payload = bytes(range(256)) * 512
+    with anyio.fail_after(30):
+        async with wt_server(echo_app(seen), h3_server_config) as port:
+            report = await run_blocking(aioquic_session, port, "/echo", cafile=certs.cafile, payload=payload,
+                                        close_code=42, close_reason="bye from aioquic")
+            with anyio.fail_after(5):
+                while "closed" not in seen:
+                    await anyio.sleep(0.01)
+    assert report.status == 200
+    assert report.bidi_echo == payload
+    assert report.uni_echo == b"one way"
+    assert report.datagram_echo == b"tick"
+    assert seen["origin"] == "https://aioquic.test"
+    closed = seen["closed"]
+    assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye from aioquic", True)

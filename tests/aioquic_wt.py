@@ -1,0 +1,121 @@
+"""aioquic's WebTransport client (draft-02, its H3Connection with
+``enable_webtransport=True``) as an independent peer of our server: one session,
+a bidi echo, a uni stream answered on a uni stream, a datagram echo, then a
+CLOSE_WEBTRANSPORT_SESSION capsule that aioquic knows nothing about (built
+here, sent as DATA on the CONNECT stream). Blocking (asyncio.run): call it
+through helpers.run_blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.asyncio import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
+from aioquic.h3.events import DataReceived, DatagramReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
+
+CLOSE_WEBTRANSPORT_SESSION = 0x2843
+
+
+@dataclass
+class SessionReport:
+    """What aioquic's client saw of the session."""
+
+    status: int = 0
+    bidi_echo: bytes = b""
+    uni_echo: bytes = b""
+    datagram_echo: bytes = b""
+    streams: dict[int, bytearray] = field(default_factory=dict)
+
+
+class _Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic, enable_webtransport=True)
+        self.report = SessionReport()
+        self.ended: dict[int, asyncio.Event] = {}
+        self.headers = asyncio.Event()
+        self.datagram = asyncio.Event()
+        self.connect_ended = asyncio.Event()  # the server's end of the CONNECT stream
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for http_event in self.http.handle_event(event):
+            self._on(http_event)
+
+    def _on(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            self.report.status = int(dict(event.headers)[b":status"])
+            self.headers.set()
+        elif isinstance(event, WebTransportStreamDataReceived):
+            self.report.streams.setdefault(event.stream_id, bytearray()).extend(event.data)
+            if event.stream_ended:
+                self.ended.setdefault(event.stream_id, asyncio.Event()).set()
+        elif isinstance(event, DataReceived) and event.stream_ended:
+            self.connect_ended.set()
+        elif isinstance(event, DatagramReceived):
+            self.report.datagram_echo = event.data
+            self.datagram.set()
+
+    async def ended_stream(self, stream_id: int | None = None) -> bytes:
+        """The data of ``stream_id`` (or of the first server-opened stream) once it ended."""
+        while stream_id is None:
+            opened = [s for s in self.report.streams if s % 4 == 3]
+            if opened:
+                stream_id = opened[0]
+            else:
+                await asyncio.sleep(0.01)
+        await self.ended.setdefault(stream_id, asyncio.Event()).wait()
+        return bytes(self.report.streams[stream_id])
+
+
+def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], payload: bytes,
+                    close_code: int, close_reason: str) -> SessionReport:
+    """Run the whole session against 127.0.0.1:``port``; what it saw."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost",
+                               max_datagram_frame_size=65536)
+    config.load_verify_locations(cafile=os.fspath(cafile))
+    config.verify_mode = ssl.CERT_REQUIRED
+
+    async def run() -> SessionReport:
+        async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as client:
+            assert isinstance(client, _Client)
+            session = client._quic.get_next_available_stream_id()
+            client.http.send_headers(session, [
+                (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
+                (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
+                (b"sec-webtransport-http3-draft02", b"1"), (b"origin", b"https://aioquic.test"),
+            ])
+            client.transmit()
+            await client.headers.wait()
+            if client.report.status != 200:
+                return client.report
+            bidi = client.http.create_webtransport_stream(session)
+            # aioquic 1.x marks only peer-opened bidi streams as WebTransport's: the
+            # answer on one it opened would be parsed as HTTP/3 frames (and fail).
+            with client.http._get_or_create_stream(bidi) as mine:
+                mine.frame_type, mine.session_id = FrameType.WEBTRANSPORT_STREAM, session
+            client._quic.send_stream_data(bidi, payload, end_stream=True)
+            uni = client.http.create_webtransport_stream(session, is_unidirectional=True)
+            client._quic.send_stream_data(uni, b"one way", end_stream=True)
+            client.http.send_datagram(session, b"tick")
+            client.transmit()
+            client.report.bidi_echo = await client.ended_stream(bidi)
+            client.report.uni_echo = await client.ended_stream()
+            await client.datagram.wait()
+            reason = close_reason.encode()
+            value = struct.pack("!I", close_code) + reason
+            capsule = encode_uint_var(CLOSE_WEBTRANSPORT_SESSION) + encode_uint_var(len(value)) + value
+            client.http.send_data(session, capsule, end_stream=True)
+            client.transmit()
+            await client.connect_ended.wait()  # the server's answer to the close
+            return client.report
+
+    return asyncio.run(asyncio.wait_for(run(), 15))
