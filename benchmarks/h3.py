@@ -94,12 +94,12 @@ class ServerSpec:
 SERVERS = [
     ServerSpec("picoquicdemo", ["--server", "picoquicdemo"], small_path="/2", bytes_path="/{n}"),
     ServerSpec("hypercorn", ["--server", "hypercorn"]),
-    ServerSpec("aiopquic/asyncio", ["--server", "aiopquic", "--backend", "asyncio"], "asyncio", [
+    ServerSpec("aiopquic/asyncio", ["--server", "aiopquic", "--backend", "asyncio"], "asyncio", clients=[
         ClientSpec("aiopquic own API/asyncio", ["--client", "aiopquic", "--backend", "asyncio"]),
         ClientSpec("httpx + HTTP3Transport/asyncio", ["--client", "httpx", "--backend", "asyncio"]),
         ClientSpec("aioquic H3 client", ["--client", "aioquic"]),
     ]),
-    ServerSpec("aiopquic/trio", ["--server", "aiopquic", "--backend", "trio"], "trio", [
+    ServerSpec("aiopquic/trio", ["--server", "aiopquic", "--backend", "trio"], "trio", clients=[
         ClientSpec("aiopquic own API/trio", ["--client", "aiopquic", "--backend", "trio"]),
         ClientSpec("httpx + HTTP3Transport/trio", ["--client", "httpx", "--backend", "trio"]),
     ]),
