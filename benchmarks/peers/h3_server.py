@@ -97,6 +97,8 @@ def run_picoquicdemo(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
+    from benchmarks.run import vm_hwm_kib
+
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind((args.host, args.port))
     port = probe.getsockname()[1]
@@ -121,22 +123,11 @@ def run_picoquicdemo(args: argparse.Namespace) -> int:
     emit({"event": "listening", "port": port})
     rss = 0
     while not stop and child.poll() is None:
-        rss = max(rss, _vm_hwm(child.pid))
+        rss = max(rss, vm_hwm_kib(child.pid) or 0)
         time.sleep(0.1)
     child.terminate()
     child.wait(5)
     return rss
-
-
-def _vm_hwm(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def main() -> None:
