@@ -86,6 +86,7 @@ class Settings:
     fixed_window: bool  # aiopquic without receive window autotuning
     workloads: list[str]
     peers: list[str]
+    rounds: int = 1  # > 1: every peer once per round, in turn; the table shows medians
 
 
 # -- processes ----------------------------------------------------------------------
@@ -473,6 +474,20 @@ class PicoquicDemoPeer:
         raise ValueError(workload)
 
 
+def merge(outcomes: dict[tuple[str, str], Outcome], key: tuple[str, str], outcome: Outcome) -> None:
+    """Add one round's outcome to what earlier rounds of --rounds gathered."""
+    prior = outcomes.get(key)
+    if prior is None:
+        outcomes[key] = outcome
+        return
+    prior.results.extend(outcome.results)
+    prior.error = prior.error or outcome.error
+    prior.notes.extend(outcome.notes)
+    prior.seconds += outcome.seconds
+    prior.client_rss_kib = max(prior.client_rss_kib or 0, outcome.client_rss_kib or 0) or None
+    prior.server_rss_kib = max(prior.server_rss_kib or 0, outcome.server_rss_kib or 0) or None
+
+
 def _rr_chain(n: int) -> str:
     parts = ["=r0:1024:1024;"] + [f"=r{i}:=r{i - 1}:1024:1024;" for i in range(1, n)]
     return "".join(parts)
@@ -561,12 +576,17 @@ def metrics(s: Settings) -> list[Metric]:
     ]
 
 
-def best(outcome: Outcome | None, metric: Metric) -> float | None:
+def best(outcome: Outcome | None, metric: Metric, median: bool = False) -> float | None:
+    """The best of the results, or with ``median`` (--rounds) their median."""
     if outcome is None:
         return None
     values = [v for v in (metric.extract(r) for r in outcome.results) if v is not None and math.isfinite(v)]
     if not values:
         return None
+    if median:
+        values.sort()
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
     return max(values) if metric.higher_is_better else min(values)
 
 
@@ -593,7 +613,7 @@ def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_name
         values: dict[str, float | None] = {}
         for p in peer_names:
             o = outcomes.get((p, m.workload))
-            v = best(o, m)
+            v = best(o, m, median=s.rounds > 1)
             values[p] = v
             if p in skipped:
                 cell = "skipped"
@@ -699,6 +719,9 @@ def main() -> int:
                         + ", asyncio, trio, aioquic, picoquicdemo")
     parser.add_argument("--bulk-mib", type=int, default=None, help="bulk payload in MiB (default 256, quick 32)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per measurement, best-of (default 5, quick 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every (workload, peer) this many times in turn, so that peers alternate "
+                        "through the machine's noise, and show the median of the rounds (default 1: best of --repeat)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per peer and workload after which no repeat starts (default 20, quick 8)")
     parser.add_argument("--cc", default="newreno", help="congestion control for every peer (default newreno, "
@@ -749,6 +772,7 @@ def main() -> int:
         fixed_window=args.fixed_window,
         workloads=workloads,
         peers=peer_names,
+        rounds=max(1, args.rounds),
     )
 
     skipped: dict[str, str] = {}
@@ -777,26 +801,33 @@ def main() -> int:
 
         certs = make_certificates(workdir / "certs")
         certdir = certs.cafile.parent
-        for w in workloads:
-            for p in peer_names:
-                if p in skipped or (p == "aioquic" and w.endswith("-bbr")):
-                    continue  # aioquic has no bbr
-                log(f"  {w:<10} {p:<17} ...")
-                outcome = peers[p].run(w, certdir, workdir, s)
-                outcomes[(p, w)] = outcome
-                status = f"{len(outcome.results)} run(s), {outcome.seconds:.1f} s"
-                if outcome.error:
-                    status += f", ERROR: {outcome.error}"
-                    problems.append(f"{p} {w}: {outcome.error}")
-                for note in outcome.notes:
-                    problems.append(f"{p} {w}: {note}")
-                log(f"  {w:<10} {p:<17} {status}")
+        for round_no in range(s.rounds):
+            prefix = f"[{round_no + 1}/{s.rounds}] " if s.rounds > 1 else ""
+            for w in workloads:
+                for p in peer_names:
+                    if p in skipped or (p == "aioquic" and w.endswith("-bbr")):
+                        continue  # aioquic has no bbr
+                    log(f"  {prefix}{w:<10} {p:<17} ...")
+                    outcome = peers[p].run(w, certdir, workdir, s)
+                    merge(outcomes, (p, w), outcome)
+                    status = f"{len(outcome.results)} run(s), {outcome.seconds:.1f} s"
+                    figures = [r.get("mbps") for r in outcome.results if r.get("mbps") is not None]
+                    if figures:
+                        status += ", " + " ".join(f"{f:.0f}" for f in figures) + " Mbps"
+                    if outcome.error:
+                        status += f", ERROR: {outcome.error}"
+                        problems.append(f"{p} {w}: {outcome.error}")
+                    for note in outcome.notes:
+                        problems.append(f"{p} {w}: {note}")
+                    log(f"  {prefix}{w:<10} {p:<17} {status}")
     elapsed = time.perf_counter() - started
 
     print()
     print(
         f"aiopquic benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, best of {s.repeat} (time budget {s.budget:g} s per cell), "
+        f"Python {platform.python_version()}, "
+        + (f"median of {s.rounds} alternating rounds of {s.repeat} run(s), " if s.rounds > 1 else f"best of {s.repeat} ")
+        + f"(time budget {s.budget:g} s per cell), "
         f"cc {s.cc}{', --quick' if quick else ''}{f', RTT +{s.rtt_ms:g} ms (relay)' if s.rtt_ms > 0 else ''}"
         f"{', aiopquic --fixed-window' if s.fixed_window else ''}"
     )

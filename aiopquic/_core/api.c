@@ -133,12 +133,17 @@ int aq_stream_rx_arm(aq_stream_t* s)
     return aq_stream_readable(s) > 0 || atomic_load(&s->rx_fin) || atomic_load(&s->rx_reset);
 }
 
+static uint64_t aq_conn_tx_room(aq_conn_t* c)
+{
+    uint64_t cap = c->node.ep->conn_tx_cap;
+    int64_t buffered = atomic_load(&c->tx_buffered);
+    return buffered <= 0 ? cap : (uint64_t)buffered >= cap ? 0 : cap - (uint64_t)buffered;
+}
+
 size_t aq_stream_writable(aq_stream_t* s)
 {
-    uint64_t cap = s->node.ep->conn_tx_cap;
-    int64_t buffered = atomic_load(&s->conn->tx_buffered);
     size_t room = s->tx.cap ? aq_ring_free(&s->tx) : 0;
-    uint64_t conn_room = buffered <= 0 ? cap : (uint64_t)buffered >= cap ? 0 : cap - (uint64_t)buffered;
+    uint64_t conn_room = aq_conn_tx_room(s->conn);
     return conn_room < room ? (size_t)conn_room : room;
 }
 
@@ -172,10 +177,19 @@ ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int al
     return (ptrdiff_t)n;
 }
 
+/* Python is about to wait for room: arm AQ_EV_TX, and the connection's
+ * AQ_EV_TX_ROOM only when the connection's cap, not this ring, is what limits.
+ * Armed for nothing, TX_ROOM fired at the next packet sent (the cap is rarely
+ * near), waking Python once per send batch.  Only Python lowers the connection's
+ * room (by writing), so a wait woken by AQ_EV_TX that finds the cap short comes
+ * back here and arms it then. */
 size_t aq_stream_tx_arm(aq_stream_t* s)
 {
+    size_t ring_room = s->tx.cap ? aq_ring_free(&s->tx) : 0;
     atomic_store(&s->tx_waiting, 1);
-    atomic_store(&s->conn->tx_room_waiting, 1);
+    if (aq_conn_tx_room(s->conn) <= ring_room) {
+        atomic_store(&s->conn->tx_room_waiting, 1);
+    }
     return aq_stream_writable(s);
 }
 

@@ -15,6 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* 1 ms, as picoquic's option string "T<microseconds>" (see bbr.c BBRSetOptions). */
+#define AQ_BBR_SHADOW_RTT_OPTION "T1000"
+
 static void aq_thread_exited(void* arg)
 {
     aq_endpoint_t* ep = (aq_endpoint_t*)arg;
@@ -199,7 +202,19 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     picoquic_set_default_tp(ep->quic, &tp);
     picoquic_set_default_idle_timeout(ep->quic, cfg->idle_timeout_ms);
     picoquic_set_default_handshake_timeout(ep->quic, cfg->handshake_timeout_us);
-    picoquic_set_default_congestion_algorithm(ep->quic, cc);
+    /* bbr sizes its window as a multiple of bandwidth x min RTT.  Where the min RTT
+     * is below what the end hosts' own scheduling adds to every round trip (a few
+     * hundred microseconds of thread wake-ups: loopback, a LAN), that window stalls
+     * the sender between ACKs and bbr reads the stall as the path's bandwidth, down
+     * to its floor of a few packets.  picoquic's bbr and bbr1 take a "shadow RTT"
+     * option for that case (made for Wi-Fi): below it, the window is computed as if
+     * the min RTT were the shadow RTT, and "path saturated" detection, which needs a
+     * faithful min RTT, is off.  Paths with a min RTT above it are unaffected. */
+    char const* cc_option = NULL;
+    if (strcmp(cfg->congestion_control, "bbr") == 0 || strcmp(cfg->congestion_control, "bbr1") == 0) {
+        cc_option = AQ_BBR_SHADOW_RTT_OPTION;
+    }
+    picoquic_set_default_congestion_algorithm_ex(ep->quic, cc, cc_option);
     if (cfg->keylog_file != NULL && cfg->keylog_file[0] != 0) {
         picoquic_set_key_log_file(ep->quic, cfg->keylog_file);
     }
