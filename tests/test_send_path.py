@@ -46,20 +46,29 @@ def holding_handler(hold: anyio.Event) -> Callable[[QuicConnection], Awaitable[N
     return handler
 
 
+def reading_after(go: anyio.Event, received: list[bytes], done: anyio.Event) -> Callable[[QuicConnection], Awaitable[None]]:
+    """A server handler that takes the first stream, reads nothing until ``go``,
+    then reads it to its end into ``received`` and sets ``done``."""
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            await go.wait()
+            received.append(await read_all(stream))
+            done.set()
+
+    return handler
+
+
 async def test_cancelled_send_then_eof_and_graceful_close_delivers_everything(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
     # The bytes a cancelled send() still owes must reach the peer, then the FIN,
     # before a graceful close: not a clean close with the bytes lost.
     server, client = blocking_configs(server_config, client_config)
-    go = anyio.Event()
+    go, done = anyio.Event(), anyio.Event()
     received: list[bytes] = []
-
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            stream = await conn.accept_stream()
-            await go.wait()  # read nothing until the client gave up waiting
-            received.append(await read_all(stream))
+    handler = reading_after(go, received, done)  # reads nothing until the client gave up waiting
 
     with anyio.fail_after(20):
         async with running_server(handler, server) as listener:
@@ -72,8 +81,7 @@ async def test_cancelled_send_then_eof_and_graceful_close_delivers_everything(
                 go.set()
             # Leaving the block closed gracefully: it waited for every byte and the FIN.
             with anyio.fail_after(10):
-                while not received:
-                    await anyio.sleep(0.01)
+                await done.wait()
     assert hashlib.sha256(received[0]).digest() == hashlib.sha256(PAYLOAD).digest()
 
 
@@ -399,14 +407,9 @@ async def test_a_send_with_eof_cancelled_after_its_first_byte_still_finishes(
 ) -> None:
     # Committed means all of it: the rest of the bytes and the FIN, with no send_eof().
     server, client = blocking_configs(server_config, client_config)
-    go = anyio.Event()
+    go, done = anyio.Event(), anyio.Event()
     received: list[bytes] = []
-
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            stream = await conn.accept_stream()
-            await go.wait()
-            received.append(await read_all(stream))
+    handler = reading_after(go, received, done)
 
     with anyio.fail_after(20):
         async with running_server(handler, server) as listener:
@@ -419,8 +422,7 @@ async def test_a_send_with_eof_cancelled_after_its_first_byte_still_finishes(
                     await stream.send(b"after the end")
                 go.set()
                 with anyio.fail_after(10):
-                    while not received:
-                        await anyio.sleep(0.01)
+                    await done.wait()
     assert hashlib.sha256(received[0]).digest() == hashlib.sha256(PAYLOAD).digest()
 
 
@@ -431,14 +433,9 @@ async def test_send_nowait_writes_past_a_full_buffer_and_keeps_the_order(
     # a send() behind it waits for room; a send_nowait() while that send() waits
     # raises BusyResourceError (its bytes would overtake); after the end, it is closed.
     server, client = blocking_configs(server_config, client_config)
-    go = anyio.Event()
+    go, done = anyio.Event(), anyio.Event()
     received: list[bytes] = []
-
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            stream = await conn.accept_stream()
-            await go.wait()
-            received.append(await read_all(stream))
+    handler = reading_after(go, received, done)
 
     with anyio.fail_after(20):
         async with running_server(handler, server) as listener:
@@ -455,6 +452,5 @@ async def test_send_nowait_writes_past_a_full_buffer_and_keeps_the_order(
                 with pytest.raises(anyio.ClosedResourceError):
                     stream.send_nowait(b"after the end")
                 with anyio.fail_after(10):
-                    while not received:
-                        await anyio.sleep(0.01)
+                    await done.wait()
     assert received[0] == PAYLOAD + b"tail"

@@ -170,18 +170,7 @@ async def run_aioquic(args: argparse.Namespace) -> dict[str, Any]:
         async def download(size: int) -> int:
             return (await client.get(f"/bytes/{size}")).size
 
-        async def workers(get: Callable[[], Awaitable[None]], total: int, concurrency: int) -> None:
-            left = total
-
-            async def worker() -> None:
-                nonlocal left
-                while left > 0:
-                    left -= 1
-                    await get()
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-        return await measure(args, get_small, download, workers)
+        return await measure(args, get_small, download, anyio_workers)
 
 
 def main() -> None:
