@@ -4,6 +4,7 @@
 #   bash tools/run.sh test   - the test suite (asyncio and trio)
 #   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
 #   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
+#   bash tools/run.sh bench wt - the WebTransport benchmark (against raw QUIC and pywebtransport)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
 # fetched by the build into subprojects/ (git-ignored) and reused after that.
 set -euo pipefail
@@ -58,5 +59,11 @@ case "$command" in
   test) exec $py -m pytest "$@" ;;
   bench)
     if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
+    if [ "${1:-}" = wt ]; then
+      shift
+      # pywebtransport: the baseline of the datagram row.
+      $py -m pip install -q --disable-pip-version-check "pywebtransport==0.8.1"
+      exec $py benchmarks/wt.py "$@"
+    fi
     exec $py benchmarks/run.py "$@" ;;
 esac
