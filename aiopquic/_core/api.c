@@ -58,7 +58,7 @@ int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len)
     }
     aq_dgram_queue_push(&c->dg_tx, d);
     pthread_mutex_unlock(&c->dg_lock);
-    aq_push_net(&c->node, AQ_CMD_DGRAM);
+    aq_push_net_corked(&c->node, AQ_CMD_DGRAM);
     return dropped;
 }
 

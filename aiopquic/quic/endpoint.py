@@ -88,7 +88,7 @@ class QuicEndpoint:
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
-        # Corked: stream writes owe the network thread a wake-up, paid once per
+        # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by _flush (see wake_soon).
         self._call_soon = self.lowlevel.current_call_soon()
         self._flush_scheduled = False
@@ -99,7 +99,7 @@ class QuicEndpoint:
         return self.core.port
 
     def wake_soon(self) -> None:
-        """Stream bytes or a FIN were handed over: wake the network thread once the
+        """Stream bytes, a FIN or a datagram were handed over: wake the network thread once the
         event loop's current turn is done, together with every other write of it."""
         if not self._flush_scheduled:
             self._flush_scheduled = True

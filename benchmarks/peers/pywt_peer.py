@@ -66,28 +66,42 @@ async def run_server(args: argparse.Namespace) -> None:
 
 
 async def datagram_rate(session: WebTransportSession, args: argparse.Namespace) -> dict[str, Any]:
+    """wt_peer.datagram_rate's sender, receiver and watchdog, in asyncio tasks."""
     transport = await session.create_datagram_transport()
     payload = bytes(args.datagram_size)
-    in_flight = echoes = 0
-    start = last_echo = time.perf_counter()
-    deadline = start + args.duration
-    while True:
-        while in_flight < args.window:
+    credits = asyncio.Semaphore(args.window)
+    echoes = 0
+
+    async def send() -> None:
+        while True:
+            await credits.acquire()
             await transport.send(data=payload)
-            in_flight += 1
-        if time.perf_counter() >= deadline:
-            break
-        try:
-            await transport.receive(timeout=LOSS_TIMEOUT)
+
+    async def receive() -> None:
+        nonlocal echoes
+        while True:
+            await transport.receive()
             echoes += 1
-            in_flight -= 1
-            last_echo = time.perf_counter()
-        except Exception:  # pywebtransport's TimeoutError: one presumed lost
-            if time.perf_counter() - last_echo >= LOSS_TIMEOUT:
-                in_flight = max(in_flight - 1, 0)
-                last_echo = time.perf_counter()
-    elapsed = time.perf_counter() - start
-    return {"per_second": echoes / elapsed, "echoes": echoes, "seconds": elapsed}
+            credits.release()
+
+    async def watch() -> None:
+        seen = -1
+        while True:
+            await asyncio.sleep(LOSS_TIMEOUT)
+            if echoes == seen and credits._value < args.window:
+                credits.release()
+            seen = echoes
+
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(task()) for task in (send, receive, watch)]
+    try:
+        await asyncio.sleep(args.duration)
+        counted, elapsed = echoes, time.perf_counter() - start
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"per_second": counted / elapsed, "echoes": counted, "seconds": elapsed}
 
 
 async def run_client(args: argparse.Namespace) -> None:

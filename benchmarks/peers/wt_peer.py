@@ -100,33 +100,42 @@ async def run_server(args: Any) -> None:
 
 
 async def datagram_rate(session: wt.WebTransportSession, args: Any) -> dict[str, Any]:
-    """Echoes per second with ``args.window`` datagrams in flight (see the module doc)."""
+    """Echoes per second with ``args.window`` datagrams in flight (see the module doc).
+
+    A sender spends credits, a receiver returns one per echo, and a watchdog
+    returns one when nothing came back for ``LOSS_TIMEOUT`` (a datagram lost)."""
     payload = bytes(args.datagram_size)
-    in_flight = 0
+    credits = anyio.Semaphore(args.window)
     echoes = 0
-    last_echo = time.perf_counter()
-    start = last_echo
-    deadline = start + args.duration
 
-    async def top_up() -> None:
-        nonlocal in_flight
-        while in_flight < args.window:
+    async def send() -> None:
+        while True:
+            await credits.acquire()
             await session.send_datagram(payload)
-            in_flight += 1
 
-    await top_up()
-    while (now := time.perf_counter()) < deadline:
-        with anyio.move_on_after(LOSS_TIMEOUT):
+    async def receive() -> None:
+        nonlocal echoes
+        while True:
             await session.receive_datagram()
             echoes += 1
-            in_flight -= 1
-            last_echo = now
-        if time.perf_counter() - last_echo >= LOSS_TIMEOUT:
-            in_flight = max(in_flight - 1, 0)  # one presumed lost
-            last_echo = time.perf_counter()
-        await top_up()
-    elapsed = time.perf_counter() - start
-    return {"per_second": echoes / elapsed, "echoes": echoes, "seconds": elapsed}
+            credits.release()
+
+    async def watch() -> None:
+        seen = -1
+        while True:
+            await anyio.sleep(LOSS_TIMEOUT)
+            if echoes == seen and credits.value < args.window:
+                credits.release()
+            seen = echoes
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for task in (send, receive, watch):
+            tg.start_soon(task)
+        await anyio.sleep(args.duration)
+        counted, elapsed = echoes, time.perf_counter() - start
+        tg.cancel_scope.cancel()
+    return {"per_second": counted / elapsed, "echoes": counted, "seconds": elapsed}
 
 
 #: aiopquic_peer's bulk-down and rr take anything with ``open_stream()``: a session too.
