@@ -165,7 +165,7 @@ class QuicConnection:
     ) -> None:
         self._h = handle
         self._endpoint = endpoint
-        self._wake_soon = endpoint.wake_soon  # after handing stream bytes, a FIN or a datagram over
+        self._wake_soon = endpoint.wake_soon  # after every corked command (see QuicEndpoint.wake_soon)
         self._config = config
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
