@@ -27,6 +27,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
     @app.route("/echo")
     async def echo(session: wt.WebTransportSession) -> None:
         seen["origin"] = session.origin
+        seen["session"] = session
         async with anyio.create_task_group() as tg:
 
             async def datagrams() -> None:

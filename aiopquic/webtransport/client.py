@@ -30,6 +30,7 @@ from ..quic.stream import QuicStream
 from ._codes import WTSetting
 from ._dialects import Dialect, SessionLimits, client_dialect, client_settings, flow_control_enabled, request_headers
 from ._flow import SessionFlowControl
+from ._quirks import expects_bare_capsules
 from ._router import SessionRouter
 from .errors import SessionRejected
 from .server import DATAGRAM_FRAME_SIZE, SETTINGS_TIMEOUT
@@ -118,6 +119,7 @@ class _Connection:
         session = WebTransportSession(
             self.router, request, dialect=dialect, path=path.partition("?")[0], headers=connect, origin=origin, flow=flow
         )
+        session._unframed_capsules = expects_bare_capsules(h3.session.protocol.peer_settings or {})
         self.router.expect(session.session_id)  # the server's streams may come before its answer
         try:
             await request.send_headers(connect)

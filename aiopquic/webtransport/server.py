@@ -30,6 +30,7 @@ from ._dialects import (
     server_settings,
 )
 from ._flow import SessionFlowControl
+from ._quirks import expects_bare_capsules
 from ._router import SessionRouter
 from ._routing import SessionRequest, WebTransportApp
 from .errors import SessionClosed
@@ -125,6 +126,7 @@ class ServerSessions(SessionRouter):
             origin=connect.origin, path_params=match.path_params,
             flow=SessionFlowControl.negotiate(connect.dialect, LIMITS, settings),
         )
+        session._unframed_capsules = expects_bare_capsules(settings)
         self.establish(session)
         try:
             await request.send_headers(response_headers(connect.dialect))
