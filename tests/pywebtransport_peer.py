@@ -7,7 +7,7 @@
 - :class:`PywebtransportServer`: its server in a thread of its own, on
   127.0.0.1: ``/echo`` echoes bidi streams, answers a uni stream on one of
   its own, echoes datagrams and notes how the session was closed;
-  ``/close`` closes the session with code 77 after reading one stream.
+  ``/close`` reads one stream, then closes the session with code 77.
 
 pywebtransport's ``initial_max_*`` default to 0 (nothing allowed until a
 capsule grants it): both sides here set them. Its initial data limit is
@@ -81,6 +81,7 @@ class ServerSeen:
     """What pywebtransport's server saw of our client's sessions."""
 
     origins: list[str] = field(default_factory=list)
+    last_words: bytes = b""
     closes: list[tuple[int, str]] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
 
@@ -157,7 +158,7 @@ class PywebtransportServer:
         @app.route(path="/close")
         async def close(session: Any) -> None:
             async for stream in session.incoming_streams():
-                await stream.write(data=await stream.read_all(), end_stream=True)
+                seen.last_words = await stream.read_all()
                 break
             await session.close(code=77, reason="closed by pywebtransport", close_connection=False)
 

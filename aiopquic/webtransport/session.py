@@ -290,6 +290,10 @@ class WebTransportSession:
         if grant is not None:
             self._send_capsule(grant.encode())
 
+    def _gone(self) -> SessionClosed | None:
+        """What a stream of this closed session raises (None while it is open)."""
+        return self._closed.copy() if self._closed is not None else None
+
     def _wake_credit(self) -> None:
         self._credit.set()
         self._credit = anyio.Event()
@@ -393,9 +397,12 @@ class WebTransportSession:
                     events = [SessionFailed(ErrorCode.H3_MESSAGE_ERROR, f"unexpected {type(event).__name__} on the CONNECT stream")]
                 for session_event in events:
                     self._on_event(session_event)
-        except StreamReset:
-            for session_event in self._core.connect_stream_reset():
-                self._on_event(session_event)
+        except StreamReset as exc:
+            if self._core.connect_stream_reset():  # the session was open: say why it ended
+                self._set_closed(SessionClosed(
+                    f"session {self.session_id}: the peer reset its CONNECT stream (error code 0x{exc.error_code:x})",
+                    error_code=exc.error_code, reason="", by_peer=True,
+                ))
         except ConnectionClosed as exc:
             self._set_closed(SessionClosed(
                 f"session {self.session_id}: its connection closed ({exc})",

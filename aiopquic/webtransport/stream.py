@@ -39,6 +39,8 @@ class SessionLink(Protocol):
 
     def _peer_stream_done(self, bidirectional: bool) -> None: ...
 
+    def _gone(self) -> Exception | None: ...
+
 
 def _mapped(exc: StreamReset) -> StreamReset:
     code = h3_to_app_error(exc.error_code)
@@ -47,6 +49,13 @@ def _mapped(exc: StreamReset) -> StreamReset:
     return StreamReset(
         f"the peer reset stream {exc.stream_id} (WebTransport error code {code})", error_code=code, stream_id=exc.stream_id
     )
+
+
+def _raise_if_session_gone(session: SessionLink | None) -> None:
+    """A stream closed because its session ended says so (:class:`SessionClosed`)."""
+    gone = session._gone() if session is not None else None
+    if gone is not None:
+        raise gone from None
 
 
 class _Receiving:
@@ -74,6 +83,9 @@ class _Receiving:
                 raise _mapped(exc) from None
             except anyio.EndOfStream:
                 self._receive_done()
+                raise
+            except anyio.ClosedResourceError:
+                _raise_if_session_gone(self._session)
                 raise
         if self._session is not None:
             self._session._body_read(len(data))
@@ -109,6 +121,9 @@ class _Sending:
                 await self._session._send_body(self._quic, item, eof)
         except StreamReset as exc:
             raise _mapped(exc) from None
+        except anyio.ClosedResourceError:
+            _raise_if_session_gone(self._session)
+            raise
 
     async def send_eof(self) -> None:
         """Finish our side of the stream (FIN)."""
