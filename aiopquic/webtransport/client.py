@@ -139,6 +139,7 @@ class _Connection:
         return session
 
     def close(self) -> None:
+        """Close at once (sessions still on it end)."""
         self.router.close_all()
         self.h3.quic.close(ErrorCode.H3_NO_ERROR, "")
 
@@ -265,7 +266,9 @@ class WebTransportClient:
         origin: Origin = (host, port)
         async with self._locks.setdefault(origin, anyio.Lock()):
             conns = self._connections.setdefault(origin, [])
-            conns[:] = [c for c in conns if c.h3.available or c.router.sessions]
+            for done in [c for c in conns if not c.h3.available and not c.router.sessions]:
+                conns.remove(done)  # closed, or GOAWAY and no session left on it
+                done.close()
             conn = next((c for c in conns if c.takes_another()), None)
             if conn is None:
                 conn = await self._connect(host, port)
