@@ -11,6 +11,7 @@ only our two servers. Its stderr is shown when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -30,7 +31,7 @@ import pytest
 from anyio.abc import ByteReceiveStream, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from aiopquic import QuicConfig
+from aiopquic import QuicConfig, StreamReset
 from aiopquic import webtransport as wt
 
 from .helpers import read_all
@@ -39,7 +40,10 @@ pytestmark = pytest.mark.anyio
 
 PAGE = Path(__file__).with_name("wt_chromium_page.html")
 #: The checks the page runs, each reported as "ok" or what went wrong.
-CHECKS = ("session", "bidi echo", "256 KiB echo", "8 concurrent streams", "uni echo", "datagram echo", "close")
+CHECKS = (
+    "session", "bidi echo", "256 KiB echo", "8 concurrent streams", "uni echo", "datagram echo",
+    "stream resets", "server close", "close",
+)
 CLOSE_CODE = 4242
 CLOSE_REASON = "bye from chromium \u2713"
 #: From starting Chromium to the page's results (a run takes about two seconds).
@@ -97,16 +101,20 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
         seen["settings"] = dict(session._router.h3.protocol.peer_settings or {})
 
         async def datagrams() -> None:
-            while True:
-                await session.send_datagram(await session.receive_datagram())
+            with contextlib.suppress(wt.SessionClosed):
+                while True:
+                    await session.send_datagram(await session.receive_datagram())
 
         async def answer(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
-            data = await read_all(stream)
-            if isinstance(stream, wt.WebTransportStream):
-                await stream.send(data, eof=True)
-            else:
-                back = await session.open_uni_stream()
-                await back.send(data, eof=True)
+            try:
+                if isinstance(stream, wt.WebTransportStream):
+                    await echo_stream(stream)
+                else:
+                    data = await read_all(stream)
+                    back = await session.open_uni_stream()
+                    await back.send(data, eof=True)
+            except StreamReset as exc:
+                seen.setdefault("resets", []).append(exc.error_code)
 
         try:
             async with anyio.create_task_group() as tg:
@@ -114,10 +122,34 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
                 async for stream in session:
                     tg.start_soon(answer, stream)
                 tg.cancel_scope.cancel()
+        except Exception as exc:
+            seen["handler error"] = exc
+            raise
         finally:
             seen["closed"] = session._closed  # the handler is cancelled once the peer closed
 
+    @app.route("/server-close")
+    async def server_close(session: wt.WebTransportSession) -> None:
+        stream = await session.open_stream()
+        await stream.send(b"from the server", eof=True)
+        seen["answer"] = await read_all(stream)
+        session.close(7, "server says bye")
+
     return app
+
+
+async def echo_stream(stream: wt.WebTransportStream) -> None:
+    """Echo each chunk as it arrives; answer b"reset me" with a reset (code 99)."""
+    while True:
+        try:
+            data = await stream.receive()
+        except anyio.EndOfStream:
+            await stream.send_eof()
+            return
+        if data == b"reset me":
+            stream.reset(99)
+            return
+        await stream.send(data)
 
 
 async def _read_request(stream: SocketStream) -> tuple[str, str, bytes]:
@@ -212,7 +244,9 @@ async def chromium(url: str, profile: Path, stderr: bytearray) -> AsyncIterator[
 
 async def test_chromium_webtransport_session(tmp_path: Path) -> None:
     pinned = make_pinned_certificate(tmp_path)
-    config = QuicConfig(alpn=["h3"], certfile=pinned.certfile, keyfile=pinned.keyfile)
+    # Chromium leaves a connection without CONNECTION_CLOSE once its session is
+    # over: the server's shutdown need not wait the default 2 s for its acks.
+    config = QuicConfig(alpn=["h3"], certfile=pinned.certfile, keyfile=pinned.keyfile, close_timeout=0.2)
     seen: dict[str, Any] = {}
     stderr = bytearray()
     send_results, receive_results = anyio.create_memory_object_stream[dict[str, Any]](1)
@@ -225,8 +259,8 @@ async def test_chromium_webtransport_session(tmp_path: Path) -> None:
                 async with chromium(url, tmp_path / "profile", stderr):
                     with anyio.fail_after(RESULTS_TIMEOUT):
                         report = await receive_results.receive()
-                    with anyio.fail_after(5):  # the close reaches the handler
-                        while "closed" not in seen:
+                    with anyio.move_on_after(5):  # the close and the page's reset reach the handler
+                        while "closed" not in seen or "resets" not in seen:
                             await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
     except BaseException:
@@ -240,7 +274,10 @@ async def test_chromium_webtransport_session(tmp_path: Path) -> None:
         f"Chromium's checks failed: {failed}, error {report['error']!r}\n"
         f"({report['userAgent']}; the server saw {seen})\nchromium's stderr:\n{stderr.decode(errors='replace')}"
     )
-    closed = seen["closed"]
+    assert "handler error" not in seen, f"the server's handler failed: {seen['handler error']!r}"
+    closed = seen.get("closed")
     assert isinstance(closed, wt.SessionClosed), f"the session did not close: {seen}"
     assert (closed.error_code, closed.reason, closed.by_peer) == (CLOSE_CODE, CLOSE_REASON, True)
+    assert seen.get("resets") == [77], f"the handler saw the page's stream reset as {seen.get('resets')}, not [77]"
+    assert seen.get("answer") == b"ack from chromium"
     print(f"{report['userAgent']}: dialect {seen['dialect'].name}, SETTINGS { {hex(k): v for k, v in seen['settings'].items()} }")
