@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
     @app.route("/echo")
     async def echo(session: wt.WebTransportSession) -> None:
         seen["dialect"] = session.dialect
+        seen["origin"] = session.origin
         seen["headers"] = session.headers
         seen["settings"] = dict(session._router.h3.protocol.peer_settings or {})
 
@@ -139,7 +141,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
 
 
 async def echo_stream(stream: wt.WebTransportStream) -> None:
-    """Echo each chunk as it arrives; answer b"reset me" with a reset (code 99)."""
+    """Echo each chunk as it arrives; answer b"reset me" with a reset (code 2**32 - 1, the largest)."""
     while True:
         try:
             data = await stream.receive()
@@ -147,7 +149,7 @@ async def echo_stream(stream: wt.WebTransportStream) -> None:
             await stream.send_eof()
             return
         if data == b"reset me":
-            stream.reset(99)
+            stream.reset(0xFFFF_FFFF)
             return
         await stream.send(data)
 
@@ -199,47 +201,71 @@ async def page_server(results: anyio.abc.ObjectSendStream[dict[str, Any]]) -> As
         tg.cancel_scope.cancel()
 
 
+class ChromiumExited(Exception):
+    """Chromium ended while the test still needed it."""
+
+
 @asynccontextmanager
-async def chromium(url: str, profile: Path, stderr: bytearray) -> AsyncIterator[None]:
+async def chromium(url: str, stderr: bytearray) -> AsyncIterator[None]:
     """Headless Chromium showing ``url`` for the duration of the block; its
-    stderr goes into ``stderr``. Leaving the block ends it and its children."""
+    stderr goes into ``stderr``. Leaving the block ends it and its children;
+    if it ends first, the block fails with :class:`ChromiumExited`.
+
+    Everything it writes (profile, crash reports, temporary files) goes into a
+    throw-away directory, short enough for its sockets' paths.
+    """
     executable = shutil.which("chromium")
     assert executable, "Debian's chromium is not installed: run the suite with `bash tools/run.sh test`"
-    args = [
-        executable, "--headless", "--no-sandbox", f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-gpu",
-        "--disable-dev-shm-usage", url,
-    ]
+    with tempfile.TemporaryDirectory(prefix="wt-chromium-") as home:
+        env = dict(os.environ)
+        for name, sub in (("HOME", "home"), ("TMPDIR", "tmp"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):
+            env[name] = os.path.join(home, sub)
+            os.mkdir(env[name])
+        args = [
+            executable, "--headless", "--no-sandbox", f"--user-data-dir={home}/profile",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-gpu",
+            "--disable-dev-shm-usage", url,
+        ]
+        process = await anyio.open_process(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            start_new_session=True,
+        )
 
-    async def collect(pipe: ByteReceiveStream) -> None:
-        async for chunk in pipe:
-            stderr.extend(chunk)
+        collected = anyio.Event()
 
-    process = await anyio.open_process(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            assert process.stderr is not None
-            tg.start_soon(collect, process.stderr)
-            try:
+        async def collect(pipe: ByteReceiveStream) -> None:
+            async for chunk in pipe:
+                stderr.extend(chunk)
+            collected.set()
+
+        async def watch() -> None:
+            status = await process.wait()
+            with anyio.move_on_after(1):  # its last words
+                await collected.wait()
+            raise ChromiumExited(f"chromium exited with status {status} while the test ran: see its stderr in the captured output")
+
+        def signal_group(signum: int) -> None:
+            with contextlib.suppress(ProcessLookupError):  # its own process group: renderers, zygotes
+                os.killpg(process.pid, signum)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                assert process.stderr is not None
+                tg.start_soon(collect, process.stderr)
+                tg.start_soon(watch)
                 yield
-            finally:
-                with anyio.CancelScope(shield=True):
-                    process.terminate()
-                    with anyio.move_on_after(5):
-                        await process.wait()
-                    tg.cancel_scope.cancel()
-    finally:
-        try:  # whatever of its process group is left (renderers, zygotes)
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await process.wait()
-        await process.aclose()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                signal_group(signal.SIGTERM)
+                with anyio.move_on_after(5):
+                    await process.wait()
+                signal_group(signal.SIGKILL)
+                with anyio.move_on_after(5):
+                    await process.wait()
+                await process.aclose()
 
 
 async def test_chromium_webtransport_session(tmp_path: Path) -> None:
@@ -256,7 +282,7 @@ async def test_chromium_webtransport_session(tmp_path: Path) -> None:
             async with anyio.create_task_group() as tg, page_server(send_results) as http_port:
                 listener = await tg.start(wt.serve_webtransport, echo_app(seen), "127.0.0.1", 0, config)
                 url = f"http://127.0.0.1:{http_port}/?port={listener.port}&hash={pinned.sha256.hex()}"
-                async with chromium(url, tmp_path / "profile", stderr):
+                async with chromium(url, stderr):
                     with anyio.fail_after(RESULTS_TIMEOUT):
                         report = await receive_results.receive()
                     with anyio.move_on_after(5):  # the close and the page's reset reach the handler
@@ -280,4 +306,5 @@ async def test_chromium_webtransport_session(tmp_path: Path) -> None:
     assert (closed.error_code, closed.reason, closed.by_peer) == (CLOSE_CODE, CLOSE_REASON, True)
     assert seen.get("resets") == [77], f"the handler saw the page's stream reset as {seen.get('resets')}, not [77]"
     assert seen.get("answer") == b"ack from chromium"
+    assert seen.get("origin") == f"http://127.0.0.1:{http_port}"
     print(f"{report['userAgent']}: dialect {seen['dialect'].name}, SETTINGS { {hex(k): v for k, v in seen['settings'].items()} }")
