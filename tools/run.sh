@@ -55,6 +55,15 @@ if [ "$command" = bench ] && ! command -v gtlsclient >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ngtcp2-client >/dev/null
 fi
 
+# The browser test (tests/test_wt_chromium.py) drives headless Chromium (Debian's chromium).
+if [ "$command" = test ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "installing system package: chromium (the WebTransport browser test's peer)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+
 case "$command" in
   demo) exec $py -m aiopquic demo "$@" ;;
   test) exec $py -m pytest "$@" ;;
