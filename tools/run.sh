@@ -69,11 +69,6 @@ case "$command" in
   test) exec $py -m pytest "$@" ;;
   bench)
     if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
-    if [ "${1:-}" = wt ]; then
-      shift
-      # pywebtransport: the baseline of the datagram row.
-      $py -m pip install -q --disable-pip-version-check "pywebtransport==0.8.1"
-      exec $py benchmarks/wt.py "$@"
-    fi
+    if [ "${1:-}" = wt ]; then shift; exec $py benchmarks/wt.py "$@"; fi
     exec $py benchmarks/run.py "$@" ;;
 esac
