@@ -4,8 +4,13 @@ count network threads."""
 from __future__ import annotations
 
 import datetime
+import os
+import re
+import selectors
 import socket
+import subprocess
 import sys
+import time
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -126,3 +131,23 @@ async def run_blocking(func: Callable[..., T], *args: Any, timeout: float = 20.0
     curl_cffi), failing the test if it takes over ``timeout`` seconds."""
     with anyio.fail_after(timeout):
         return await anyio.to_thread.run_sync(partial(func, *args, **kwargs), abandon_on_cancel=True)
+
+
+def wait_for_line(process: subprocess.Popen[bytes], pattern: str, timeout: float) -> re.Match[str]:
+    """Read a child process's stderr until what it said matches ``pattern`` (bounded by ``timeout``)."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(process.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            match = re.search(pattern, seen.decode(errors="replace"))
+            if match:
+                return match
+    raise AssertionError(f"no line matching {pattern!r} from the process; it said: {seen!r}")

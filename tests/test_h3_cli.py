@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pytest
 from aiopquic.cli.certs import CertificateSet
 
 from .h3_starlette_app import pattern
+from .helpers import wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
@@ -38,26 +36,6 @@ class Server:
         self.url = f"https://127.0.0.1:{port}"
 
 
-def _wait_for_line(process: subprocess.Popen[bytes], pattern: str, timeout: float) -> re.Match[str]:
-    """Read the server's stderr until a line matches (bounded by ``timeout``)."""
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            chunk = os.read(process.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-            match = re.search(pattern, seen.decode(errors="replace"))
-            if match:
-                return match
-    raise AssertionError(f"no line matching {pattern!r} from the server; it said: {seen!r}")
-
-
 @pytest.fixture(scope="module", params=["asyncio", "trio"])
 def server(request: pytest.FixtureRequest, certs: CertificateSet) -> Iterator[Server]:
     process = subprocess.Popen(
@@ -67,7 +45,7 @@ def server(request: pytest.FixtureRequest, certs: CertificateSet) -> Iterator[Se
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        match = _wait_for_line(process, r"https://127\.0\.0\.1:(\d+)/", TIMEOUT)
+        match = wait_for_line(process, r"https://127\.0\.0\.1:(\d+)/", TIMEOUT)
         yield Server(process, int(match.group(1)))
         # SIGTERM: a graceful shutdown, exit status 0.
         process.send_signal(signal.SIGTERM)

@@ -12,9 +12,6 @@ only our two servers. Its stderr is shown when the test fails.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
-import ipaddress
 import json
 import os
 import shutil
@@ -23,7 +20,6 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from aiopquic import QuicConfig, StreamReset
 from aiopquic import webtransport as wt
+from aiopquic.cli.certs import make_pinned_certificate
 
 from .helpers import read_all
 
@@ -49,45 +46,6 @@ CLOSE_CODE = 4242
 CLOSE_REASON = "bye from chromium \u2713"
 #: From starting Chromium to the page's results (a run takes about two seconds).
 RESULTS_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class PinnedCertificate:
-    """A certificate Chromium accepts through ``serverCertificateHashes``."""
-
-    certfile: Path
-    keyfile: Path
-    sha256: bytes  # of the DER certificate
-
-
-def make_pinned_certificate(directory: Path) -> PinnedCertificate:
-    """A self-signed ECDSA P-256 certificate for 127.0.0.1, valid for 10 days
-    (the WebTransport spec allows at most 14 for a certificate pinned by hash)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=10))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / "pinned-cert.pem", directory / "pinned-key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return PinnedCertificate(certfile, keyfile, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest())
 
 
 def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
@@ -128,7 +86,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
             seen["handler error"] = exc
             raise
         finally:
-            seen["closed"] = session._closed  # the handler is cancelled once the peer closed
+            seen["closed"] = session.close_error  # the handler is cancelled once the peer closed
 
     @app.route("/server-close")
     async def server_close(session: wt.WebTransportSession) -> None:

@@ -2,7 +2,8 @@
 
 - ``demo``: a QUIC echo server and client on loopback, printing what happens;
 - ``serve MODULE:APP``: an ASGI application over HTTP/3 (like ``hypercorn``);
-- ``get URL``: one request over HTTP/3 (like ``curl --http3-only``).
+- ``get URL``: one request over HTTP/3 (like ``curl --http3-only``);
+- ``webtransport-echo``: a WebTransport echo server and a page to try it in a browser.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("-m", "--max-time", dest="timeout", type=float, metavar="SECONDS", help="give up after this long")
     get.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
 
+    echo = sub.add_parser("webtransport-echo", help="a WebTransport echo server and a page to try it in a browser")
+    echo.add_argument("--port", type=int, default=4433, help="UDP port of the WebTransport server (default 4433)")
+    echo.add_argument("--page-port", type=int, default=8080, help="TCP port of the page (default 8080)")
+    echo.add_argument("--certfile", help="certificate (PEM; default: a throw-away one a browser pins by its hash)")
+    echo.add_argument("--keyfile", help="its private key (PEM)")
+    echo.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    echo.add_argument("--verbose", "-v", action="store_true", help="log aiopquic's debug messages")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose and args.command != "get" else logging.WARNING,
@@ -93,5 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail=args.fail,
             timeout=args.timeout,
             backend=args.backend,
+        )
+    if args.command == "webtransport-echo":
+        from .wt_echo import run as echo_run
+
+        return echo_run(
+            port=args.port, page_port=args.page_port, certfile=args.certfile, keyfile=args.keyfile, backend=args.backend
         )
     return 2

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import ipaddress
 import os
 from pathlib import Path
 
-__all__ = ["CertificateSet", "make_certificates"]
+__all__ = ["CertificateSet", "PinnedCertificate", "make_certificates", "make_pinned_certificate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +107,61 @@ def make_certificates(
         )
     )
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class PinnedCertificate:
+    """A self-signed certificate a browser accepts through WebTransport's
+    ``serverCertificateHashes``, and the SHA-256 of its DER encoding."""
+
+    certfile: Path
+    keyfile: Path
+    sha256: bytes
+
+    @property
+    def sha256_hex(self) -> str:
+        """The hash as hex, e.g. for a URL parameter."""
+        return self.sha256.hex()
+
+
+def make_pinned_certificate(
+    directory: str | os.PathLike[str], names: tuple[str, ...] = ("127.0.0.1", "localhost"), *, days: int = 10
+) -> PinnedCertificate:
+    """Write ``pinned-cert.pem`` and ``pinned-key.pem`` into ``directory``: a
+    self-signed ECDSA P-256 certificate valid for ``days`` (at most 14, as the
+    WebTransport spec requires of a certificate pinned by its hash)."""
+    if not 1 <= days <= 14:
+        raise ValueError(f"days: a pinned certificate is valid for 1 to 14 days, not {days}")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now - datetime.timedelta(hours=1) + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile = directory / "pinned-cert.pem", directory / "pinned-key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return PinnedCertificate(certfile, keyfile, hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest())

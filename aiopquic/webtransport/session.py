@@ -119,6 +119,13 @@ class WebTransportSession:
         return self._closed is not None
 
     @property
+    def close_error(self) -> SessionClosed | None:
+        """How the session ended (``error_code``, ``reason``, ``by_peer``), or
+        None while it is open. A handler cancelled because the peer closed its
+        session reads the peer's code and reason here."""
+        return self._closed
+
+    @property
     def connection(self) -> QuicConnection:
         """The QUIC connection under the session."""
         return self._router.conn
