@@ -4,6 +4,7 @@
 #   bash tools/run.sh test   - the test suite (asyncio and trio)
 #   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
 #   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
+#   bash tools/run.sh bench wt - the WebTransport benchmark (against raw QUIC and pywebtransport)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
 # fetched by the build into subprojects/ (git-ignored) and reused after that.
 set -euo pipefail
@@ -54,10 +55,20 @@ if [ "$command" = bench ] && ! command -v gtlsclient >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ngtcp2-client >/dev/null
 fi
 
+# The browser test (tests/test_wt_chromium.py) drives headless Chromium (Debian's chromium).
+if [ "$command" = test ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "installing system package: chromium (the WebTransport browser test's peer)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+
 case "$command" in
   demo) exec $py -m aiopquic demo "$@" ;;
   test) exec $py -m pytest "$@" ;;
   bench)
     if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
+    if [ "${1:-}" = wt ]; then shift; exec $py benchmarks/wt.py "$@"; fi
     exec $py benchmarks/run.py "$@" ;;
 esac

@@ -15,6 +15,7 @@ from ..h3._events import HeadersReceived
 from ..h3._headers import Headers
 from ..h3._protocol import H3Settings
 from ..h3._session import H3Session, RequestStream
+from ..h3.errors import H3Error
 from ..quic.config import QuicConfig
 from ..quic.connection import QuicConnection
 from ..quic.errors import ConnectionClosed, StreamReset
@@ -52,6 +53,10 @@ HANDLER_ERROR_CODE = 1
 #: How long a CONNECT may wait for the client's SETTINGS (the drafts forbid
 #: accepting a session before they arrive).
 SETTINGS_TIMEOUT = 5.0
+#: How long a session we closed waits for the client to end the CONNECT stream
+#: before we stop reading it. Not at once: Chromium takes a STOP_SENDING that
+#: overtakes our close capsule for a reset of the session ("Connection lost").
+CLOSE_TIMEOUT = 2.0
 #: Datagram frames we accept, when the config asks for none (RFC 9297 needs them).
 DATAGRAM_FRAME_SIZE = 65536
 _PEER_GONE = (ConnectionClosed, StreamReset, anyio.ClosedResourceError, anyio.BrokenResourceError)
@@ -154,6 +159,22 @@ class ServerSessions(SessionRouter):
             tg.start_soon(run_handler, name=f"aiopquic webtransport {connect.path}")
             await session._run()
             tg.cancel_scope.cancel()  # closed by the peer or with the connection: the handler is done
+        await self._await_client_end(request)
+
+    @staticmethod
+    async def _await_client_end(request: RequestStream) -> None:
+        """Read the CONNECT stream to its end (for at most CLOSE_TIMEOUT seconds).
+
+        After our CLOSE_WEBTRANSPORT_SESSION the client answers with the end
+        of the stream; whatever is left unread then is stopped with
+        STOP_SENDING when the request is closed.
+        """
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                while await request.receive_event() is not None:
+                    pass
+            except (*_PEER_GONE, H3Error):  # the connection failed: nothing to wait for
+                pass
 
     @staticmethod
     def _session_limit(connect: ConnectRequest, settings: dict[int, int]) -> int:
