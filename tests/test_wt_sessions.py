@@ -18,6 +18,7 @@ from aiopquic.h3._protocol import H3Protocol
 from aiopquic.webtransport import client as wt_client
 from aiopquic.webtransport import server as wt_server_module
 from aiopquic.webtransport._codes import WTErrorCode
+from aiopquic.webtransport._dialects import server_settings
 from aiopquic.webtransport._streams import bidi_stream_header
 
 from .helpers import read_all
@@ -227,3 +228,28 @@ async def test_streams_and_datagrams_for_sessions_not_established(
                 with anyio.fail_after(1.5), pytest.raises(StreamReset) as info:
                     await read_all(late)
                 assert info.value.error_code == WTErrorCode.SESSION_GONE
+
+
+async def test_a_429_from_a_shared_connection_opens_another(
+    monkeypatch: pytest.MonkeyPatch, h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    # A draft-15 server announces no WT_MAX_SESSIONS: it answers 429 when a
+    # connection carries all it takes, and the client goes on another.
+    def without_max_sessions(limits: wt.SessionLimits) -> dict[int, int]:
+        settings = server_settings(limits)
+        del settings[0x14E9CD29]
+        return settings
+
+    monkeypatch.setattr(wt_server_module, "server_settings", without_max_sessions)
+    monkeypatch.setattr(wt_server_module, "LIMITS", wt.SessionLimits(max_sessions=2))
+    with anyio.fail_after(20):
+        async with wt_server(tracking_app({}), h3_server_config) as port:
+            url = f"https://localhost:{port}/echo"
+            async with wt.WebTransportClient(h3_client_config) as client:
+                sessions = [await client.open_session(url) for _ in range(5)]
+                assert [s.dialect for s in sessions] == [wt.Dialect.DRAFT15] * 5
+                assert client.connection_count == 3
+                for session in sessions:
+                    stream = await session.open_stream()
+                    await stream.send(b"ok", eof=True)
+                    assert await read_all(stream) == b"ok"

@@ -33,7 +33,7 @@ from ._flow import SessionFlowControl
 from ._quirks import expects_bare_capsules
 from ._router import SessionRouter
 from .errors import SessionRejected
-from .server import DATAGRAM_FRAME_SIZE, SETTINGS_TIMEOUT
+from .server import DATAGRAM_FRAME_SIZE, SETTINGS_TIMEOUT, TOO_MANY_SESSIONS
 from .session import WebTransportSession
 
 __all__ = ["WebTransportClient", "open_webtransport_session"]
@@ -68,6 +68,8 @@ class _Connection:
         self.router = _ClientSessions(h3.quic, h3.session)
         h3.on_peer_stream = self.router.take_server_stream
         self.opening = 0  # sessions whose CONNECT awaits its answer
+        #: How many sessions the connection had when the server answered 429.
+        self.refused_at: int | None = None
 
     async def start(self, task_group: TaskGroup) -> None:
         await self.h3._start(task_group)
@@ -99,6 +101,8 @@ class _Connection:
         if dialect is None:
             return False
         count = len(self.router.sessions) + self.opening
+        if self.refused_at is not None and count >= self.refused_at:
+            return False
         if dialect is Dialect.DRAFT02:
             return True
         if not flow_control_enabled(dialect, LIMITS.to_settings(), peer):
@@ -264,20 +268,31 @@ class WebTransportClient:
         host, port, path = _parse_url(url)
         extra = [(_to_bytes(name).lower(), _to_bytes(value)) for name, value in headers]
         origin: Origin = (host, port)
-        async with self._locks.setdefault(origin, anyio.Lock()):
-            conns = self._connections.setdefault(origin, [])
-            for done in [c for c in conns if not c.h3.available and not c.router.sessions]:
-                conns.remove(done)  # closed, or GOAWAY and no session left on it
-                done.close()
-            conn = next((c for c in conns if c.takes_another()), None)
-            if conn is None:
-                conn = await self._connect(host, port)
-                conns.append(conn)
-            conn.opening += 1  # held until open_session counts it itself
-        try:
-            return await conn.open_session(self._task_group, path, extra)
-        finally:
-            conn.opening -= 1
+        for attempt in range(2):
+            async with self._locks.setdefault(origin, anyio.Lock()):
+                conns = self._connections.setdefault(origin, [])
+                for done in [c for c in conns if not c.h3.available and not c.router.sessions]:
+                    conns.remove(done)  # closed, or GOAWAY and no session left on it
+                    done.close()
+                conn = next((c for c in conns if c.takes_another()), None)
+                if conn is None:
+                    conn = await self._connect(host, port)
+                    conns.append(conn)
+                conn.opening += 1  # the session counts on this connection while it opens
+            others = len(conn.router.sessions)
+            try:
+                return await conn.open_session(self._task_group, path, extra)
+            except SessionRejected as exc:
+                # A server that carries no more sessions on this connection than it
+                # has (draft-15+ announces no WT_MAX_SESSIONS) answers 429: once more,
+                # on another connection.
+                if exc.status != TOO_MANY_SESSIONS or not others or attempt:
+                    raise
+                conn.refused_at = others
+                logger.debug("%s carries %d session(s) per connection: opening another", conn.h3.authority, others)
+            finally:
+                conn.opening -= 1
+        raise AssertionError("unreachable")
 
     async def _connect(self, host: str, port: int) -> _Connection:
         assert self._task_group is not None

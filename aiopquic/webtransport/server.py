@@ -98,6 +98,7 @@ class ServerSessions(SessionRouter):
     def __init__(self, app: WebTransportApp, conn: QuicConnection, h3: H3Session) -> None:
         super().__init__(conn, h3)
         self.app = app
+        self._admitting = 0
 
     @staticmethod
     def wants(headers: Headers) -> bool:
@@ -119,10 +120,14 @@ class ServerSessions(SessionRouter):
             await self._refuse(request, exc.status, str(exc))
             return
         limit = self._session_limit(connect, settings)
-        if len(self.sessions) >= limit:
+        if len(self.sessions) + self._admitting >= limit:
             await self._refuse(request, TOO_MANY_SESSIONS, f"this connection carries its limit of {limit} session(s)")
             return
-        status, match = await self.app.admit(SessionRequest.from_connect(connect))
+        self._admitting += 1  # counted while the middleware decides
+        try:
+            status, match = await self.app.admit(SessionRequest.from_connect(connect))
+        finally:
+            self._admitting -= 1
         if match is None:
             await self._refuse(request, status, f"{connect.path!r} refused with {status}")
             return
