@@ -34,11 +34,19 @@ windows are opened to 1 GiB from the start (see CLIENT_WINDOWS: with smaller one
 hypercorn's downloads stall). A stalled run ends in gtlsclient's 5 s idle timeout,
 counts as a failed repeat and is listed under the table. The best of ``--repeat``
 runs is kept.
+
+gtlsclient leaves its UDP socket's receive buffer at the system default
+(net.core.rmem_default, 208 KiB on Debian): at loopback rates it overflows and
+drops ~0.5 % of the packets (UdpRcvbufErrors), and every server then runs its
+congestion control against losses the client made. Run as root, the benchmark
+raises that default to ``CLIENT_RCVBUF`` for its own duration and restores it
+(``--keep-rmem`` leaves it alone); the table says which it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -50,7 +58,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +73,9 @@ GTLSCLIENT = "gtlsclient"
 #: a window-update problem between ngtcp2 0.12 and aioquic.
 CLIENT_WINDOWS = ["--max-data=1G", "--max-stream-data-bidi-local=1G"]
 NO_H3 = 3  # h3_server.py's exit code when aiopquic.h3 is missing
+#: The receive buffer gtlsclient's socket gets (through net.core.rmem_default).
+CLIENT_RCVBUF = 4 << 20
+RMEM_DEFAULT = Path("/proc/sys/net/core/rmem_default")
 #: gtlsclient's idle timeout: a transfer that stalls this long ends the run (exit
 #: code 0 all the same: the checks below catch it) and counts as a failed repeat.
 IDLE_TIMEOUT = "5s"
@@ -143,6 +154,31 @@ def ensure_gtlsclient() -> str:
     if not path:
         raise SystemExit("gtlsclient is still missing after installing ngtcp2-client")
     return path
+
+
+@contextlib.contextmanager
+def client_receive_buffer(size: int, keep: bool) -> Iterator[str]:
+    """Raise net.core.rmem_default to ``size`` while the block runs (root only);
+    yields what the table should say about it."""
+    try:
+        before = int(RMEM_DEFAULT.read_text())
+    except (OSError, ValueError):
+        yield "gtlsclient's receive buffer: the system default (unknown)"
+        return
+    if keep or before >= size:
+        yield f"gtlsclient's receive buffer: the system default, {before >> 10} KiB"
+        return
+    try:
+        RMEM_DEFAULT.write_text(str(size))
+    except OSError:
+        yield (f"gtlsclient's receive buffer: the system default, {before >> 10} KiB "
+               "(not root: expect its drops to slow the downloads)")
+        return
+    log(f"net.core.rmem_default {before} -> {size} for this run")
+    try:
+        yield f"gtlsclient's receive buffer: {size >> 20} MiB (net.core.rmem_default, restored to {before} after)"
+    finally:
+        RMEM_DEFAULT.write_text(str(before))
 
 
 def stall(text: str) -> str:
@@ -285,7 +321,7 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}{unit}" if value >= 10 else f"{value:.2f}{unit}"
 
 
-def print_table(rows: dict[str, Row], args: argparse.Namespace) -> None:
+def print_table(rows: dict[str, Row], args: argparse.Namespace, rcvbuf_note: str) -> None:
     names = list(rows)
     best = {n: (max(r.rps, default=None), max(r.mbps, default=None), max(r.raw_mbps, default=None))
             for n, r in rows.items()}
@@ -314,7 +350,7 @@ def print_table(rows: dict[str, Row], args: argparse.Namespace) -> None:
                   *["" for _ in ratio_cols]])
     widths = [max(len(str(line[c])) for line in [header, *lines]) for c in range(len(header))]
     print()
-    print(f"HTTP/3, gtlsclient (ngtcp2) as the client, best of {args.repeat}, 127.0.0.1")
+    print(f"HTTP/3, gtlsclient (ngtcp2) as the client, best of {args.repeat}, 127.0.0.1; {rcvbuf_note}")
     for line in [header, *lines]:
         print("  ".join(str(cell).rjust(w) if c else str(cell).ljust(w) for c, (cell, w) in enumerate(zip(line, widths))))
     for n, r in rows.items():
@@ -359,6 +395,8 @@ def main() -> int:
     parser.add_argument("--only", default="",
                         help="comma-separated servers: picoquicdemo,hypercorn,aiopquic/asyncio,aiopquic/trio")
     parser.add_argument("--json", help="write the raw figures here")
+    parser.add_argument("--keep-rmem", action="store_true",
+                        help="leave net.core.rmem_default alone (gtlsclient's socket buffer; see the module doc)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.download_mib, args.repeat = 1000, 64, 1
@@ -375,7 +413,8 @@ def main() -> int:
     if importlib.util.find_spec("aiopquic.h3") is None:
         log("aiopquic.h3 is missing: the aiopquic rows are skipped")
     rows: dict[str, Row] = {}
-    with tempfile.TemporaryDirectory(prefix="aiopquic-h3-bench-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="aiopquic-h3-bench-") as tmp,
+          client_receive_buffer(CLIENT_RCVBUF, args.keep_rmem) as rcvbuf_note):
         workdir = Path(tmp)
         certs = workdir / "certs"
         from aiopquic.cli.certs import make_certificates
@@ -388,7 +427,7 @@ def main() -> int:
             if spec.raw_backend and (not row.error or row.error.startswith("skipped")):
                 row.raw_mbps = raw_bulk(spec.raw_backend, certs, workdir, args)
             log(f"  ({time.perf_counter() - start:.0f} s)")
-    print_table(rows, args)
+    print_table(rows, args, rcvbuf_note)
     if args.json:
         Path(args.json).write_text(json.dumps({n: r.__dict__ for n, r in rows.items()}, indent=2))
     return 1 if any(r.error and not r.error.startswith("skipped") for r in rows.values()) else 0

@@ -1,9 +1,14 @@
-"""aioquic's WebTransport client (draft-02, its H3Connection with
-``enable_webtransport=True``) as an independent peer of our server: one session,
+"""aioquic's WebTransport (draft-02, its H3Connection with ``enable_webtransport=True``)
+as an independent peer.
+
+Its client against our server: one session,
 a bidi echo, a uni stream answered on a uni stream, a datagram echo, then a
 CLOSE_WEBTRANSPORT_SESSION capsule that aioquic knows nothing about (built
 here, sent as DATA on the CONNECT stream). Blocking (asyncio.run): call it
-through helpers.run_blocking."""
+through helpers.run_blocking.
+
+Its server (:class:`AioquicWebTransportServer`) for our client: the same
+echoes, our close capsule noted, and a close of its own with code 77."""
 
 from __future__ import annotations
 
@@ -14,13 +19,18 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from aioquic.asyncio import connect
+from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.buffer import encode_uint_var
+from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, DatagramReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
+
+from aiopquic.cli.certs import CertificateSet
+
+from .loop_thread import LoopThread
 
 CLOSE_WEBTRANSPORT_SESSION = 0x2843
 
@@ -119,3 +129,105 @@ def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], pay
             return client.report
 
     return asyncio.run(asyncio.wait_for(run(), 15))
+
+
+# -- server -----------------------------------------------------------------------
+
+
+@dataclass
+class ServerSeen:
+    """What aioquic's server saw of our client's sessions."""
+
+    paths: list[str] = field(default_factory=list)
+    #: (code, reason) of every CLOSE_WEBTRANSPORT_SESSION capsule received.
+    closes: list[tuple[int, str]] = field(default_factory=list)
+
+
+class _ServerProtocol(QuicConnectionProtocol):
+    """``/echo``: bidi streams echoed, a uni stream answered on one of the server's,
+    datagrams echoed, the client's close capsule noted and answered with FIN.
+    ``/close``: the server closes the session with code 77 once a stream ended."""
+
+    def __init__(self, *args: Any, seen: ServerSeen, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic, enable_webtransport=True)
+        self.seen = seen
+        self.paths: dict[int, str] = {}  # session id -> path
+        self.buffers: dict[int, bytearray] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for http_event in self.http.handle_event(event):
+            self._on(http_event)
+        self.transmit()
+
+    def _on(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            headers = dict(event.headers)
+            path = headers.get(b":path", b"").decode()
+            if headers.get(b":method") == b"CONNECT" and headers.get(b":protocol") == b"webtransport":
+                self.paths[event.stream_id] = path
+                self.seen.paths.append(path)
+                status = b"200" if path in ("/echo", "/close") else b"404"
+                self.http.send_headers(event.stream_id, [(b":status", status), (b"sec-webtransport-http3-draft", b"draft02")],
+                                       end_stream=status != b"200")
+        elif isinstance(event, WebTransportStreamDataReceived):
+            data = self.buffers.setdefault(event.stream_id, bytearray())
+            data.extend(event.data)
+            if event.stream_ended:
+                self._answer(event.session_id, event.stream_id, bytes(self.buffers.pop(event.stream_id)))
+        elif isinstance(event, DatagramReceived):
+            self.http.send_datagram(event.stream_id, event.data)
+        elif isinstance(event, DataReceived) and event.stream_id in self.paths:
+            data = self.buffers.setdefault(event.stream_id, bytearray())
+            data.extend(event.data)
+            while True:  # capsules: type, length, payload
+                buf = Buffer(data=bytes(data))
+                try:
+                    capsule_type, length = buf.pull_uint_var(), buf.pull_uint_var()
+                    payload = buf.pull_bytes(length)
+                except BufferReadError:
+                    break
+                del data[:buf.tell()]
+                if capsule_type == CLOSE_WEBTRANSPORT_SESSION:
+                    self.seen.closes.append((struct.unpack("!I", payload[:4])[0], payload[4:].decode()))
+            if event.stream_ended:
+                self.http.send_data(event.stream_id, b"", end_stream=True)
+
+    def _answer(self, session_id: int, stream_id: int, data: bytes) -> None:
+        if self.paths.get(session_id) == "/close":
+            value = struct.pack("!I", 77) + b"closed by aioquic"
+            capsule = encode_uint_var(CLOSE_WEBTRANSPORT_SESSION) + encode_uint_var(len(value)) + value
+            self.http.send_data(session_id, capsule, end_stream=True)
+        elif stream_id % 4 == 0:  # the client's bidi stream: echo on it
+            self._quic.send_stream_data(stream_id, data, end_stream=True)
+        else:  # its uni stream: answer on one of ours
+            back = self.http.create_webtransport_stream(session_id, is_unidirectional=True)
+            self._quic.send_stream_data(back, data, end_stream=True)
+
+
+class AioquicWebTransportServer(LoopThread):
+    """aioquic's WebTransport server (draft-02, ``H3Connection(enable_webtransport=True)``)
+    in a thread with its own loop, on 127.0.0.1."""
+
+    def __init__(self, certs: CertificateSet) -> None:
+        super().__init__("the aioquic WebTransport server", 10.0)
+        self.certs = certs
+        self.port = 0
+        self.seen = ServerSeen()
+        self._server: QuicServer | None = None
+
+    async def _serve_until(self, stop: asyncio.Event) -> None:
+        configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536)
+        configuration.load_cert_chain(str(self.certs.certfile), str(self.certs.keyfile))
+
+        def create_protocol(*args: Any, **kwargs: Any) -> _ServerProtocol:
+            return _ServerProtocol(*args, seen=self.seen, **kwargs)
+
+        self._server = await serve("127.0.0.1", 0, configuration=configuration, create_protocol=create_protocol)
+        assert self._server._transport is not None
+        self.port = int(self._server._transport.get_extra_info("sockname")[1])
+        self._ready.set()
+        try:
+            await stop.wait()
+        finally:
+            self._server.close()

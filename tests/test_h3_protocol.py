@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiopquic.h3._events import DataReceived, HeadersReceived, SettingsReceived, StreamError, TrailersReceived, UnknownStream
+from aiopquic.h3._events import DataReceived, FrameReceived, HeadersReceived, SettingsReceived, StreamError, TrailersReceived, UnknownStream
 from aiopquic.h3._frames import (
     DataChunk,
     ErrorCode,
@@ -276,3 +276,21 @@ def test_data_frames_stream_through_without_waiting_for_the_whole_frame() -> Non
     skipper = FrameReader(100)
     skipper.append(encode_frame(0x21, b"x" * 1000) + encode_frame(FrameType.HEADERS, b"h"))
     assert list(skipper.frames()) == [Frame(FrameType.HEADERS, b"h")]
+
+
+def test_kept_frame_types_come_up_after_the_headers_and_others_are_skipped() -> None:
+    # WebTransport asks for its capsule types on a CONNECT stream: a peer that sends
+    # capsules as bare frames (not inside DATA) is understood.
+    client, server = connected_pair(H3Settings(enable_connect_protocol=True))
+    headers = [(b":method", b"CONNECT"), (b":protocol", b"webtransport"), *REQUEST[1:]]
+    server.keep_frames(0, frozenset({0x2843}))
+    early = encode_frame(0x2843, b"before")  # before the headers: an unknown frame like any other
+    data = early + request_bytes(client, headers)
+    server.receive_uni_data(CLIENT_ENCODER, client.take_encoder_data(), False)
+    assert server.receive_request_data(0, data, False) == [HeadersReceived(0, headers, False)]
+    later = encode_frame(0x2843, b"\0\0\0\x2abye") + encode_frame(0x21, b"grease") + client.data_frame_header(2) + b"ok"
+    assert server.receive_request_data(0, later[:5], False) == []
+    assert server.receive_request_data(0, later[5:], False) == [
+        FrameReceived(0, 0x2843, b"\0\0\0\x2abye"),
+        DataReceived(0, b"ok", False),
+    ]

@@ -27,6 +27,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
     @app.route("/echo")
     async def echo(session: wt.WebTransportSession) -> None:
         seen["origin"] = session.origin
+        seen["session"] = session
         async with anyio.create_task_group() as tg:
 
             async def datagrams() -> None:
@@ -194,8 +195,8 @@ async def test_bad_arguments_are_refused(h3_client_config: QuicConfig) -> None:
         wt.open_webtransport_session("http://localhost/echo", config=h3_client_config)
     with pytest.raises(ValueError, match="'h3'"):
         wt.open_webtransport_session("https://localhost/echo", config=QuicConfig(alpn=["test"]))
-    with pytest.raises(TypeError, match="async with"):
-        await wt.open_webtransport_session("https://localhost/echo", config=h3_client_config)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="QuicConfig"):
+        wt.open_webtransport_session("https://localhost/echo", config=None)  # type: ignore[arg-type]
 
 
 async def test_aioquic_webtransport_client_draft02(h3_server_config: QuicConfig, certs: Any) -> None:
@@ -220,3 +221,42 @@ async def test_aioquic_webtransport_client_draft02(h3_server_config: QuicConfig,
     assert seen["origin"] == "https://aioquic.test"
     closed = seen["closed"]
     assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye from aioquic", True)
+
+
+async def test_our_client_against_aioquic_webtransport_server(h3_client_config: QuicConfig, certs: Any) -> None:
+    # An independent server (aioquic, draft-02): streams both ways, a datagram,
+    # our close capsule reaching it, and its close capsule reaching us.
+    from .aioquic_wt import AioquicWebTransportServer
+
+    payload = bytes(range(256)) * 512
+    with AioquicWebTransportServer(certs) as server, anyio.fail_after(20):
+        base = f"https://localhost:{server.port}"
+        async with wt.open_webtransport_session(f"{base}/echo", config=h3_client_config) as session:
+            assert session.dialect is wt.Dialect.DRAFT02 and not session.flow_control
+            stream = await session.open_stream()
+            await stream.send(payload, eof=True)
+            assert await read_all(stream) == payload
+            uni = await session.open_uni_stream()
+            await uni.send(b"one way", eof=True)
+            back = await session.accept_stream()
+            assert isinstance(back, wt.WebTransportReceiveStream)
+            assert await read_all(back) == b"one way"
+            await session.send_datagram(b"tick")
+            assert await session.receive_datagram() == b"tick"
+            session.close(42, "bye from aiopquic")
+        session = await wt.open_webtransport_session(f"{base}/close", config=h3_client_config)
+        async with session:
+            stream = await session.open_stream()
+            await stream.send(b"last words", eof=True)
+            await session.wait_closed()
+            with pytest.raises(wt.SessionClosed) as info:
+                await session.accept_stream()
+        assert (info.value.error_code, info.value.reason, info.value.by_peer) == (77, "closed by aioquic", True)
+        with pytest.raises(wt.SessionRejected) as rejected:
+            await wt.open_webtransport_session(f"{base}/nowhere", config=h3_client_config)
+        assert rejected.value.status == 404
+        with anyio.fail_after(5):
+            while not server.seen.closes:
+                await anyio.sleep(0.01)
+    assert server.seen.closes == [(42, "bye from aiopquic")]
+    assert server.seen.paths == ["/echo", "/close", "/nowhere"]

@@ -4,6 +4,7 @@
 #   bash tools/run.sh test   - the test suite (asyncio and trio)
 #   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
 #   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
+#   bash tools/run.sh bench wt - the WebTransport benchmark (against raw QUIC and pywebtransport)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
 # fetched by the build into subprojects/ (git-ignored) and reused after that.
 set -euo pipefail
@@ -36,11 +37,12 @@ py=.venv/bin/python
 # Build tools first (the editable build runs without isolation), then the package.
 # HTTP/3: pylsqpack (runtime), httpx (the optional extra), and the tests'
 # independent HTTP/3 peers (hypercorn, curl_cffi, Starlette/FastAPI apps);
-# msgpack for webtransport.MessageStream's optional codec.
+# msgpack for webtransport.MessageStream's optional codec; pywebtransport 0.8
+# (draft-13) as the tests' independent WebTransport peer.
 $py -m pip install -q --disable-pip-version-check \
   "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" \
   "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy \
-  "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7" "msgpack>=1.0"
+  "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7" "msgpack>=1.0" "pywebtransport==0.8.1"
 $py -m pip install -q --disable-pip-version-check --no-build-isolation \
   -Cbuild-dir=build -e .
 
@@ -67,5 +69,11 @@ case "$command" in
   test) exec $py -m pytest "$@" ;;
   bench)
     if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
+    if [ "${1:-}" = wt ]; then
+      shift
+      # pywebtransport: the baseline of the datagram row.
+      $py -m pip install -q --disable-pip-version-check "pywebtransport==0.8.1"
+      exec $py benchmarks/wt.py "$@"
+    fi
     exec $py benchmarks/run.py "$@" ;;
 esac

@@ -368,13 +368,13 @@ cdef class Endpoint:
         return handle
 
     def set_corked(self, bint corked):
-        """Corked, stream writes only owe the network thread a wake-up, paid by
+        """Corked, stream commands and datagrams only owe the network thread a wake-up, paid by
         :meth:`flush`; uncorking flushes."""
         if not self.closed:
             aq_endpoint_set_corked(self.ep, corked)
 
     def flush(self):
-        """Wake the network thread if stream writes are waiting for it."""
+        """Wake the network thread if corked commands are waiting for it."""
         if not self.closed:
             aq_endpoint_flush(self.ep)
 

@@ -58,7 +58,7 @@ int aq_conn_send_datagram(aq_conn_t* c, const uint8_t* data, size_t len)
     }
     aq_dgram_queue_push(&c->dg_tx, d);
     pthread_mutex_unlock(&c->dg_lock);
-    aq_push_net(&c->node, AQ_CMD_DGRAM);
+    aq_push_net_corked(&c->node, AQ_CMD_DGRAM);
     return dropped;
 }
 
@@ -207,7 +207,7 @@ void aq_stream_send_fin(aq_stream_t* s)
 void aq_stream_reset(aq_stream_t* s, uint64_t code)
 {
     s->reset_code = code;
-    aq_push_net(&s->node, AQ_CMD_RESET);
+    aq_push_net_corked(&s->node, AQ_CMD_RESET);
 }
 
 void aq_stream_discard_rx(aq_stream_t* s)
@@ -226,12 +226,12 @@ void aq_stream_discard_rx(aq_stream_t* s)
 void aq_stream_release(aq_stream_t* s)
 {
     if (atomic_exchange(&s->release_sent, 1) == 0) {
-        aq_push_net(&s->node, AQ_CMD_RELEASE);
+        aq_push_net_corked(&s->node, AQ_CMD_RELEASE);
     }
 }
 
 void aq_stream_stop_sending(aq_stream_t* s, uint64_t code)
 {
     s->stop_code = code;
-    aq_push_net(&s->node, AQ_CMD_STOP);
+    aq_push_net_corked(&s->node, AQ_CMD_STOP);
 }

@@ -201,7 +201,9 @@ void aq_push_net(aq_node_t* n, uint32_t flags)
 /* Python thread: the same, but while the endpoint is corked the wake-up is only
  * owed: Python pays it once for all the writes of its event-loop turn, so a burst
  * of responses costs one wake-up (a syscall and a context switch) instead of one
- * each, and picoquic can pack their frames into fewer packets. */
+ * each, and picoquic can pack their frames into fewer packets.  Stream writes,
+ * FINs, resets, STOP_SENDING, stream releases and datagrams go this way; opening
+ * and closing connections, credit and key updates wake the thread at once. */
 void aq_push_net_corked(aq_node_t* n, uint32_t flags)
 {
     if (aq_queue_net(n, flags)) {

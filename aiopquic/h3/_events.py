@@ -72,6 +72,17 @@ class UnknownStream:
     data: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class FrameReceived:
+    """A frame of a type HTTP/3 does not know, on a request stream whose owner
+    asked for that type (:meth:`H3Protocol.keep_frames`); other unknown frames
+    are skipped."""
+
+    stream_id: int
+    frame_type: int
+    payload: bytes
+
+
 H3Event = (
     HeadersReceived
     | DataReceived
@@ -80,4 +91,5 @@ H3Event = (
     | SettingsReceived
     | GoAwayReceived
     | UnknownStream
+    | FrameReceived
 )

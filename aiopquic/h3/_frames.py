@@ -196,10 +196,11 @@ class FrameReader:
     DATA payloads come out in pieces as they arrive (a read that holds only
     DATA payload passes through uncopied); other frames are buffered whole up
     to ``max_frame_size`` (:class:`FrameTooLarge` beyond it), except frames of
-    unknown type, whose payload is skipped as it arrives.
+    unknown type, whose payload is skipped as it arrives, unless their type is
+    in ``kept`` (an extension's frames: buffered whole like known ones).
     """
 
-    __slots__ = ("_data", "_frame_type", "_pos", "_remaining", "_skipping", "max_frame_size")
+    __slots__ = ("_data", "_frame_type", "_pos", "_remaining", "_skipping", "kept", "max_frame_size")
 
     def __init__(self, max_frame_size: int) -> None:
         self._data = b""  # bytes taken and not yet parsed start at _pos
@@ -208,6 +209,8 @@ class FrameReader:
         self._remaining = 0
         self._skipping = False
         self.max_frame_size = max_frame_size
+        #: Frame types HTTP/3 does not know that are yielded instead of skipped.
+        self.kept: frozenset[int] = frozenset()
 
     @property
     def at_frame_boundary(self) -> bool:
@@ -264,7 +267,7 @@ class FrameReader:
         self._pos = length[1]
         self._frame_type = frame_type[0]
         self._remaining = length[0]
-        known = self._frame_type in KNOWN_FRAMES
+        known = self._frame_type in KNOWN_FRAMES or self._frame_type in self.kept
         self._skipping = not known
         if known and self._frame_type != FrameType.DATA and self._remaining > self.max_frame_size:
             raise FrameTooLarge(self._frame_type, self._remaining)

@@ -17,8 +17,9 @@ CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 RESPONSE_PSEUDO = frozenset({b":status"})
 
-_FORBIDDEN_NAME_BYTES = frozenset(b"\x00\r\n: ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_FORBIDDEN_VALUE_BYTES = frozenset(b"\x00\r\n")
+#: Bytes a field name must not hold; ``bytes.translate`` deletes them in C, so a
+#: name that loses length had one (a loop over its bytes costs ~5 % of a request).
+_FORBIDDEN_NAME_BYTES = b"\x00\r\n: ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class MessageError(ValueError):
@@ -46,9 +47,9 @@ def _check_field(name: bytes, value: bytes) -> None:
     if not name:
         raise MessageError("empty field name")
     body = name[1:] if name[:1] == b":" else name
-    if not body or any(byte in _FORBIDDEN_NAME_BYTES for byte in body):
+    if not body or len(body.translate(None, _FORBIDDEN_NAME_BYTES)) != len(body):
         raise MessageError(f"invalid field name {name!r} (names must be lowercase tokens)")
-    if any(byte in _FORBIDDEN_VALUE_BYTES for byte in value):
+    if b"\x00" in value or b"\r" in value or b"\n" in value:
         raise MessageError(f"field {name!r} has a NUL, CR or LF in its value")
     if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
         raise MessageError(f"field {name!r} has whitespace around its value")

@@ -26,6 +26,7 @@ import pylsqpack
 from . import _frames as frames
 from ._events import (
     DataReceived,
+    FrameReceived,
     GoAwayReceived,
     H3Event,
     HeadersReceived,
@@ -223,6 +224,12 @@ class H3Protocol:
             self._parse_message(stream_id, message, events)
         return events
 
+    def keep_frames(self, stream_id: int, frame_types: frozenset[int]) -> None:
+        """Hand frames of these unknown types on ``stream_id`` up as
+        :class:`FrameReceived` instead of skipping them (after the headers only)."""
+        message = self._messages.setdefault(stream_id, _Message(self._max_headers_frame))
+        message.reader.kept = frame_types
+
     def is_blocked(self, stream_id: int) -> bool:
         """True while the stream's header section waits for the peer's encoder stream."""
         message = self._messages.get(stream_id)
@@ -259,6 +266,10 @@ class H3Protocol:
         events.append(StreamError(stream_id, code, reason, status))
 
     def _on_request_frame(self, stream_id: int, message: _Message, frame: Frame, events: list[H3Event]) -> None:
+        if frame.type in message.reader.kept:
+            if message.headers_done:  # before them it is an unknown frame like any other
+                events.append(FrameReceived(stream_id, frame.type, frame.payload))
+            return
         if frame.type != FrameType.HEADERS:
             if frame.type == FrameType.PUSH_PROMISE and self.is_client:
                 raise ProtocolError(ErrorCode.H3_ID_ERROR, "PUSH_PROMISE although we never allowed a push")

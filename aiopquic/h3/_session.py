@@ -20,6 +20,7 @@ from ..quic.errors import ConnectionClosed, StreamReset
 from ..quic.stream import QuicReceiveStream, QuicSendStream, QuicStream
 from ._events import (
     DataReceived,
+    FrameReceived,
     GoAwayReceived,
     H3Event,
     HeadersReceived,
@@ -177,7 +178,9 @@ class RequestStream:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def receive_event(self) -> HeadersReceived | DataReceived | TrailersReceived | StreamError | None:
+    async def receive_event(
+        self,
+    ) -> HeadersReceived | DataReceived | TrailersReceived | StreamError | FrameReceived | None:
         """The next event of the peer's message; ``None`` once it is complete.
 
         A :class:`StreamError` is returned, not raised: the caller decides
@@ -188,8 +191,8 @@ class RequestStream:
         while True:
             if self._events:
                 event = self._events.popleft()
-                assert isinstance(event, (HeadersReceived, DataReceived, TrailersReceived, StreamError))
-                if isinstance(event, (TrailersReceived, StreamError)) or event.stream_ended:
+                assert isinstance(event, (HeadersReceived, DataReceived, TrailersReceived, StreamError, FrameReceived))
+                if isinstance(event, (TrailersReceived, StreamError)) or getattr(event, "stream_ended", False):
                     self.receive_done = True
                 return event
             if self.receive_done or self._fin_read:

@@ -165,7 +165,7 @@ class QuicConnection:
     ) -> None:
         self._h = handle
         self._endpoint = endpoint
-        self._wake_soon = endpoint.wake_soon  # after handing stream bytes or a FIN over
+        self._wake_soon = endpoint.wake_soon  # after every corked command (see QuicEndpoint.wake_soon)
         self._config = config
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
@@ -366,6 +366,7 @@ class QuicConnection:
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds max_datagram_size ({limit})")
         self._h.send_datagram(bytes(data))
+        self._wake_soon()
         self._datagrams_sent += 1
 
     async def receive_datagram(self) -> bytes:

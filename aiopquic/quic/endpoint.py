@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Callable
 
 import anyio
@@ -88,9 +89,10 @@ class QuicEndpoint:
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
-        # Corked: stream writes owe the network thread a wake-up, paid once per
+        # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by _flush (see wake_soon).
         self._call_soon = self.lowlevel.current_call_soon()
+        self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         core.set_corked(True)
 
@@ -99,11 +101,17 @@ class QuicEndpoint:
         return self.core.port
 
     def wake_soon(self) -> None:
-        """Stream bytes or a FIN were handed over: wake the network thread once the
-        event loop's current turn is done, together with every other write of it."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._call_soon(self._flush)
+        """A command was handed over corked (stream bytes, a FIN, a reset, a
+        datagram...): wake the network thread once the event loop's current turn
+        is done, together with every other command of it."""
+        if self._flush_scheduled or self._closed:
+            return
+        if threading.get_ident() != self._loop_thread:
+            # A stream's __del__, run by the garbage collector in another thread.
+            self.core.flush()
+            return
+        self._flush_scheduled = True
+        self._call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -110,8 +110,11 @@ class _ReceiveHalf(_Half):
         check_error_code(error_code)
         if not self.closed:
             self.closed = True
-            if not self.done:
+            # Once the FIN is in, the peer has sent everything: STOP_SENDING
+            # would change nothing (RFC 9000 3.5), so only the bytes are dropped.
+            if not self.done and not self._h.fin_received:
                 self._h.stop_sending(error_code)
+                self._conn._wake_soon()
             self._h.discard_rx()
             self.wake()
 
@@ -223,6 +226,7 @@ class _SendHalf(_Half):
         check_error_code(error_code)
         if not self.done:
             self._h.reset(error_code)
+            self._conn._wake_soon()
             self.reset_by_us = True
         self.closed = self.done = True
         self.wake()
@@ -322,6 +326,7 @@ class _StreamBase:
         opened_by_client = not self.stream_id & 1
         if opened_by_client != self._conn.is_client:  # the peer's stream
             self._handle.release()
+            self._conn._wake_soon()
 
     def _abandon(self) -> None:
         """Close what is still open: reset an unfinished send side (its message is

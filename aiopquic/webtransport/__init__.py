@@ -3,7 +3,8 @@
 - :func:`serve_webtransport` serves a :class:`WebTransportApp` (routes,
   ``{name}`` patterns, middleware); ``h3.serve_h3(asgi_app, ...,
   webtransport=app)`` serves it beside an ASGI app on one port.
-- :func:`open_webtransport_session` opens a session to a server.
+- :func:`open_webtransport_session` opens a session to a server;
+  :class:`WebTransportClient` opens many, sharing connections.
 - :class:`WebTransportSession` mirrors ``QuicConnection``: streams
   (:class:`WebTransportStream`, :class:`WebTransportReceiveStream`,
   :class:`WebTransportSendStream`), datagrams, ``close(code, reason)``.
@@ -17,7 +18,7 @@ The wire protocol lives in private modules (``_codes``, ``_capsules``,
 from ._dialects import Dialect, SessionLimits
 from ._messages import MessageDatagrams, MessageDecodeError, MessageError, MessageStream, MessageTooLarge
 from ._routing import SessionRequest, WebTransportApp
-from .client import open_webtransport_session
+from .client import WebTransportClient, open_webtransport_session
 from .errors import SessionClosed, SessionRejected
 from .server import serve_webtransport
 from .session import WebTransportSession
@@ -35,6 +36,7 @@ __all__ = [
     "SessionRejected",
     "SessionRequest",
     "WebTransportApp",
+    "WebTransportClient",
     "WebTransportReceiveStream",
     "WebTransportSendStream",
     "WebTransportSession",

@@ -141,7 +141,8 @@ class UnknownCapsule:
 
 Capsule = CloseSession | DrainSession | MaxData | MaxStreams | DataBlocked | StreamsBlocked | UnknownCapsule
 
-_KNOWN = frozenset(
+#: The capsule types this module decodes (the others are skipped as unknown).
+KNOWN_CAPSULE_TYPES: frozenset[int] = frozenset(
     {
         CapsuleType.CLOSE_SESSION,
         CapsuleType.DRAIN_SESSION,
@@ -233,7 +234,7 @@ class CapsuleReader:
             if length is None:
                 return
             capsule_type, (size, start) = header[0], length
-            if capsule_type not in _KNOWN:
+            if capsule_type not in KNOWN_CAPSULE_TYPES:
                 available = len(self._data) - start
                 self._pos = start + min(size, available)
                 self._skip = size - min(size, available)

@@ -20,19 +20,34 @@ from ..quic.config import QuicConfig
 from ..quic.connection import QuicConnection
 from ..quic.errors import ConnectionClosed, StreamReset
 from ..quic.server import QuicListener
-from ._dialects import InvalidConnect, SessionLimits, is_webtransport_request, parse_connect, response_headers, server_settings
+from ._dialects import (
+    ConnectRequest,
+    SessionLimits,
+    InvalidConnect,
+    flow_control_enabled,
+    is_webtransport_request,
+    parse_connect,
+    response_headers,
+    server_settings,
+)
+from ._flow import SessionFlowControl
+from ._quirks import expects_bare_capsules
+from ._router import SessionRouter
 from ._routing import SessionRequest, WebTransportApp
 from .errors import SessionClosed
-from .session import SessionRouter, WebTransportSession
+from .session import WebTransportSession
 
 __all__ = ["serve_webtransport"]
 
 logger = logging.getLogger("aiopquic.webtransport.server")
 
-#: The session limits we announce. No WT_INITIAL_* limits: session flow
-#: control (draft-13+) is not offered yet, so a connection carries one session
-#: of those drafts at a time (draft-02 has no limit).
-LIMITS = SessionLimits(max_sessions=1, initial_max_data=0, initial_max_streams_bidi=0, initial_max_streams_uni=0)
+#: The session limits we announce (draft-13+): sessions per connection, and
+#: what a client may open and send in each before we grant more (we grant as
+#: the application reads). A client that declares no limits of its own gets
+#: no flow control, and then one session per connection (draft-02: no limit).
+LIMITS = SessionLimits()
+#: The status of a CONNECT beyond the sessions a connection may carry.
+TOO_MANY_SESSIONS = 429
 #: The application error code of a session whose handler raised.
 HANDLER_ERROR_CODE = 1
 #: How long a CONNECT may wait for the client's SETTINGS (the drafts forbid
@@ -73,6 +88,7 @@ class WebTransportServer:
         """The sessions of one connection; its datagrams are read in ``task_group``."""
         sessions = ServerSessions(self.app, conn, h3)
         task_group.start_soon(sessions.read_datagrams)
+        task_group.start_soon(sessions.expire_held)
         return sessions
 
 
@@ -90,6 +106,7 @@ class ServerSessions(SessionRouter):
 
     async def serve(self, request: RequestStream, first: HeadersReceived) -> None:
         """Answer a WebTransport CONNECT, and run its session's handler if accepted."""
+        self.expect(request.stream_id)  # its datagrams and streams may come first
         with anyio.move_on_after(SETTINGS_TIMEOUT):
             await self.h3.settings_received.wait()
         settings = self.h3.protocol.peer_settings
@@ -101,6 +118,10 @@ class ServerSessions(SessionRouter):
         except InvalidConnect as exc:
             await self._refuse(request, exc.status, str(exc))
             return
+        limit = self._session_limit(connect, settings)
+        if len(self.sessions) >= limit:
+            await self._refuse(request, TOO_MANY_SESSIONS, f"this connection carries its limit of {limit} session(s)")
+            return
         status, match = await self.app.admit(SessionRequest.from_connect(connect))
         if match is None:
             await self._refuse(request, status, f"{connect.path!r} refused with {status}")
@@ -108,8 +129,10 @@ class ServerSessions(SessionRouter):
         session = WebTransportSession(
             self, request, dialect=connect.dialect, path=connect.path, headers=connect.headers,
             origin=connect.origin, path_params=match.path_params,
+            flow=SessionFlowControl.negotiate(connect.dialect, LIMITS, settings),
         )
-        self.sessions[session.session_id] = session
+        session._unframed_capsules = expects_bare_capsules(settings)
+        self.establish(session)
         try:
             await request.send_headers(response_headers(connect.dialect))
         except _PEER_GONE:
@@ -149,7 +172,16 @@ class ServerSessions(SessionRouter):
                 pass
 
     @staticmethod
-    async def _refuse(request: RequestStream, status: int, why: str) -> None:
+    def _session_limit(connect: ConnectRequest, settings: dict[int, int]) -> int:
+        """How many sessions this connection may carry at once in the request's dialect."""
+        if not connect.dialect.has_flow_control:
+            return LIMITS.max_sessions  # draft-02 sets no limit: ours
+        if flow_control_enabled(connect.dialect, LIMITS.to_settings(), settings):
+            return LIMITS.max_sessions
+        return 1  # without session flow control a connection carries one session
+
+    async def _refuse(self, request: RequestStream, status: int, why: str) -> None:
+        self.forget(request.stream_id)
         logger.info("WebTransport CONNECT on stream %d answered %d: %s", request.stream_id, status, why)
         try:
             await request.send_headers([(b":status", str(status).encode()), (b"content-length", b"0")], end_stream=True)

@@ -1,39 +1,51 @@
-"""``WebTransportSession``: one session over an HTTP/3 connection, and the
-connection-wide routing of streams and datagrams to sessions."""
+"""``WebTransportSession``: one session over an HTTP/3 connection.
+
+The session owns its CONNECT stream (capsules both ways) and its flow control
+(draft-13+: :class:`~._flow.SessionFlowControl`): opening a stream or sending
+body bytes waits for the peer's credit, reading gives the peer credit back,
+and a peer that goes over our limits ends the session with
+WT_FLOW_CONTROL_ERROR (the connection and other sessions go on). The
+connection-wide routing of streams and datagrams is ``_router.py``'s.
+"""
 
 from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..h3._events import DataReceived, UnknownStream
-from ..h3._frames import ErrorCode, decode_varint, encode_varint
+from ..h3._events import DataReceived, FrameReceived
+from ..h3._frames import ErrorCode, encode_varint
 from ..h3._headers import Headers
-from ..h3._protocol import H3Protocol, ProtocolError
-from ..h3._session import H3Session, RequestStream
+from ..h3._protocol import H3Protocol
+from ..h3._session import RequestStream
 from ..quic.connection import QuicConnection
 from ..quic.errors import ConnectionClosed, StreamReset
 from ..quic.stream import QuicReceiveStream, QuicSendStream, QuicStream
-from ._codes import UNI_STREAM_TYPE, WTErrorCode, app_error_to_h3
+from ._capsules import KNOWN_CAPSULE_TYPES, encode_capsule
+from ._codes import WTErrorCode, app_error_to_h3
 from ._dialects import Dialect, SessionLimits
-from ._flow import SessionFlowControl
-from ._session_state import SessionCloseRequested, SessionCore, SessionFailed
-from ._streams import OtherStream, StreamHeaderError, StreamHeaderReader, bidi_stream_header, uni_stream_header
+from ._flow import FlowControlError, SessionFlowControl
+from ._session_state import SendCreditGranted, SessionCloseRequested, SessionCore, SessionEvent, SessionFailed
+from ._streams import bidi_stream_header, uni_stream_header
 from .errors import SessionClosed
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
+if TYPE_CHECKING:
+    from ._router import SessionRouter
+
 __all__ = ["WebTransportSession"]
 
-logger = logging.getLogger("aiopquic.webtransport")
+logger = logging.getLogger("aiopquic.webtransport.session")
 
 AnyWebTransportStream = WebTransportStream | WebTransportReceiveStream
 #: Streams the peer opened that the application has not accepted yet; beyond
-#: this the peer waits (its streams are read by nobody until then).
+#: this they are refused (WT_BUFFERED_STREAM_REJECTED).
 MAX_QUEUED_STREAMS = 64
 #: Datagrams received and not read yet; more are dropped (and counted).
 MAX_QUEUED_DATAGRAMS = 256
@@ -59,6 +71,7 @@ class WebTransportSession:
         headers: Headers,
         origin: str | None,
         path_params: dict[str, str] | None = None,
+        flow: SessionFlowControl | None = None,
     ) -> None:
         self._router = router
         self._request = request
@@ -75,7 +88,8 @@ class WebTransportSession:
         self.path_params = path_params or {}
         #: Datagrams dropped because nobody read them fast enough.
         self.datagrams_dropped = 0
-        flow = SessionFlowControl(enabled=False, ours=SessionLimits(), theirs={})
+        if flow is None:
+            flow = SessionFlowControl(enabled=False, ours=SessionLimits(), theirs={})
         self._core = SessionCore(self.session_id, dialect, flow)
         self._streams_in: tuple[MemoryObjectSendStream[AnyWebTransportStream], MemoryObjectReceiveStream[AnyWebTransportStream]]
         self._streams_in = anyio.create_memory_object_stream[AnyWebTransportStream](MAX_QUEUED_STREAMS)
@@ -83,8 +97,17 @@ class WebTransportSession:
         self._datagrams_in = anyio.create_memory_object_stream[bytes](MAX_QUEUED_DATAGRAMS)
         self._closed: SessionClosed | None = None
         self._closed_event = anyio.Event()
+        self._credit = anyio.Event()  # set (and replaced) when the peer grants more
+        #: The peer sends its capsules as bare frames on the CONNECT stream, not
+        #: inside DATA frames as RFC 9297 says (pywebtransport 0.8, picoquic's
+        #: h3zero before 2025-10): we read them, and answer in kind.
+        self._unframed_capsules = False
         self._ours: weakref.WeakSet[WebTransportStream | WebTransportSendStream | WebTransportReceiveStream]
         self._ours = weakref.WeakSet()
+        #: Run after the session is closed by ``aclose()`` (the connection of a
+        #: session that has one of its own).
+        self._on_aclose: Callable[[], Awaitable[None]] | None = None
+        request.session.protocol.keep_frames(self.session_id, KNOWN_CAPSULE_TYPES)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -100,23 +123,28 @@ class WebTransportSession:
         """The QUIC connection under the session."""
         return self._router.conn
 
+    @property
+    def flow_control(self) -> bool:
+        """True when session flow control applies (draft-13+, both sides declared limits)."""
+        return self._core.flow.enabled
+
     # --- streams ----------------------------------------------------------------------
 
     async def open_stream(self) -> WebTransportStream:
-        """Open a bidirectional stream in this session."""
-        self._raise_if_closed()
+        """Open a bidirectional stream in this session (waits while the peer allows no more)."""
+        await self._take_stream_credit(True)
         quic = await self._router.conn.open_stream()
         quic.send_nowait(bidi_stream_header(self.session_id))
-        stream = WebTransportStream(quic)
+        stream = WebTransportStream(quic, session=self)
         self._ours.add(stream)
         return stream
 
     async def open_uni_stream(self) -> WebTransportSendStream:
-        """Open a unidirectional (send-only) stream in this session."""
-        self._raise_if_closed()
+        """Open a unidirectional (send-only) stream in this session (waits while the peer allows no more)."""
+        await self._take_stream_credit(False)
         quic = await self._router.conn.open_uni_stream()
         quic.send_nowait(uni_stream_header(self.session_id))
-        stream = WebTransportSendStream(quic)
+        stream = WebTransportSendStream(quic, session=self)
         self._ours.add(stream)
         return stream
 
@@ -172,8 +200,7 @@ class WebTransportSession:
             return
         capsule = self._core.close(error_code, reason)
         try:
-            frame = self._router.h3.protocol.data_frame_header(len(capsule)) + capsule if capsule else b""
-            self._request.stream.send_nowait(frame, eof=True)
+            self._request.stream.send_nowait(self._framed(capsule) if capsule else b"", eof=True)
         except _PEER_GONE:
             pass
         self._set_closed(SessionClosed(
@@ -181,9 +208,14 @@ class WebTransportSession:
         ))
 
     async def aclose(self) -> None:
-        """Close the session with code 0 (see :meth:`close`)."""
+        """Close the session with code 0 (see :meth:`close`); a session opened
+        with ``await open_webtransport_session(...)`` closes its connection too."""
         self.close()
-        await anyio.lowlevel.checkpoint()
+        on_aclose, self._on_aclose = self._on_aclose, None
+        if on_aclose is not None:
+            await on_aclose()
+        else:
+            await anyio.lowlevel.checkpoint()
 
     async def wait_closed(self) -> None:
         """Wait until the session is closed, by either side."""
@@ -197,7 +229,89 @@ class WebTransportSession:
     ) -> None:
         await self.aclose()
 
+    # --- flow control (the streams call these) --------------------------------------------
+
+    async def _take_stream_credit(self, bidirectional: bool) -> None:
+        """Count a stream we open, waiting while the peer's limit says no (WT_STREAMS_BLOCKED once)."""
+        flow = self._core.flow
+        while True:
+            self._raise_if_closed()
+            if flow.can_open_stream(bidirectional):
+                flow.on_stream_opened(bidirectional)
+                return
+            blocked = flow.streams_blocked(bidirectional)
+            if blocked is not None:
+                self._send_capsule(blocked.encode())
+            await self._credit.wait()
+
+    async def _send_body(
+        self, quic: QuicStream | QuicSendStream, data: bytes | bytearray | memoryview, eof: bool
+    ) -> None:
+        """Send a stream's body bytes within the session's credit, waiting for more as needed."""
+        flow = self._core.flow
+        if not flow.enabled:
+            await quic.send(data, eof=eof)
+            return
+        view = memoryview(data).cast("B")
+        while True:
+            self._raise_if_closed()
+            credit = flow.send_credit()
+            assert credit is not None
+            if view and not credit:
+                blocked = flow.data_blocked()
+                if blocked is not None:
+                    self._send_capsule(blocked.encode())
+                await self._credit.wait()
+                continue
+            n = min(credit, len(view))
+            chunk, view = view[:n], view[n:]
+            flow.on_data_sent(n)
+            await quic.send(chunk, eof=eof and not view)
+            if not view:
+                return
+
+    def _body_read(self, n: int) -> None:
+        """The application read ``n`` body bytes: check them against our limit, grant more."""
+        flow = self._core.flow
+        if not flow.enabled or self._closed is not None or not n:
+            return
+        try:
+            flow.on_data_received(n)
+        except FlowControlError as exc:
+            self._fail(exc.error_code, exc.reason)
+            raise self._closed_error() from None
+        grant = flow.on_data_consumed(n)
+        if grant is not None:
+            self._send_capsule(grant.encode())
+
+    def _peer_stream_done(self, bidirectional: bool) -> None:
+        """One of the peer's streams is over: it may open another."""
+        grant = self._core.flow.on_peer_stream_closed(bidirectional)
+        if grant is not None:
+            self._send_capsule(grant.encode())
+
+    def _gone(self) -> SessionClosed | None:
+        """What a stream of this closed session raises (None while it is open)."""
+        return self._closed.copy() if self._closed is not None else None
+
+    def _wake_credit(self) -> None:
+        self._credit.set()
+        self._credit = anyio.Event()
+
     # --- the driver's side ------------------------------------------------------------
+
+    def _framed(self, capsule: bytes) -> bytes:
+        if self._unframed_capsules:
+            return capsule
+        return self._request.session.protocol.data_frame_header(len(capsule)) + capsule
+
+    def _send_capsule(self, capsule: bytes) -> None:
+        if self._closed is not None:
+            return
+        try:
+            self._request.stream.send_nowait(self._framed(capsule))
+        except _PEER_GONE:
+            pass
 
     def _raise_if_closed(self) -> None:
         if self._closed is not None:
@@ -211,7 +325,7 @@ class WebTransportSession:
         if self._closed is not None:
             return
         self._closed = error
-        self._router.sessions.pop(self.session_id, None)
+        self._router.forget(self.session_id)
         self._streams_in[0].close()
         self._datagrams_in[0].close()
         for stream in list(self._ours):  # what is finished already stays as it is
@@ -220,18 +334,41 @@ class WebTransportSession:
                 quic.stop_sending(WTErrorCode.SESSION_GONE)
             if not isinstance(quic, QuicReceiveStream):
                 quic.reset(WTErrorCode.SESSION_GONE)
+        self._wake_credit()
         self._closed_event.set()
         logger.debug("%r: %s", self, error)
 
-    def _deliver_stream(self, stream: AnyWebTransportStream) -> bool:
+    def _fail(self, error_code: int, reason: str) -> None:
+        """The peer broke the protocol in this session: reset the CONNECT stream, end the session."""
+        logger.info("session %d failed: %s", self.session_id, reason)
+        try:
+            self._request.reset(error_code)
+        except _PEER_GONE:
+            pass
+        self._set_closed(SessionClosed(f"session {self.session_id} failed: {reason}", error_code=error_code, reason=reason))
+
+    def _deliver_stream(self, quic: QuicStream | QuicReceiveStream, prefix: bytes) -> int | None:
+        """Take a stream the peer opened; the code to refuse it with, or None."""
         if self._closed is not None:
-            return False
+            return WTErrorCode.SESSION_GONE
+        bidirectional = isinstance(quic, QuicStream)
+        try:
+            self._core.flow.on_peer_stream(bidirectional)
+        except FlowControlError as exc:
+            self._fail(exc.error_code, exc.reason)
+            return WTErrorCode.SESSION_GONE
+        stream: AnyWebTransportStream
+        if isinstance(quic, QuicStream):
+            stream = WebTransportStream(quic, prefix, session=self, peer_opened=True)
+        else:
+            stream = WebTransportReceiveStream(quic, prefix, session=self)
         try:
             self._streams_in[0].send_nowait(stream)
         except anyio.WouldBlock:
-            return False
+            self._peer_stream_done(bidirectional)
+            return WTErrorCode.BUFFERED_STREAM_REJECTED
         self._ours.add(stream)
-        return True
+        return None
 
     def _deliver_datagram(self, payload: bytes) -> None:
         if self._closed is not None:
@@ -246,17 +383,26 @@ class WebTransportSession:
         try:
             while self._closed is None:
                 event = await self._request.receive_event()
+                events: list[SessionEvent]
                 if event is None:
                     events = self._core.receive_capsule_data(b"", True)
                 elif isinstance(event, DataReceived):
                     events = self._core.receive_capsule_data(bytes(event.data), event.stream_ended)
+                elif isinstance(event, FrameReceived):
+                    if not self._unframed_capsules:
+                        logger.info("session %d: the peer sends capsules outside DATA frames; answering in kind", self.session_id)
+                        self._unframed_capsules = True
+                    events = self._core.receive_capsule_data(encode_capsule(event.frame_type, event.payload))
                 else:  # trailers or a malformed message: the session cannot go on
                     events = [SessionFailed(ErrorCode.H3_MESSAGE_ERROR, f"unexpected {type(event).__name__} on the CONNECT stream")]
                 for session_event in events:
                     self._on_event(session_event)
-        except StreamReset:
-            for session_event in self._core.connect_stream_reset():
-                self._on_event(session_event)
+        except StreamReset as exc:
+            if self._core.connect_stream_reset():  # the session was open: say why it ended
+                self._set_closed(SessionClosed(
+                    f"session {self.session_id}: the peer reset its CONNECT stream (error code 0x{exc.error_code:x})",
+                    error_code=exc.error_code, reason="", by_peer=True,
+                ))
         except ConnectionClosed as exc:
             self._set_closed(SessionClosed(
                 f"session {self.session_id}: its connection closed ({exc})",
@@ -268,7 +414,7 @@ class WebTransportSession:
             if self._closed is None:  # cancelled, or the H3 layer failed
                 self._set_closed(SessionClosed(f"session {self.session_id} is over"))
 
-    def _on_event(self, event: object) -> None:
+    def _on_event(self, event: SessionEvent) -> None:
         if isinstance(event, SessionCloseRequested):
             try:  # our answer: the end of our side of the CONNECT stream
                 self._request.stream.send_nowait(b"", eof=True)
@@ -279,102 +425,6 @@ class WebTransportSession:
                 error_code=event.error_code, reason=event.reason, by_peer=True,
             ))
         elif isinstance(event, SessionFailed):
-            self._request.reset(event.error_code)
-            self._set_closed(SessionClosed(
-                f"session {self.session_id} failed: {event.reason}", error_code=event.error_code, reason=event.reason
-            ))
-
-
-class SessionRouter:
-    """Hands an HTTP/3 connection's WebTransport streams and datagrams to their sessions."""
-
-    def __init__(self, conn: QuicConnection, h3: H3Session) -> None:
-        self.conn = conn
-        self.h3 = h3
-        self.sessions: dict[int, WebTransportSession] = {}
-        #: Datagrams for no session we know (dropped).
-        self.datagrams_dropped = 0
-        h3.on_unknown_stream = self.take_uni_stream
-
-    async def take_bidi_stream(self, stream: QuicStream) -> bytes | None:
-        """Read a peer bidi stream's first bytes: ``None`` if it was WebTransport's
-        (handed to its session, or refused), else the bytes read (an HTTP/3 request)."""
-        reader = StreamHeaderReader(unidirectional=False)
-        while True:
-            try:
-                data, fin = await stream.receive(), False
-            except anyio.EndOfStream:
-                data, fin = b"", True
-            try:
-                header = reader.feed(data, fin)
-            except StreamHeaderError as exc:
-                self._refuse_stream(stream, exc)
-                return None
-            if header is None:
-                continue
-            if isinstance(header, OtherStream):
-                return header.data
-            session = self.sessions.get(header.session_id)
-            if session is None or not session._deliver_stream(WebTransportStream(stream, header.data)):
-                self._reject(stream, header.session_id)
-            return None
-
-    async def take_uni_stream(self, stream: QuicReceiveStream, event: UnknownStream) -> bool:
-        """H3Session's taker of unknown uni stream types: WebTransport's are 0x54."""
-        if event.stream_type != UNI_STREAM_TYPE:
-            return False
-        buffer = event.data
-        while (parsed := decode_varint(buffer)) is None:
-            try:
-                buffer += await stream.receive()
-            except anyio.EndOfStream:
-                stream.stop_sending(ErrorCode.H3_FRAME_ERROR)
-                return True
-        session_id, start = parsed
-        session = self.sessions.get(session_id)
-        if session is None or not session._deliver_stream(WebTransportReceiveStream(stream, buffer[start:])):
-            self._reject(stream, session_id)
-        return True
-
-    async def read_datagrams(self) -> None:
-        """Route the connection's datagrams to their sessions, until it closes."""
-        try:
-            while True:
-                datagram = await self.conn.receive_datagram()
-                try:
-                    session_id, payload = H3Protocol.decode_datagram(datagram)
-                except ProtocolError as exc:
-                    raise self.h3.fail(exc) from None
-                session = self.sessions.get(session_id)
-                if session is None:
-                    self.datagrams_dropped += 1
-                else:
-                    session._deliver_datagram(payload)
-        except (ConnectionClosed, anyio.ClosedResourceError):
-            pass
-
-    def close_all(self, error: ConnectionClosed | None = None) -> None:
-        """The connection is going: every session ends."""
-        for session in list(self.sessions.values()):
-            session._set_closed(SessionClosed(
-                f"session {session.session_id}: its connection closed",
-                error_code=error.error_code if error else 0,
-                reason=error.reason if error else "",
-                by_peer=error.by_peer if error else False,
-            ))
-
-    def _refuse_stream(self, stream: Any, exc: StreamHeaderError) -> None:
-        if exc.connection_error:
-            self.h3.fail(ProtocolError(exc.error_code, exc.reason))
-        else:
-            stream.stop_sending(exc.error_code)
-            if isinstance(stream, QuicStream):
-                stream.reset(exc.error_code)
-
-    @staticmethod
-    def _reject(stream: QuicStream | QuicReceiveStream, session_id: int) -> None:
-        """A stream for no session we know (or one that takes no more streams)."""
-        logger.debug("stream %d for unknown session %d refused", stream.stream_id, session_id)
-        stream.stop_sending(WTErrorCode.BUFFERED_STREAM_REJECTED)
-        if isinstance(stream, QuicStream):
-            stream.reset(WTErrorCode.BUFFERED_STREAM_REJECTED)
+            self._fail(event.error_code, event.reason)
+        elif isinstance(event, SendCreditGranted):
+            self._wake_credit()

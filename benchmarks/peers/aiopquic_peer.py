@@ -164,15 +164,20 @@ async def exchange(conn, payload: bytes, response_size: int) -> None:
     await read_response(stream, response_size, 65536)
 
 
+async def bulk_down(conn, args) -> dict:
+    """One download of ``args.size`` bytes on ``conn`` (anything with ``open_stream()``)."""
+    t0 = time.perf_counter()
+    stream = await conn.open_stream()
+    await stream.send(header(args.size))
+    await stream.send_eof()
+    await read_response(stream, args.size)
+    elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
+
+
 async def client_bulk_down(args, config) -> dict:
     async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
-        t0 = time.perf_counter()
-        stream = await conn.open_stream()
-        await stream.send(header(args.size))
-        await stream.send_eof()
-        await read_response(stream, args.size)
-        elapsed = time.perf_counter() - t0
-    return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
+        return await bulk_down(conn, args)
 
 
 async def client_bulk_up(args, config) -> dict:
@@ -192,16 +197,21 @@ async def client_bulk_up(args, config) -> dict:
     return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
 
 
-async def client_rr(args, config) -> dict:
+async def request_response(conn, args) -> dict:
+    """1 KiB request/response exchanges on ``conn``, a new stream each: latency percentiles."""
     payload = request(1024, 1024)
     latencies: list[float] = []
-    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
-        for i in range(args.warmup + args.iterations):
-            t0 = time.perf_counter_ns()
-            await exchange(conn, payload, 1024)
-            if i >= args.warmup:
-                latencies.append((time.perf_counter_ns() - t0) / 1000.0)
+    for i in range(args.warmup + args.iterations):
+        t0 = time.perf_counter_ns()
+        await exchange(conn, payload, 1024)
+        if i >= args.warmup:
+            latencies.append((time.perf_counter_ns() - t0) / 1000.0)
     return summarize_rr(latencies)
+
+
+async def client_rr(args, config) -> dict:
+    async with aiopquic.open_quic_connection(args.host, args.port, config=config) as conn:
+        return await request_response(conn, args)
 
 
 async def sequential_handshakes(args, config, client=None) -> tuple[float, list[float]]:
