@@ -25,7 +25,8 @@ from tests.lossy_relay import Impairment, LossyRelay  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--upstream-port", type=int, required=True, help="the server's port on 127.0.0.1")
+    parser.add_argument("--upstream-port", type=int, required=True, help="the server's port")
+    parser.add_argument("--upstream-host", default="127.0.0.1", help="the server's address")
     parser.add_argument("--rtt-ms", type=float, required=True, help="round-trip time added (half each way)")
     args = parser.parse_args()
     stop = threading.Event()
@@ -36,7 +37,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     impairment = Impairment(delay=args.rtt_ms / 2000)
-    with LossyRelay(("127.0.0.1", args.upstream_port), impairment) as relay:
+    with LossyRelay((args.upstream_host, args.upstream_port), impairment) as relay:
         print(json.dumps({"event": "listening", "port": relay.port}), flush=True)
         while not stop.wait(1.0):
             if relay.error is not None:

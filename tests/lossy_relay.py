@@ -111,7 +111,8 @@ class LossyRelay:
     to the same impairment for the reverse direction.  With ``blackout`` (a
     duration in seconds), every datagram in both directions is dropped for that
     long once ``blackout_after`` bytes have been forwarded (both directions
-    counted): a link that goes dark mid-transfer.
+    counted): a link that goes dark mid-transfer.  Clients reach the relay on
+    ``listen_host`` (loopback unless said).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class LossyRelay:
         seed: int = 0,
         blackout: float = 0.0,
         blackout_after: int = 0,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         to_server = to_server or Impairment()
         to_client = to_client or to_server
@@ -140,8 +142,10 @@ class LossyRelay:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             sock.setblocking(False)
-        self._front.bind(("127.0.0.1", 0))
-        self._back.bind(("127.0.0.1", 0))
+        self._front.bind((listen_host, 0))
+        # Towards a server outside loopback (another network namespace), the
+        # kernel picks the source address.
+        self._back.bind(("127.0.0.1" if upstream[0].startswith("127.") else "0.0.0.0", 0))
         self._client: tuple[str, int] | None = None
         self._heap: list[tuple[float, int, bool, bytes]] = []  # (due, seq, to_server, data)
         self._seq = 0
@@ -152,7 +156,7 @@ class LossyRelay:
 
     @property
     def port(self) -> int:
-        """The port clients connect to (on 127.0.0.1)."""
+        """The port clients connect to (on ``listen_host``)."""
         return int(self._front.getsockname()[1])
 
     @property

@@ -38,14 +38,22 @@ def payload(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-async def _send_all(stream: QuicStream, data: bytes) -> None:
+async def _send_all(stream: QuicStream, data: bytes, midway: Callable[[], None] | None = None) -> None:
+    """Send ``data`` and FIN; call ``midway()`` once half of it has been sent."""
     view = memoryview(data)
     for offset in range(0, len(view), CHUNK):
+        if midway is not None and offset >= len(view) // 2:
+            midway()
+            midway = None
         await stream.send(view[offset : offset + CHUNK])
     await stream.send_eof()
 
 
-async def _hash_to_eof(stream: QuicStream) -> tuple[bytes, int]:
+async def _hash_to_eof(
+    stream: QuicStream, midway: Callable[[], None] | None = None, half: int = 0
+) -> tuple[bytes, int]:
+    """SHA-256 and size of what arrives until FIN; ``midway()`` is called once
+    ``half`` bytes have arrived."""
     digest = hashlib.sha256()
     size = 0
     try:
@@ -53,8 +61,28 @@ async def _hash_to_eof(stream: QuicStream) -> tuple[bytes, int]:
             chunk = await stream.receive(1 << 20)
             digest.update(chunk)
             size += len(chunk)
+            if midway is not None and size >= half:
+                midway()
+                midway = None
     except anyio.EndOfStream:
         return digest.digest(), size
+
+
+async def client_transfer(
+    conn: QuicConnection, direction: str, size: int, midway: Callable[[], None] | None = None
+) -> tuple[bytes, int]:
+    """The client's side of one transfer on a new stream of ``conn``: returns the
+    SHA-256 of the payload as the receiver saw it and how many bytes it got.
+    ``midway()`` is called once half of the payload has been sent (up) or
+    received (down)."""
+    stream = await conn.open_stream()
+    if direction == "up":
+        await stream.send(b"U" + size.to_bytes(8, "big"))
+        await _send_all(stream, payload(size), midway)
+        return await read_all(stream), size  # the server's SHA-256 of what it read
+    await stream.send(b"D" + size.to_bytes(8, "big"))
+    await stream.send_eof()
+    return await _hash_to_eof(stream, midway, size // 2)
 
 
 def transfer_handler(
@@ -152,16 +180,7 @@ async def transfer(
             port = relay.port if relay is not None else listener.port
             with anyio.move_on_after(timeout) as scope:
                 async with open_quic_connection("127.0.0.1", port, config=client_config) as conn:
-                    stream = await conn.open_stream()
-                    if direction == "up":
-                        await stream.send(b"U" + size.to_bytes(8, "big"))
-                        await _send_all(stream, payload(size))
-                        digest = await read_all(stream)  # the server's SHA-256 of what it read
-                        got = size
-                    else:
-                        await stream.send(b"D" + size.to_bytes(8, "big"))
-                        await stream.send_eof()
-                        digest, got = await _hash_to_eof(stream)
+                    digest, got = await client_transfer(conn, direction, size)
                     client_stats = conn.stats
             seconds = time.monotonic() - start
             # Keep the relay up until the server has seen the client's CONNECTION_CLOSE

@@ -16,9 +16,11 @@ case "$command" in
   *) echo "usage: bash tools/run.sh demo|test|bench [args...]" >&2; exit 2 ;;
 esac
 
-# System packages: a C compiler, OpenSSL headers, pkg-config.
+# System packages: a C compiler, OpenSSL headers, pkg-config; iproute2 (ip, tc)
+# for the tests that put client and server in network namespaces.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing+=(iproute2)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
