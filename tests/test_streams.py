@@ -179,3 +179,39 @@ async def test_byte_stream_wrappers_work(server_config: QuicConfig, client_confi
                 buffered = BufferedByteReceiveStream(stream)
                 lines = [await buffered.receive_until(b"\r\n", 100) for _ in range(3)]
                 assert lines == [b"one", b"two", b"three"]
+
+
+async def test_receive_nowait_takes_only_what_is_buffered(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    go = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            assert isinstance(stream, QuicStream)
+            assert await read_all(stream) == b"ask"
+            await go.wait()
+            await stream.send(b"hello", eof=True)  # one hand-off: the bytes and the FIN arrive together
+            await conn.wait_closed()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"ask", eof=True)
+                with pytest.raises(anyio.WouldBlock):
+                    stream.receive_nowait()  # the server has sent nothing yet
+                async with anyio.create_task_group() as tg:
+                    first = []
+
+                    async def receive_one() -> None:
+                        first.append(await stream.receive(1))
+
+                    tg.start_soon(receive_one)
+                    await anyio.wait_all_tasks_blocked()
+                    with pytest.raises(anyio.BusyResourceError):
+                        stream.receive_nowait()  # a receive() waits: it must see the bytes first
+                    go.set()
+                assert first == [b"h"]
+                assert stream.receive_nowait() == b"ello"
+                with pytest.raises(anyio.EndOfStream):
+                    stream.receive_nowait()

@@ -24,6 +24,7 @@ from ._session import H3Session, RequestStream
 
 if TYPE_CHECKING:
     from ..webtransport._routing import WebTransportApp
+    from ..webtransport._streams import StreamHeaderReader
     from ..webtransport.server import ServerSessions, WebTransportServer
 
 __all__ = ["serve_h3"]
@@ -102,7 +103,7 @@ class _ServerConnection:
                     if self.webtransport is None:
                         self._start_request(tg, stream)
                     else:  # a request, or a WebTransport session's stream: its first bytes tell
-                        tg.start_soon(self._sort_stream, tg, stream)
+                        self._sort_stream_now(tg, stream)
                 elif isinstance(stream, QuicReceiveStream):
                     tg.start_soon(self.session.read_uni_stream, stream)
         except (ConnectionClosed, anyio.ClosedResourceError):
@@ -110,10 +111,21 @@ class _ServerConnection:
         finally:
             self._draining.set()
 
-    async def _sort_stream(self, tg: TaskGroup, stream: QuicStream) -> None:
+    def _sort_stream_now(self, tg: TaskGroup, stream: QuicStream) -> None:
         assert self.webtransport is not None
         try:
-            prefix = await self.webtransport.take_bidi_stream(stream)
+            done, prefix, reader = self.webtransport.sort_bidi_stream(stream)
+        except _PEER_GONE:
+            return
+        if not done:  # its first bytes are still on their way
+            tg.start_soon(self._sort_stream, tg, stream, reader)
+        elif prefix is not None:
+            self._start_request(tg, stream, prefix)
+
+    async def _sort_stream(self, tg: TaskGroup, stream: QuicStream, reader: StreamHeaderReader) -> None:
+        assert self.webtransport is not None
+        try:
+            prefix = await self.webtransport.take_bidi_stream(stream, reader)
         except _PEER_GONE:
             return
         if prefix is not None:

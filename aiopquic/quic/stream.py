@@ -76,8 +76,20 @@ class _ReceiveHalf(_Half):
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         await self._conn._ll.checkpoint_if_cancelled()
-        h = self._h
         waited = False
+        while True:
+            data = self.take(max_bytes)
+            if data:
+                if not waited:  # every call yields once, as trio expects
+                    await self._conn._ll.cancel_shielded_checkpoint()
+                return data
+            await self._wait()
+            waited = True
+
+    def take(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of what is buffered, b"" if nothing is; raises what
+        ended the stream (EndOfStream, StreamReset, ClosedResourceError)."""
+        h = self._h
         while True:
             if self.closed:
                 raise anyio.ClosedResourceError("this stream's receiving side was closed by us")
@@ -94,8 +106,6 @@ class _ReceiveHalf(_Half):
             fin = h.fin_received
             data = h.read(max_bytes)
             if data:
-                if not waited:  # every call yields once, as trio expects
-                    await self._conn._ll.cancel_shielded_checkpoint()
                 return data
             if not fin and h.fin_received:
                 continue  # the FIN landed after our first look: read again, it is all in
@@ -103,8 +113,7 @@ class _ReceiveHalf(_Half):
                 self.done = True
                 raise anyio.EndOfStream
             self._conn._raise_if_closed()
-            await self._wait()
-            waited = True
+            return b""
 
     def stop(self, error_code: int) -> None:
         check_error_code(error_code)
@@ -357,6 +366,29 @@ class _Receiving(_StreamBase):
         except (anyio.EndOfStream, StreamReset):
             self._conn._forget_if_finished(self)
             raise
+        self._conn._bytes_received += len(data)
+        return data
+
+    def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes:
+        """Return up to ``max_bytes`` of the bytes already received, without waiting.
+
+        Raises :class:`anyio.WouldBlock` if none are buffered yet,
+        :class:`anyio.BusyResourceError` while a :meth:`receive` waits in another
+        task, and otherwise what :meth:`receive` raises. It never yields to the
+        event loop.
+        """
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        spot = self._rx._spot
+        if spot is not None and spot.occupied:
+            raise anyio.BusyResourceError("receiving from")
+        try:
+            data = self._rx.take(max_bytes)
+        except (anyio.EndOfStream, StreamReset):
+            self._conn._forget_if_finished(self)
+            raise
+        if not data:
+            raise anyio.WouldBlock
         self._conn._bytes_received += len(data)
         return data
 

@@ -12,6 +12,7 @@ unless that session's CONNECT is known and awaits its answer.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -41,6 +42,15 @@ MAX_BUFFERED_STREAMS = 8
 MAX_BUFFERED_DATAGRAMS = 8
 #: How long such a stream waits before it is rejected.
 BUFFER_TIMEOUT = 2.0
+
+
+class Unsorted(enum.Enum):
+    """A stream whose first bytes do not say yet what it is."""
+
+    UNSORTED = enum.auto()
+
+
+UNSORTED = Unsorted.UNSORTED
 
 PeerStream = QuicStream | QuicReceiveStream
 
@@ -104,26 +114,51 @@ class SessionRouter:
 
     # --- the peer's streams -------------------------------------------------------------
 
-    async def take_bidi_stream(self, stream: QuicStream) -> bytes | None:
-        """Read a peer bidi stream's first bytes: ``None`` if it was WebTransport's
-        (handed to its session, held, or refused), else the bytes read (an HTTP/3 request)."""
+    def sort_bidi_stream(self, stream: QuicStream) -> tuple[bool, bytes | None, StreamHeaderReader]:
+        """Sort a peer bidi stream by the bytes already received, without waiting:
+        ``(True, what take_bidi_stream would return, _)``, or ``(False, None,
+        reader)`` if its first bytes are not all in yet (go on with
+        ``take_bidi_stream(stream, reader)``). Most streams arrive with their
+        first bytes, so most need no task of their own to be sorted."""
         reader = StreamHeaderReader(unidirectional=False)
+        while True:
+            try:
+                data, fin = stream.receive_nowait(), False
+            except anyio.WouldBlock:
+                return False, None, reader
+            except anyio.EndOfStream:
+                data, fin = b"", True
+            sorted_ = self._sort(stream, reader, data, fin)
+            if not isinstance(sorted_, Unsorted):
+                return True, sorted_, reader
+
+    async def take_bidi_stream(self, stream: QuicStream, reader: StreamHeaderReader | None = None) -> bytes | None:
+        """Read a peer bidi stream's first bytes: ``None`` if it was WebTransport's
+        (handed to its session, held, or refused), else the bytes read (an HTTP/3 request).
+        ``reader`` goes on from :meth:`sort_bidi_stream`."""
+        if reader is None:
+            reader = StreamHeaderReader(unidirectional=False)
         while True:
             try:
                 data, fin = await stream.receive(), False
             except anyio.EndOfStream:
                 data, fin = b"", True
-            try:
-                header = reader.feed(data, fin)
-            except StreamHeaderError as exc:
-                self._refuse_stream(stream, exc)
-                return None
-            if header is None:
-                continue
-            if isinstance(header, OtherStream):
-                return header.data
-            self._route(stream, header.session_id, header.data)
+            sorted_ = self._sort(stream, reader, data, fin)
+            if not isinstance(sorted_, Unsorted):
+                return sorted_
+
+    def _sort(self, stream: QuicStream, reader: StreamHeaderReader, data: bytes, fin: bool) -> bytes | None | Unsorted:
+        try:
+            header = reader.feed(data, fin)
+        except StreamHeaderError as exc:
+            self._refuse_stream(stream, exc)
             return None
+        if header is None:
+            return UNSORTED
+        if isinstance(header, OtherStream):
+            return header.data
+        self._route(stream, header.session_id, header.data)
+        return None
 
     async def take_uni_stream(self, stream: QuicReceiveStream, event: UnknownStream) -> bool:
         """H3Session's taker of unknown uni stream types: WebTransport's are 0x54."""
