@@ -48,7 +48,7 @@ def echo_app(seen: dict[str, Any]) -> wt.WebTransportApp:
                 async for stream in session:
                     tg.start_soon(answer, stream)
             finally:
-                seen["closed"] = session._closed
+                seen["closed"] = session.close_error
                 tg.cancel_scope.cancel()
 
     @app.route("/rooms/{name}")
@@ -260,3 +260,36 @@ async def test_our_client_against_aioquic_webtransport_server(h3_client_config: 
                 await anyio.sleep(0.01)
     assert server.seen.closes == [(42, "bye from aiopquic")]
     assert server.seen.paths == ["/echo", "/close", "/nowhere"]
+
+
+async def test_messages_over_a_session(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    """MessageStream on a session's stream and MessageDatagrams on its datagrams,
+    as the guide shows them: a chat-like exchange, JSON both ways."""
+    app = wt.WebTransportApp()
+
+    @app.route("/chat")
+    async def chat(session: wt.WebTransportSession) -> None:
+        stream = await session.accept_stream()
+        assert isinstance(stream, wt.WebTransportStream)
+        async with wt.MessageStream(stream) as messages:
+            async for message in messages:
+                await messages.send({"echo": message["text"], "n": message["n"] + 1})
+        datagrams = wt.MessageDatagrams(session)
+        await datagrams.send({"pong": await datagrams.receive()})
+        await session.wait_closed()
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            async with wt.open_webtransport_session(f"https://localhost:{port}/chat", config=h3_client_config) as session:
+                messages = wt.MessageStream(await session.open_stream())
+                replies = []
+                for n in range(3):
+                    await messages.send({"text": f"hello {n}", "n": n})
+                    replies.append(await messages.receive())
+                await messages.send_eof()
+                with pytest.raises(anyio.EndOfStream):
+                    await messages.receive()
+                assert replies == [{"echo": f"hello {n}", "n": n + 1} for n in range(3)]
+                datagrams = wt.MessageDatagrams(session)
+                await datagrams.send([1, "two", None])
+                assert await datagrams.receive() == {"pong": [1, "two", None]}
