@@ -681,8 +681,8 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   opening the stream to the FIN of the response (upload: the server answers after the last byte
   is checked), handshake excluded. picoquicdemo: its own Upload/Download_Mbps (its connection
   duration, handshake included). "bbr": the same download with every peer on bbr, whatever --cc
-  says (aioquic and qh3 have none). With --rtt-ms, clients reach servers through benchmarks/relay.py (a
-  Python relay in its own process, which caps every peer at its own speed).
+  says (aioquic and qh3 have none). With --rtt-ms, clients reach servers through
+  benchmarks/relay.py (a Python relay in its own process, which caps every peer at its own speed).
 - req/resp: a fresh bidirectional stream per request, 1 KiB each way, sequential, after warm-up.
   picoquicdemo has no per-request timings: (mean) = (time of a chain of N+1 dependent requests
   - a chain of 1) / N. On a VM it swings between ~10 and ~80 us from run to run, depending on
