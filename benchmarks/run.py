@@ -1,4 +1,4 @@
-"""aiopquic benchmarks: one command, four peers, the same machine, the same run.
+"""aiopquic benchmarks: one command, five peers, the same machine, the same run.
 
     python benchmarks/run.py                 # full run, a few minutes
     python benchmarks/run.py --quick         # about a minute, smaller sizes
@@ -8,6 +8,8 @@
 Peers (each one runs its own client *and* its own server, in two processes):
   aiopquic/asyncio, aiopquic/trio   benchmarks/peers/aiopquic_peer.py
   aioquic                           benchmarks/peers/aioquic_peer.py (asyncio)
+  qh3                               benchmarks/peers/qh3_peer.py (asyncio; aioquic's
+                                    fork with a Rust core, the same driver)
   picoquicdemo                      picoquic's own tool, built by Meson from the
                                     same fetched sources as aiopquic
                                     (``ninja -C build picoquicdemo``)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -602,8 +605,9 @@ def fmt(value: float | None) -> str:
 
 def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str], skipped: dict[str, str]) -> None:
     ours = [p for p in ("aiopquic/asyncio", "aiopquic/trio") if p in peer_names]
-    refs = [p for p in ("picoquicdemo", "aioquic") if p in peer_names]
-    short = {"aiopquic/asyncio": "asyncio", "aiopquic/trio": "trio", "picoquicdemo": "pqd", "aioquic": "aioquic"}
+    refs = [p for p in ("picoquicdemo", "aioquic", "qh3") if p in peer_names]
+    short = {"aiopquic/asyncio": "asyncio", "aiopquic/trio": "trio", "picoquicdemo": "pqd", "aioquic": "aioquic",
+             "qh3": "qh3"}
     headers = ["workload", "unit", "target"] + peer_names + [f"{short[o]}/{short[r]}" for r in refs for o in ours]
     rows: list[list[str]] = []
     for m in metrics(s):
@@ -630,7 +634,7 @@ def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_name
                     cell += " (mean)"
                 if p == "picoquicdemo" and m.key == "handshake":
                     cell += " †"
-                if p == "aioquic" and m.key == "handshake":
+                if p in ("aioquic", "qh3") and m.key == "handshake":
                     cell += " ‡"
             cells.append(cell)
         for r in refs:
@@ -677,15 +681,15 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   opening the stream to the FIN of the response (upload: the server answers after the last byte
   is checked), handshake excluded. picoquicdemo: its own Upload/Download_Mbps (its connection
   duration, handshake included). "bbr": the same download with every peer on bbr, whatever --cc
-  says (aioquic has none). With --rtt-ms, clients reach servers through benchmarks/relay.py (a
-  Python relay in its own process, which caps every peer at its own speed).
+  says (aioquic and qh3 have none). With --rtt-ms, clients reach servers through
+  benchmarks/relay.py (a Python relay in its own process, which caps every peer at its own speed).
 - req/resp: a fresh bidirectional stream per request, 1 KiB each way, sequential, after warm-up.
   picoquicdemo has no per-request timings: (mean) = (time of a chain of N+1 dependent requests
   - a chain of 1) / N. On a VM it swings between ~10 and ~80 us from run to run, depending on
   whether the scheduler puts its client and server on the same CPU (a cross-CPU wake-up costs
   ~20 us on one VM seen, ~50 us on another: see "this machine" above).
 - this machine (calibrate.py): the bare cost of the hand-offs every latency figure is made of.
-  A 1 KiB request/response makes two process wake-ups for aioquic and picoquicdemo (the UDP
+  A 1 KiB request/response makes two process wake-ups for aioquic, qh3 and picoquicdemo (the UDP
   round trip is their floor in Python) and, for aiopquic, four more network-thread <-> Python
   hops (each half a thread round trip). "Through anyio": the same UDP round trip on anyio's
   UDP sockets, a task per request on the echo side, no QUIC: the floor of an anyio-native
@@ -699,24 +703,25 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   the other peers are not measured that way); "one QuicClient": full handshakes again, every
   connection through one `QuicClient` (one socket and network thread for all of them, so no
   endpoint or thread start-up per connection). † picoquicdemo: one process per connection; the figure is 1 / its in-process
-  Connection_duration (start to close), process start-up excluded. ‡ aioquic: `async with
+  Connection_duration (start to close), process start-up excluded. ‡ aioquic, qh3: `async with
   connect()`, whose exit waits out the closing period (3 PTO, ~100 ms on loopback).
 - streams: one connection (handshake excluded), all streams opened at once, each sends 16 KiB
   (+ 8-byte header) and FIN, the server checks it and answers 8 bytes; time until every answer is
   in. picoquicdemo: its connection duration minus that of a one-exchange connection.
 - target: aiopquic's goals, for information (never asserted).
-- aiopquic and aioquic: max_data 16 MiB, max_stream_data 1 MiB, max_streams_bidi 1000, 1 MiB
-  send buffer. Every peer uses the same congestion control (--cc)."""
+- aiopquic, aioquic and qh3: max_data 16 MiB, max_stream_data 1 MiB, max_streams_bidi 1000, 1 MiB
+  send buffer. Every peer uses the same congestion control (--cc), except qh3, which has no
+  setting for it and keeps its own."""
 
 
 # -- main ----------------------------------------------------------------------------
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="aiopquic vs aioquic vs picoquicdemo, same machine, same run")
+    parser = argparse.ArgumentParser(description="aiopquic vs aioquic, qh3 and picoquicdemo, same machine, same run")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run with smaller sizes")
     parser.add_argument("--only", default=None, help="comma-separated workloads and/or peers: " + ", ".join(WORKLOADS)
-                        + ", asyncio, trio, aioquic, picoquicdemo")
+                        + ", asyncio, trio, aioquic, qh3, picoquicdemo")
     parser.add_argument("--bulk-mib", type=int, default=None, help="bulk payload in MiB (default 256, quick 32)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per measurement, best-of (default 5, quick 1)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -735,7 +740,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
 
-    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aioquic", "picoquicdemo"]
+    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aioquic", "qh3", "picoquicdemo"]
     workloads = list(WORKLOADS)
     peer_names = list(all_peers)
     if args.only:
@@ -780,7 +785,10 @@ def main() -> int:
         "aiopquic/asyncio": PythonPeer("aiopquic/asyncio", "aiopquic_peer.py", "asyncio"),
         "aiopquic/trio": PythonPeer("aiopquic/trio", "aiopquic_peer.py", "trio"),
         "aioquic": PythonPeer("aioquic", "aioquic_peer.py", None),
+        "qh3": PythonPeer("qh3", "qh3_peer.py", None),
     }
+    if "qh3" in peer_names and importlib.util.find_spec("qh3") is None:
+        skipped["qh3"] = "not installed (pip install qh3; `bash tools/run.sh bench` installs it)"
     if "picoquicdemo" in peer_names:
         binary, message = picoquicdemo(args.build_dir.resolve())
         if message:
@@ -805,8 +813,8 @@ def main() -> int:
             prefix = f"[{round_no + 1}/{s.rounds}] " if s.rounds > 1 else ""
             for w in workloads:
                 for p in peer_names:
-                    if p in skipped or (p == "aioquic" and w.endswith("-bbr")):
-                        continue  # aioquic has no bbr
+                    if p in skipped or (p in ("aioquic", "qh3") and w.endswith("-bbr")):
+                        continue  # aioquic and qh3 have no bbr
                     log(f"  {prefix}{w:<10} {p:<17} ...")
                     outcome = peers[p].run(w, certdir, workdir, s)
                     merge(outcomes, (p, w), outcome)

@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: installs what aiopquic needs, then runs
 #   bash tools/run.sh demo   - server + client over QUIC on loopback
 #   bash tools/run.sh test   - the test suite (asyncio and trio)
-#   bash tools/run.sh bench  - benchmarks against aioquic and picoquic's own tool
+#   bash tools/run.sh bench  - benchmarks against aioquic, qh3 and picoquic's own tool
 #   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
 #   bash tools/run.sh bench wt - the WebTransport benchmark (against raw QUIC and pywebtransport)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
@@ -47,6 +47,12 @@ $py -m pip install -q --disable-pip-version-check \
   "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7" "msgpack>=1.0" "pywebtransport==0.8.1"
 $py -m pip install -q --disable-pip-version-check --no-build-isolation \
   -Cbuild-dir=build -e .
+
+# The benchmark's qh3 peer (aioquic's fork with a Rust core): only for bench. Pinned,
+# as benchmarks/peers/qh3_peer.py patches one private detail of qh3 2.1.
+if [ "$command" = bench ]; then
+  $py -m pip install -q --disable-pip-version-check "qh3==2.1.0"
+fi
 
 # The HTTP/3 benchmark's load generator: ngtcp2's gtlsclient (Debian's ngtcp2-client).
 if [ "$command" = bench ] && ! command -v gtlsclient >/dev/null 2>&1; then
