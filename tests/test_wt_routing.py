@@ -5,7 +5,14 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from aiopquic.webtransport._dialects import ConnectRequest, Dialect, client_settings, parse_connect, request_headers
+from aiopquic.webtransport._dialects import (
+    ConnectRequest,
+    Dialect,
+    SessionLimits,
+    client_settings,
+    parse_connect,
+    request_headers,
+)
 from aiopquic.webtransport._routing import RouteMatch, SessionRequest, WebTransportApp
 
 
@@ -114,3 +121,11 @@ def test_session_request_from_a_validated_connect() -> None:
     connect = parse_connect(headers, client_settings())
     assert isinstance(connect, ConnectRequest)
     assert SessionRequest.from_connect(connect) == SessionRequest("/rooms/a/b", headers, "https://o", "h:1", Dialect.DRAFT13, "k=v")
+
+
+def test_an_app_takes_only_session_limits() -> None:
+    assert WebTransportApp().limits == SessionLimits()
+    limits = SessionLimits(max_sessions=2, initial_max_data=1 << 20)
+    assert WebTransportApp(limits=limits).limits is limits
+    with pytest.raises(TypeError, match="limits must be a SessionLimits"):
+        WebTransportApp(limits={"max_sessions": 2})  # type: ignore[arg-type]

@@ -15,7 +15,6 @@ import pytest
 from aiopquic import QuicConfig, StreamReset
 from aiopquic import webtransport as wt
 from aiopquic.h3._protocol import H3Protocol
-from aiopquic.webtransport import client as wt_client
 from aiopquic.webtransport import server as wt_server_module
 from aiopquic.webtransport._codes import WTErrorCode
 from aiopquic.webtransport._dialects import server_settings
@@ -29,9 +28,9 @@ pytestmark = pytest.mark.anyio
 SMALL = wt.SessionLimits(max_sessions=16, initial_max_data=4096, initial_max_streams_bidi=2, initial_max_streams_uni=1)
 
 
-def tracking_app(seen: dict[str, Any]) -> wt.WebTransportApp:
+def tracking_app(seen: dict[str, Any], limits: wt.SessionLimits | None = None) -> wt.WebTransportApp:
     """Echo bidi streams; every session's end goes into seen["closed"] (by session id)."""
-    app = wt.WebTransportApp()
+    app = wt.WebTransportApp(limits=limits)
     seen.setdefault("closed", {})
     seen.setdefault("sessions", [])
 
@@ -60,7 +59,7 @@ def tracking_app(seen: dict[str, Any]) -> wt.WebTransportApp:
                 async for stream in session:
                     tg.start_soon(answer, stream)
             finally:
-                seen["closed"][session.session_id] = session._closed
+                seen["closed"][session.session_id] = session.close_error
                 tg.cancel_scope.cancel()
 
     return app
@@ -73,16 +72,17 @@ async def wait_for(predicate: Any, timeout: float = 5) -> None:
 
 
 async def test_credit_is_granted_as_read_and_senders_wait_for_it(
-    monkeypatch: pytest.MonkeyPatch, h3_server_config: QuicConfig, h3_client_config: QuicConfig
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
 ) -> None:
     # 4 KiB and 2 bidi streams per session each way: 6 echoes of 20 KiB at once
     # only get through by waiting for credit, which reading grants.
-    monkeypatch.setattr(wt_server_module, "LIMITS", SMALL)
-    monkeypatch.setattr(wt_client, "LIMITS", SMALL)
     payloads = [bytes([i]) * 20_000 for i in range(6)]
+    app = echo_app({})
+    app.limits = SMALL
     with anyio.fail_after(20):
-        async with wt_server(echo_app({}), h3_server_config) as port:
-            async with wt.open_webtransport_session(f"https://localhost:{port}/echo", config=h3_client_config) as session:
+        async with wt_server(app, h3_server_config) as port:
+            url = f"https://localhost:{port}/echo"
+            async with wt.open_webtransport_session(url, config=h3_client_config, limits=SMALL) as session:
                 assert session.flow_control
                 flow = session._core.flow
                 assert (flow.send_max_data, flow.send_max_streams[True]) == (4096, 2)
@@ -106,12 +106,11 @@ async def test_credit_is_granted_as_read_and_senders_wait_for_it(
 
 
 async def test_a_peer_over_our_limits_ends_only_its_session(
-    monkeypatch: pytest.MonkeyPatch, h3_server_config: QuicConfig, h3_client_config: QuicConfig
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
 ) -> None:
-    monkeypatch.setattr(wt_server_module, "LIMITS", SMALL)
     seen: dict[str, Any] = {}
     with anyio.fail_after(20):
-        async with wt_server(tracking_app(seen), h3_server_config) as port:
+        async with wt_server(tracking_app(seen, SMALL), h3_server_config) as port:
             url = f"https://localhost:{port}/echo"
             async with wt.WebTransportClient(h3_client_config) as client:
                 bad_data = await client.open_session(url)
@@ -146,12 +145,11 @@ async def test_a_peer_over_our_limits_ends_only_its_session(
 
 
 async def test_sessions_share_a_connection_until_the_server_says_no(
-    monkeypatch: pytest.MonkeyPatch, h3_server_config: QuicConfig, h3_client_config: QuicConfig
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
 ) -> None:
-    monkeypatch.setattr(wt_server_module, "LIMITS", wt.SessionLimits(max_sessions=3))
     seen: dict[str, Any] = {}
     with anyio.fail_after(20):
-        async with wt_server(tracking_app(seen), h3_server_config) as port:
+        async with wt_server(tracking_app(seen, wt.SessionLimits(max_sessions=3)), h3_server_config) as port:
             url = f"https://localhost:{port}/echo"
             async with wt.WebTransportClient(h3_client_config) as client:
                 sessions = [await client.open_session(url) for _ in range(3)]
@@ -241,9 +239,8 @@ async def test_a_429_from_a_shared_connection_opens_another(
         return settings
 
     monkeypatch.setattr(wt_server_module, "server_settings", without_max_sessions)
-    monkeypatch.setattr(wt_server_module, "LIMITS", wt.SessionLimits(max_sessions=2))
     with anyio.fail_after(20):
-        async with wt_server(tracking_app({}), h3_server_config) as port:
+        async with wt_server(tracking_app({}, wt.SessionLimits(max_sessions=2)), h3_server_config) as port:
             url = f"https://localhost:{port}/echo"
             async with wt.WebTransportClient(h3_client_config) as client:
                 sessions = [await client.open_session(url) for _ in range(5)]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..h3._headers import Headers
-from ._dialects import ConnectRequest, Dialect
+from ._dialects import ConnectRequest, Dialect, SessionLimits
 
 #: A session handler: ``async def handler(session) -> None``. Its argument is the
 #: driver's session object (``WebTransportSession``), which knows its ``path_params``.
@@ -114,9 +114,17 @@ class WebTransportApp:
         @app.middleware
         async def only_our_origin(request: SessionRequest) -> int | None:
             return None if request.origin == "https://example.org" else 403
+
+    ``limits`` is what a client may do per connection and session (draft-13+:
+    WT_MAX_SESSIONS and the initial session flow-control windows; draft-02
+    peers get ``max_sessions`` per connection and no flow control).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, limits: SessionLimits | None = None) -> None:
+        if limits is not None and not isinstance(limits, SessionLimits):
+            raise TypeError(f"limits must be a SessionLimits, not {type(limits).__name__}")
+        #: What each client connection and session may do (see the class doc).
+        self.limits = limits if limits is not None else SessionLimits()
         self._static: dict[str, _Route] = {}
         self._patterns: list[_Route] = []
         self._middleware: list[Middleware] = []

@@ -43,9 +43,10 @@ logger = logging.getLogger("aiopquic.webtransport.client")
 HeaderInput = Iterable[tuple[str | bytes, str | bytes]]
 Origin = tuple[str, int]
 
-#: What our client allows a server per session (draft-13+ flow control): the
-#: server's streams and bytes in each session before we grant more.
-LIMITS = SessionLimits(max_sessions=1)
+#: What our client allows a server per session unless told otherwise (draft-13+
+#: flow control): the server's streams and bytes in each session before we
+#: grant more.
+DEFAULT_LIMITS = SessionLimits(max_sessions=1)
 
 
 def _to_bytes(value: str | bytes) -> bytes:
@@ -63,8 +64,9 @@ class _ClientSessions(SessionRouter):
 class _Connection:
     """One HTTP/3 connection of the client and the sessions on it."""
 
-    def __init__(self, h3: H3Connection) -> None:
+    def __init__(self, h3: H3Connection, limits: SessionLimits) -> None:
         self.h3 = h3
+        self.limits = limits
         self.router = _ClientSessions(h3.quic, h3.session)
         h3.on_peer_stream = self.router.take_server_stream
         self.opening = 0  # sessions whose CONNECT awaits its answer
@@ -105,7 +107,7 @@ class _Connection:
             return False
         if dialect is Dialect.DRAFT02:
             return True
-        if not flow_control_enabled(dialect, LIMITS.to_settings(), peer):
+        if not flow_control_enabled(dialect, self.limits.to_settings(), peer):
             return count == 0
         max_sessions = peer.get(WTSetting.WT_MAX_SESSIONS)
         return max_sessions is None or count < max_sessions
@@ -119,7 +121,7 @@ class _Connection:
         request = await h3._open_request("CONNECT")
         connect = request_headers(dialect, authority=h3.authority, path=path, extra=headers)
         origin = next((value.decode("latin-1") for name, value in headers if name == b"origin"), None)
-        flow = SessionFlowControl.negotiate(dialect, LIMITS, h3.session.protocol.peer_settings or {})
+        flow = SessionFlowControl.negotiate(dialect, self.limits, h3.session.protocol.peer_settings or {})
         session = WebTransportSession(
             self.router, request, dialect=dialect, path=path.partition("?")[0], headers=connect, origin=origin, flow=flow
         )
@@ -199,11 +201,22 @@ class WebTransportClient:
     WT_MAX_SESSIONS; draft-02: no limit); otherwise a session gets a
     connection of its own. Leaving the ``async with`` closes every session and
     connection. ``config.alpn`` must offer ``"h3"``; QUIC datagrams are turned
-    on if it has none.
+    on if it has none. ``limits`` is what a server may open and send in each
+    session before we grant more (draft-13+ flow control).
     """
 
-    def __init__(self, config: QuicConfig, *, local_host: str | None = None, local_port: int = 0) -> None:
+    def __init__(
+        self,
+        config: QuicConfig,
+        *,
+        limits: SessionLimits | None = None,
+        local_host: str | None = None,
+        local_port: int = 0,
+    ) -> None:
+        if limits is not None and not isinstance(limits, SessionLimits):
+            raise TypeError(f"limits must be a SessionLimits, not {type(limits).__name__}")
         self.config = _client_config(config)
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
         self._quic = QuicClient(self.config, local_host=local_host, local_port=local_port)
         self._task_group: TaskGroup | None = None
         self._connections: dict[Origin, list[_Connection]] = {}
@@ -299,8 +312,8 @@ class WebTransportClient:
         quic = await self._quic.connect(host, port)
         try:
             await quic.__aenter__()
-            settings = H3Settings(h3_datagram=True, extra={k: v for k, v in client_settings(LIMITS).items() if v})
-            conn = _Connection(H3Connection(quic, _authority(host, port), settings=settings))
+            settings = H3Settings(h3_datagram=True, extra={k: v for k, v in client_settings(self.limits).items() if v})
+            conn = _Connection(H3Connection(quic, _authority(host, port), settings=settings), self.limits)
             await conn.start(self._task_group)
         except BaseException:
             quic.close(ErrorCode.H3_INTERNAL_ERROR, "")
@@ -313,10 +326,17 @@ class _OpenSession:
     """What :meth:`WebTransportClient.open_session` and :func:`open_webtransport_session`
     return: awaitable, and an async context manager."""
 
-    def __init__(self, client: WebTransportClient | None, url: str, headers: HeaderInput, config: QuicConfig | None = None) -> None:
+    def __init__(
+        self,
+        client: WebTransportClient | None,
+        url: str,
+        headers: HeaderInput,
+        config: QuicConfig | None = None,
+        limits: SessionLimits | None = None,
+    ) -> None:
         _parse_url(url)
         self._client = client
-        self._own_client = WebTransportClient(config) if client is None and config is not None else None
+        self._own_client = WebTransportClient(config, limits=limits) if client is None and config is not None else None
         self._url = url
         self._headers = list(headers)
         self._session: WebTransportSession | None = None
@@ -362,7 +382,9 @@ class _OpenSession:
             await anyio.lowlevel.checkpoint()
 
 
-def open_webtransport_session(url: str, *, config: QuicConfig, headers: HeaderInput = ()) -> _OpenSession:
+def open_webtransport_session(
+    url: str, *, config: QuicConfig, headers: HeaderInput = (), limits: SessionLimits | None = None
+) -> _OpenSession:
     """Open a WebTransport session to ``url`` (``https://host:port/path``) on a connection of its own.
 
     ``async with open_webtransport_session(url, config=config) as session:``,
@@ -373,7 +395,7 @@ def open_webtransport_session(url: str, *, config: QuicConfig, headers: HeaderIn
     (``session.dialect``). ``headers`` are added to the CONNECT (an
     ``origin``, say). A refused CONNECT raises :class:`SessionRejected` with
     the server's status. ``config.alpn`` must offer ``"h3"``; QUIC datagrams
-    are turned on if it has none. Several sessions sharing connections:
-    :class:`WebTransportClient`.
+    are turned on if it has none. ``limits``: as for :class:`WebTransportClient`.
+    Several sessions sharing connections: :class:`WebTransportClient`.
     """
-    return _OpenSession(None, url, headers, _client_config(config))
+    return _OpenSession(None, url, headers, _client_config(config), limits)

@@ -22,7 +22,6 @@ from ..quic.errors import ConnectionClosed, StreamReset
 from ..quic.server import QuicListener
 from ._dialects import (
     ConnectRequest,
-    SessionLimits,
     InvalidConnect,
     flow_control_enabled,
     is_webtransport_request,
@@ -41,11 +40,6 @@ __all__ = ["serve_webtransport"]
 
 logger = logging.getLogger("aiopquic.webtransport.server")
 
-#: The session limits we announce (draft-13+): sessions per connection, and
-#: what a client may open and send in each before we grant more (we grant as
-#: the application reads). A client that declares no limits of its own gets
-#: no flow control, and then one session per connection (draft-02: no limit).
-LIMITS = SessionLimits()
 #: The status of a CONNECT beyond the sessions a connection may carry.
 TOO_MANY_SESSIONS = 429
 #: The application error code of a session whose handler raised.
@@ -70,12 +64,10 @@ class WebTransportServer:
             raise TypeError(f"webtransport= takes a WebTransportApp, not {type(app).__name__}")
         self.app = app
 
-    @staticmethod
-    def h3_settings(base: H3Settings) -> H3Settings:
+    def h3_settings(self, base: H3Settings) -> H3Settings:
         """Our SETTINGS with extended CONNECT, HTTP datagrams and every dialect's."""
-        return dataclasses.replace(
-            base, enable_connect_protocol=True, h3_datagram=True, extra={**base.extra, **server_settings(LIMITS)}
-        )
+        extra = {**base.extra, **server_settings(self.app.limits)}
+        return dataclasses.replace(base, enable_connect_protocol=True, h3_datagram=True, extra=extra)
 
     @staticmethod
     def quic_config(config: QuicConfig) -> QuicConfig:
@@ -134,7 +126,7 @@ class ServerSessions(SessionRouter):
         session = WebTransportSession(
             self, request, dialect=connect.dialect, path=connect.path, headers=connect.headers,
             origin=connect.origin, path_params=match.path_params,
-            flow=SessionFlowControl.negotiate(connect.dialect, LIMITS, settings),
+            flow=SessionFlowControl.negotiate(connect.dialect, self.app.limits, settings),
         )
         session._unframed_capsules = expects_bare_capsules(settings)
         self.establish(session)
@@ -176,13 +168,13 @@ class ServerSessions(SessionRouter):
             except (*_PEER_GONE, H3Error):  # the connection failed: nothing to wait for
                 pass
 
-    @staticmethod
-    def _session_limit(connect: ConnectRequest, settings: dict[int, int]) -> int:
+    def _session_limit(self, connect: ConnectRequest, settings: dict[int, int]) -> int:
         """How many sessions this connection may carry at once in the request's dialect."""
+        limits = self.app.limits
         if not connect.dialect.has_flow_control:
-            return LIMITS.max_sessions  # draft-02 sets no limit: ours
-        if flow_control_enabled(connect.dialect, LIMITS.to_settings(), settings):
-            return LIMITS.max_sessions
+            return limits.max_sessions  # draft-02 sets no limit: ours
+        if flow_control_enabled(connect.dialect, limits.to_settings(), settings):
+            return limits.max_sessions
         return 1  # without session flow control a connection carries one session
 
     async def _refuse(self, request: RequestStream, status: int, why: str) -> None:
