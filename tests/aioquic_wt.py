@@ -26,7 +26,7 @@ from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, DatagramReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent
+from aioquic.quic.events import QuicEvent, StopSendingReceived
 
 from aiopquic.cli.certs import CertificateSet
 
@@ -55,8 +55,14 @@ class _Client(QuicConnectionProtocol):
         self.headers = asyncio.Event()
         self.datagram = asyncio.Event()
         self.connect_ended = asyncio.Event()  # the server's end of the CONNECT stream
+        #: What came on the CONNECT stream, in order: "data", "end", "stop_sending".
+        self.connect_events: list[str] = []
+        self.connect_data = bytearray()
+        self.session_id: int | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StopSendingReceived) and event.stream_id == self.session_id:
+            self.connect_events.append("stop_sending")
         for http_event in self.http.handle_event(event):
             self._on(http_event)
 
@@ -68,8 +74,13 @@ class _Client(QuicConnectionProtocol):
             self.report.streams.setdefault(event.stream_id, bytearray()).extend(event.data)
             if event.stream_ended:
                 self.ended.setdefault(event.stream_id, asyncio.Event()).set()
-        elif isinstance(event, DataReceived) and event.stream_ended:
-            self.connect_ended.set()
+        elif isinstance(event, DataReceived) and event.stream_id == self.session_id:
+            if event.data:
+                self.connect_events.append("data")
+                self.connect_data.extend(event.data)
+            if event.stream_ended:
+                self.connect_events.append("end")
+                self.connect_ended.set()
         elif isinstance(event, DatagramReceived):
             self.report.datagram_echo = event.data
             self.datagram.set()
@@ -97,7 +108,7 @@ def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], pay
     async def run() -> SessionReport:
         async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as client:
             assert isinstance(client, _Client)
-            session = client._quic.get_next_available_stream_id()
+            session = client.session_id = client._quic.get_next_available_stream_id()
             client.http.send_headers(session, [
                 (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
                 (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
@@ -127,6 +138,33 @@ def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], pay
             client.transmit()
             await client.connect_ended.wait()  # the server's answer to the close
             return client.report
+
+    return asyncio.run(asyncio.wait_for(run(), 15))
+
+
+def aioquic_session_closed_by_server(port: int, path: str, *, cafile: str | os.PathLike[str]) -> tuple[list[str], bytes]:
+    """Open a session the server closes at once; what came on the CONNECT
+    stream, in order, by the time the server's end of it arrived, and its bytes."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost",
+                               max_datagram_frame_size=65536)
+    config.load_verify_locations(cafile=os.fspath(cafile))
+    config.verify_mode = ssl.CERT_REQUIRED
+
+    async def run() -> tuple[list[str], bytes]:
+        async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as client:
+            assert isinstance(client, _Client)
+            session = client.session_id = client._quic.get_next_available_stream_id()
+            client.http.send_headers(session, [
+                (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
+                (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
+                (b"sec-webtransport-http3-draft02", b"1"),
+            ])
+            client.transmit()
+            await client.connect_ended.wait()
+            seen = list(client.connect_events)
+            client.http.send_data(session, b"", end_stream=True)  # our answer to the close
+            client.transmit()
+            return seen, bytes(client.connect_data)
 
     return asyncio.run(asyncio.wait_for(run(), 15))
 

@@ -223,6 +223,28 @@ async def test_aioquic_webtransport_client_draft02(h3_server_config: QuicConfig,
     assert (closed.error_code, closed.reason, closed.by_peer) == (42, "bye from aioquic", True)
 
 
+async def test_a_session_the_server_closes_reaches_aioquic(h3_server_config: QuicConfig, certs: Any) -> None:
+    # An independent client sees our close: the capsule with the code and reason,
+    # then the end of the CONNECT stream, and no STOP_SENDING ahead of them
+    # (Chromium took one that overtook the close for a reset of the session;
+    # aioquic's ordering never showed that race, the Chromium test did).
+    from .aioquic_wt import aioquic_session_closed_by_server
+    from .helpers import run_blocking
+
+    app = wt.WebTransportApp()
+
+    @app.route("/bye")
+    async def bye(session: wt.WebTransportSession) -> None:
+        session.close(7, "server says bye")
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            events, data = await run_blocking(aioquic_session_closed_by_server, port, "/bye", cafile=certs.cafile)
+    assert events[-1] == "end" and "stop_sending" not in events, events
+    # The DATA frames' payload: CLOSE_WEBTRANSPORT_SESSION (0x2843), length 4 + 15, code 7, the reason.
+    assert data == bytes.fromhex("6843") + bytes([19]) + (7).to_bytes(4, "big") + b"server says bye"
+
+
 async def test_our_client_against_aioquic_webtransport_server(h3_client_config: QuicConfig, certs: Any) -> None:
     # An independent server (aioquic, draft-02): streams both ways, a datagram,
     # our close capsule reaching it, and its close capsule reaching us.
