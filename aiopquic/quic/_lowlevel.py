@@ -11,7 +11,8 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   call; these are the backend's own functions, looked up once.
 - ``call_soon``: run a plain function once the event loop's current turn is
   done (asyncio's ``loop.call_soon``, trio's ``TrioToken.run_sync_soon``); the
-  endpoint wakes its network thread that way once for all of a turn's writes.
+  endpoint wakes its network thread that way once for all of a turn's writes
+  (on trio only until its flusher task runs: see ``QuicEndpoint._run_flusher``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import anyio
 import sniffio
 
 from .._core import EV_READY, ConnHandle, Endpoint
-from ._lowlevel import lowlevel_for
+from ._lowlevel import Spot, lowlevel_for
 from .config import QuicConfig
 from .connection import QuicConnection
 from .errors import ConnectionClosed
@@ -92,6 +92,7 @@ class QuicEndpoint:
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by _flush (see wake_soon).
         self._call_soon = self.lowlevel.current_call_soon()
+        self._flusher: Spot | None = None  # trio's (see _run_flusher)
         self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         core.set_corked(True)
@@ -111,11 +112,28 @@ class QuicEndpoint:
             self.core.flush()
             return
         self._flush_scheduled = True
-        self._call_soon(self._flush)
+        flusher = self._flusher
+        if flusher is not None and flusher.occupied:
+            flusher.wake()
+        else:
+            self._call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.core.flush()
+
+    async def _run_flusher(self) -> None:
+        """trio: flush after each batch of runnable tasks. A task rescheduled now
+        runs in trio's next batch, like asyncio's call_soon; trio's own
+        ``run_sync_soon`` is made for other threads and costs a write to its
+        wake-up socket, a read and a task step every time."""
+        spot = self._flusher = self.lowlevel.spot()
+        try:
+            while True:
+                await spot.wait()
+                self._flush()
+        finally:
+            self._flusher = None
 
     def add_connection(self, conn: QuicConnection) -> None:
         self._connections.add(conn)
@@ -139,11 +157,13 @@ class QuicEndpoint:
                         self._adopted_event = anyio.Event()
                         self._announce_connections()
                 else:
-                    fd = self.core.fileno()
-                    while True:
-                        await anyio.wait_readable(fd)
-                        self.dispatch()
-                        self._announce_connections()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._run_flusher)
+                        fd = self.core.fileno()
+                        while True:
+                            await anyio.wait_readable(fd)
+                            self.dispatch()
+                            self._announce_connections()
         finally:
             self._remove_asyncio_reader()
             self._dispatcher_done.set()
