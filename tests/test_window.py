@@ -1,6 +1,6 @@
 """Receive window autotuning (issue 12): a stream's window starts at
-``max_stream_data`` and doubles while the application drains a whole window
-within two round trips, up to ``max_stream_window`` (default ``max_data``).
+``max_stream_data`` and doubles while the application reads at least half a
+window per round trip, up to ``max_stream_window`` (default ``max_data``).
 Checked functionally through the delaying relay, on the receiver's
 ``stats.stream_window``; the goodput it buys is measured by
 ``benchmarks/run.py --rtt-ms 20``, never here.  Also: a plain bbr transfer on

@@ -126,7 +126,7 @@ struct aq_stream {
     int app_released;       /* Python is done with the stream (AQ_CMD_RELEASE) */
     int pq_released;        /* picoquic is done with it */
     int credit_returned;    /* a peer's stream: MAX_STREAMS counts it again */
-    uint64_t tune_time;     /* window autotuning: when this measurement began (0: not yet) */
+    uint64_t tune_time;     /* window autotuning: when this interval began (0: not yet) */
     uint64_t tune_read;     /* ... and how many bytes Python had read then */
     aq_stream_t* prev;
     aq_stream_t* next;

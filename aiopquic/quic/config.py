@@ -110,8 +110,8 @@ class QuicConfig:
     max_data: int = 16 * 1024 * 1024
     #: Per-stream receive window to start with (QUIC initial_max_stream_data).
     #: Window autotuning doubles a stream's window whenever the application reads
-    #: a whole window within two round trips (the window, not the reader, limited
-    #: the transfer), up to ``max_stream_window``.
+    #: at least half a window per round trip, measured over round trips (the
+    #: window, not the reader, limited the transfer), up to ``max_stream_window``.
     max_stream_data: int = 1024 * 1024
     #: How far autotuning may grow a stream's receive window: ``None`` means
     #: ``max_data`` (which bounds the memory of all streams together anyway);
