@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..h3._events import DataReceived, FrameReceived
 from ..h3._frames import ErrorCode, encode_varint
@@ -31,6 +30,7 @@ from ._capsules import KNOWN_CAPSULE_TYPES, encode_capsule
 from ._codes import WTErrorCode, app_error_to_h3
 from ._dialects import Dialect, SessionLimits
 from ._flow import FlowControlError, SessionFlowControl
+from ._inbox import Inbox
 from ._session_state import SendCreditGranted, SessionCloseRequested, SessionCore, SessionEvent, SessionFailed
 from ._streams import bidi_stream_header, uni_stream_header
 from .errors import SessionClosed
@@ -91,10 +91,9 @@ class WebTransportSession:
         if flow is None:
             flow = SessionFlowControl(enabled=False, ours=SessionLimits(), theirs={})
         self._core = SessionCore(self.session_id, dialect, flow)
-        self._streams_in: tuple[MemoryObjectSendStream[AnyWebTransportStream], MemoryObjectReceiveStream[AnyWebTransportStream]]
-        self._streams_in = anyio.create_memory_object_stream[AnyWebTransportStream](MAX_QUEUED_STREAMS)
-        self._datagrams_in: tuple[MemoryObjectSendStream[bytes], MemoryObjectReceiveStream[bytes]]
-        self._datagrams_in = anyio.create_memory_object_stream[bytes](MAX_QUEUED_DATAGRAMS)
+        lowlevel = router.conn._ll
+        self._streams_in = Inbox[AnyWebTransportStream](MAX_QUEUED_STREAMS, lowlevel, "accepting streams from")
+        self._datagrams_in = Inbox[bytes](MAX_QUEUED_DATAGRAMS, lowlevel, "receiving datagrams from")
         self._closed: SessionClosed | None = None
         self._closed_event = anyio.Event()
         self._credit = anyio.Event()  # set (and replaced) when the peer grants more
@@ -156,10 +155,13 @@ class WebTransportSession:
         return stream
 
     async def accept_stream(self) -> AnyWebTransportStream:
-        """The next stream the peer opened; :class:`SessionClosed` once the session is over."""
+        """The next stream the peer opened; :class:`SessionClosed` once the session is over.
+
+        One task accepts at a time (:class:`anyio.BusyResourceError` for a second
+        one), as with ``QuicConnection.accept_stream``."""
         try:
-            return await self._streams_in[1].receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self._streams_in.get()
+        except anyio.EndOfStream:
             raise self._closed_error() from None
 
     def __aiter__(self) -> WebTransportSession:
@@ -185,10 +187,12 @@ class WebTransportSession:
         await self._router.conn.send_datagram(H3Protocol.encode_datagram(self.session_id, bytes(data)))
 
     async def receive_datagram(self) -> bytes:
-        """The next datagram of this session; :class:`SessionClosed` once it is over."""
+        """The next datagram of this session; :class:`SessionClosed` once it is over.
+
+        One task receives at a time (:class:`anyio.BusyResourceError` for a second one)."""
         try:
-            return await self._datagrams_in[1].receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self._datagrams_in.get()
+        except anyio.EndOfStream:
             raise self._closed_error() from None
 
     # --- closing ----------------------------------------------------------------------
@@ -333,8 +337,8 @@ class WebTransportSession:
             return
         self._closed = error
         self._router.forget(self.session_id)
-        self._streams_in[0].close()
-        self._datagrams_in[0].close()
+        self._streams_in.close()
+        self._datagrams_in.close()
         for stream in list(self._ours):  # what is finished already stays as it is
             quic = stream._quic
             if not isinstance(quic, QuicSendStream):
@@ -369,9 +373,7 @@ class WebTransportSession:
             stream = WebTransportStream(quic, prefix, session=self, peer_opened=True)
         else:
             stream = WebTransportReceiveStream(quic, prefix, session=self)
-        try:
-            self._streams_in[0].send_nowait(stream)
-        except anyio.WouldBlock:
+        if not self._streams_in.put_nowait(stream):
             self._peer_stream_done(bidirectional)
             return WTErrorCode.BUFFERED_STREAM_REJECTED
         self._ours.add(stream)
@@ -380,9 +382,7 @@ class WebTransportSession:
     def _deliver_datagram(self, payload: bytes) -> None:
         if self._closed is not None:
             return
-        try:
-            self._datagrams_in[0].send_nowait(payload)
-        except anyio.WouldBlock:
+        if not self._datagrams_in.put_nowait(payload):
             self.datagrams_dropped += 1
 
     async def _run(self) -> None:

@@ -1,0 +1,64 @@
+"""A session's queue of what the peer sent (streams, datagrams), read by one task.
+
+The driver puts without waiting; one task takes, as ``QuicConnection`` hands
+out its streams: a deque and a parking spot, no per-item objects. An anyio
+memory object stream costs several times more per item, and a WebTransport
+request/response pays it on every stream.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, TypeVar
+
+import anyio
+
+from ..quic._lowlevel import Lowlevel
+
+T = TypeVar("T")
+
+__all__ = ["Inbox"]
+
+
+class Inbox(Generic[T]):
+    """Up to ``size`` items waiting; :meth:`get` raises :class:`anyio.EndOfStream`
+    once closed and empty (what was put before :meth:`close` is still handed out)."""
+
+    __slots__ = ("_activity", "_items", "_ll", "_size", "_spot", "closed")
+
+    def __init__(self, size: int, lowlevel: Lowlevel, activity: str) -> None:
+        self._items: deque[T] = deque()
+        self._size = size
+        self._ll = lowlevel
+        self._spot = lowlevel.spot()
+        self._activity = activity
+        self.closed = False
+
+    def put_nowait(self, item: T) -> bool:
+        """Queue ``item`` for the reader; False (nothing queued) when full or closed."""
+        if self.closed or len(self._items) >= self._size:
+            return False
+        self._items.append(item)
+        self._spot.wake()
+        return True
+
+    def close(self) -> None:
+        """No more items: the reader gets what is queued, then EndOfStream."""
+        self.closed = True
+        self._spot.wake()
+
+    async def get(self) -> T:
+        """The next item, waiting for one; a cancelled call loses none."""
+        await self._ll.checkpoint_if_cancelled()
+        waited = False
+        while not self._items:
+            if self.closed:
+                raise anyio.EndOfStream
+            if self._spot.occupied:
+                raise anyio.BusyResourceError(self._activity)
+            await self._spot.wait()
+            waited = True
+        item = self._items.popleft()
+        if not waited:  # every call yields once, as trio expects
+            await self._ll.cancel_shielded_checkpoint()
+        return item
