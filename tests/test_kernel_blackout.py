@@ -89,7 +89,12 @@ def test_transfer_survives_kernel_blackout(
     backend: str, kind: str, cc: str, direction: str,
 ) -> None:
     server_cfg, client_cfg = configs(server_config, client_config, cc, idle_timeout=30.0)
-    client_cfg = dataclasses.replace(client_cfg, server_name="localhost")  # what the certificate names
+    # A fixed 1 MiB receive window: when the outage starts half-way, at most that
+    # much more can already be on its way, so the rest needs the network back.
+    server_cfg = dataclasses.replace(server_cfg, max_stream_data=MIB, max_stream_window=MIB)
+    client_cfg = dataclasses.replace(
+        client_cfg, max_stream_data=MIB, max_stream_window=MIB, server_name="localhost"  # the certificate's name
+    )
     ports: queue.Queue[int] = queue.Queue()
     blackout = Blackout(net, kind)
 
