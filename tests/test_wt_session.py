@@ -315,3 +315,30 @@ async def test_messages_over_a_session(h3_server_config: QuicConfig, h3_client_c
                 datagrams = wt.MessageDatagrams(session)
                 await datagrams.send([1, "two", None])
                 assert await datagrams.receive() == {"pong": [1, "two", None]}
+
+
+async def test_drain_asks_the_peer_to_wind_down(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    seen: dict[str, Any] = {}
+    app = wt.WebTransportApp()
+
+    @app.route("/drain")
+    async def drain(session: wt.WebTransportSession) -> None:
+        await session.wait_drain_requested()  # the client asked first
+        seen["server saw the drain"] = session.drain_requested
+        session.drain()  # and we ask back; the client closes
+        await session.wait_closed()
+        seen["closed"] = session.close_error
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            async with wt.open_webtransport_session(f"https://localhost:{port}/drain", config=h3_client_config) as session:
+                assert not session.drain_requested
+                session.drain()
+                await session.wait_drain_requested()
+                session.close(3, "drained")
+            with anyio.fail_after(5):
+                while "closed" not in seen:
+                    await anyio.sleep(0.01)
+    assert seen["server saw the drain"] is True
+    closed = seen["closed"]
+    assert (closed.error_code, closed.reason, closed.by_peer) == (3, "drained", True)

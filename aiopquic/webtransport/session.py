@@ -31,7 +31,14 @@ from ._codes import WTErrorCode, app_error_to_h3
 from ._dialects import Dialect, SessionLimits
 from ._flow import FlowControlError, SessionFlowControl
 from ._inbox import Inbox
-from ._session_state import SendCreditGranted, SessionCloseRequested, SessionCore, SessionEvent, SessionFailed
+from ._session_state import (
+    DrainRequested,
+    SendCreditGranted,
+    SessionCloseRequested,
+    SessionCore,
+    SessionEvent,
+    SessionFailed,
+)
 from ._streams import bidi_stream_header, uni_stream_header
 from .errors import SessionClosed
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
@@ -96,6 +103,7 @@ class WebTransportSession:
         self._datagrams_in = Inbox[bytes](MAX_QUEUED_DATAGRAMS, lowlevel, "receiving datagrams from")
         self._closed: SessionClosed | None = None
         self._closed_event = anyio.Event()
+        self._drain_requested = anyio.Event()
         self._credit = anyio.Event()  # set (and replaced) when the peer grants more
         #: The peer sends its capsules as bare frames on the CONNECT stream, not
         #: inside DATA frames as RFC 9297 says (pywebtransport 0.8, picoquic's
@@ -194,6 +202,25 @@ class WebTransportSession:
             return await self._datagrams_in.get()
         except anyio.EndOfStream:
             raise self._closed_error() from None
+
+    # --- winding down -----------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Ask the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION):
+        it should finish what it is doing and close. The session stays usable."""
+        self._raise_if_closed()
+        capsule = self._core.drain()
+        if capsule:
+            self._send_capsule(capsule)
+
+    @property
+    def drain_requested(self) -> bool:
+        """True once the peer asked us to wind the session down (see :meth:`drain`)."""
+        return self._drain_requested.is_set()
+
+    async def wait_drain_requested(self) -> None:
+        """Wait until the peer asks us to wind the session down."""
+        await self._drain_requested.wait()
 
     # --- closing ----------------------------------------------------------------------
 
@@ -435,3 +462,6 @@ class WebTransportSession:
             self._fail(event.error_code, event.reason)
         elif isinstance(event, SendCreditGranted):
             self._wake_credit()
+        elif isinstance(event, DrainRequested):
+            logger.debug("%r: the peer asks to wind the session down", self)
+            self._drain_requested.set()
