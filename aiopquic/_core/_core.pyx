@@ -570,6 +570,11 @@ cdef class StreamHandle:
         return bool(self.s.rx_fin)
 
     @property
+    def readable(self):
+        """Bytes in the receive ring now."""
+        return aq_stream_readable(self.s)
+
+    @property
     def early_data(self):
         """True for a peer's stream that arrived in 0-RTT (early data)."""
         return bool(self.s.early_data)

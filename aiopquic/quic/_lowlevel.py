@@ -111,6 +111,11 @@ class Lowlevel:
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
     #: The running loop's ``call_soon`` (call it inside that loop).
     current_call_soon: Callable[[], Callable[[Callable[[], object]], object]]
+    #: For an operation that can finish at once: a cancellable ``checkpoint()``
+    #: before it costs less than ``checkpoint_if_cancelled()`` and a
+    #: ``cancel_shielded_checkpoint()`` after it (asyncio: anyio's shielded yield
+    #: makes a cancel scope; on trio it is the other way round).
+    yield_first: bool = False
 
 
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:
@@ -144,6 +149,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             backend.checkpoint_if_cancelled,
             backend.cancel_shielded_checkpoint,
             _asyncio_call_soon,
+            yield_first=True,
         )
     except (ImportError, AttributeError, TypeError):
         return Lowlevel(
@@ -152,4 +158,5 @@ def lowlevel_for(library: str) -> Lowlevel:
             anyio.lowlevel.checkpoint_if_cancelled,
             anyio.lowlevel.cancel_shielded_checkpoint,
             _asyncio_call_soon,
+            yield_first=True,
         )

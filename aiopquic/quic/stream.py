@@ -75,16 +75,23 @@ class _ReceiveHalf(_Half):
     async def receive(self, max_bytes: int) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        await self._conn._ll.checkpoint_if_cancelled()
-        waited = False
+        h = self._h
+        ll = self._conn._ll
+        yielded = ll.yield_first and (h.readable or h.fin_received or h.reset_code is not None or self.closed)
+        if yielded:
+            # Something to hand out (or to raise) at once: the call's one yield
+            # comes first and may be cancelled, while nothing is taken yet.
+            await ll.checkpoint()
+        else:
+            await ll.checkpoint_if_cancelled()
         while True:
             data = self.take(max_bytes)
             if data:
-                if not waited:  # every call yields once, as trio expects
+                if not yielded:  # bytes that landed just now: yield once, keeping them
                     await self._conn._ll.cancel_shielded_checkpoint()
                 return data
             await self._wait()
-            waited = True
+            yielded = True
 
     def take(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of what is buffered, b"" if nothing is; raises what
@@ -443,14 +450,20 @@ class _Sending(_StreamBase):
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
 
-        In a cancelled scope it raises before doing anything; otherwise the FIN
-        is committed before the call yields, so it cannot be half done.  While a
+        Cancelled, it does nothing; otherwise the FIN is committed with no
+        chance of a cancellation after it, so it cannot be half done.  While a
         send waits in another task it raises :class:`anyio.BusyResourceError`.
         """
-        await self._conn._ll.checkpoint_if_cancelled()
-        self._tx.send_eof()
-        self._conn._forget_if_finished(self)
-        await self._conn._ll.cancel_shielded_checkpoint()
+        ll = self._conn._ll
+        if ll.yield_first:
+            await ll.checkpoint()
+            self._tx.send_eof()
+            self._conn._forget_if_finished(self)
+        else:
+            await ll.checkpoint_if_cancelled()
+            self._tx.send_eof()
+            self._conn._forget_if_finished(self)
+            await ll.cancel_shielded_checkpoint()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
