@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from aiopquic.cli.certs import make_certificates  # noqa: E402
 from aiopquic.quic.config import CONGESTION_CONTROLS  # noqa: E402
 from benchmarks.run import PEERS_DIR, Server  # noqa: E402
-from tests.netns import SERVER_ADDRESS, VethPair, unavailable  # noqa: E402
+from tests.netns import SERVER_ADDRESS, VethPair, missing_tools, unavailable  # noqa: E402
 
 MIB = 1024 * 1024
 AIOQUIC_CCS = ("newreno", "cubic")
@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--peers", default="ours,aioquic", help="ours, aioquic")
     parser.add_argument("--timeout", type=float, default=60.0, help="client limit (s); the idle timeout is 30 s")
     args = parser.parse_args()
-    reason = unavailable()
+    reason = unavailable() or (f"{', '.join(missing_tools())} (iproute2) not installed" if missing_tools() else "")
     if reason:
         raise SystemExit(reason)
     ccs = args.cc.split(",") if args.cc else list(CONGESTION_CONTROLS)

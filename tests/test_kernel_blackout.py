@@ -28,7 +28,7 @@ from aiopquic import QuicConfig, open_quic_connection
 
 from .helpers import running_server
 from .lossy_transfer import client_transfer, configs, payload, transfer_handler
-from .netns import SERVER_ADDRESS, NetnsThread, VethPair, unavailable
+from .netns import SERVER_ADDRESS, NetnsThread, VethPair, missing_tools, unavailable
 
 MIB = 1024 * 1024
 SIZE = 8 * MIB
@@ -50,7 +50,10 @@ def net() -> Iterator[VethPair]:
     """Two fresh namespaces, deleted after the test."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason)  # not root: a developer's own run, never CI's
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} (iproute2) not installed: run the suite through bash tools/run.sh test")
     with VethPair() as pair:
         yield pair
 
