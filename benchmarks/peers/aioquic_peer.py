@@ -13,6 +13,18 @@ on the stream and top it up after every received datagram (the ACKs): the same
 1 MiB send buffer aiopquic uses by default.  The server raises its
 MAX_STREAMS_BIDI to 1000 through aioquic's (private) limit object, as aioquic
 has no setting for it.
+
+``benchmarks/peers/qh3_peer.py`` runs this same peer on qh3 (aioquic's fork with
+a Rust core, same API), which differs in four places, each marked ``QH3``:
+
+- bulk senders measure the unsent bytes with qh3's public
+  ``get_send_buffer_size(stream_id)`` (aioquic: private sender fields);
+- qh3 hard-codes MAX_STREAMS_BIDI 100 (and raises, not queues, beyond the
+  peer's limit), so the peer patches it to MAX_STREAMS_BIDI (1000): private,
+  like aioquic's limit object;
+- qh3 delivers batches of datagrams (recvmmsg/GRO) through
+  ``datagrams_received``, which tops up bulk senders too;
+- qh3 has no congestion control setting: ``--cc`` is ignored.
 """
 
 from __future__ import annotations
@@ -27,9 +39,19 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from aioquic.asyncio import QuicConnectionProtocol, connect, serve
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, StreamReset
+import importlib
+
+from benchmarks.peers import quic_library
+
+LIBRARY = quic_library.NAME
+QH3 = LIBRARY == "qh3"
+_asyncio_api = importlib.import_module(f"{LIBRARY}.asyncio")
+QuicConnectionProtocol, connect, serve = _asyncio_api.QuicConnectionProtocol, _asyncio_api.connect, _asyncio_api.serve
+QuicConfiguration = importlib.import_module(f"{LIBRARY}.quic.configuration").QuicConfiguration
+_events = importlib.import_module(f"{LIBRARY}.quic.events")
+ConnectionTerminated, StreamDataReceived, StreamReset = (
+    _events.ConnectionTerminated, _events.StreamDataReceived, _events.StreamReset
+)
 
 from benchmarks.common import (
     ALPN,
@@ -52,6 +74,30 @@ from benchmarks.common import (
 )
 
 SEND_BUFFER = 1024 * 1024
+
+
+def _raise_qh3_max_streams_bidi() -> None:
+    """Make qh3 2.1 allow MAX_STREAMS_BIDI instead of its hard-coded 100 (private API).
+
+    The limit is written twice: in the transport parameters the TLS bridge sends,
+    and as an argument of the core (the 22nd) that enforces it."""
+    connection = importlib.import_module("qh3.quic.connection")
+    tls_bridge = importlib.import_module("qh3.quic.tls_bridge")
+    params, core = tls_bridge.QuicTransportParameters, connection.QuicConnectionCore
+
+    def make_params(**kwargs):
+        return params(**{**kwargs, "initial_max_streams_bidi": MAX_STREAMS_BIDI})
+
+    def make_core(*args):
+        assert args[21] == 100, "qh3's QuicConnectionCore arguments changed"
+        return core(*args[:21], MAX_STREAMS_BIDI, *args[22:])
+
+    tls_bridge.QuicTransportParameters = make_params
+    connection.QuicConnectionCore = make_core
+
+
+if QH3:
+    _raise_qh3_max_streams_bidi()
 
 
 class Stats:
@@ -94,8 +140,9 @@ class PerfProtocol(QuicConnectionProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         quic = self._quic
-        quic._local_max_streams_bidi.value = MAX_STREAMS_BIDI
-        quic._local_max_streams_bidi.sent = MAX_STREAMS_BIDI
+        if not QH3:  # qh3's limit is raised at import (_raise_qh3_max_streams_bidi)
+            quic._local_max_streams_bidi.value = MAX_STREAMS_BIDI
+            quic._local_max_streams_bidi.sent = MAX_STREAMS_BIDI
         self._senders: dict[int, _Sender] = {}
         self._parsers: dict[int, RequestParser] = {}
         self._waiters: dict[int, _Waiter] = {}
@@ -115,11 +162,14 @@ class PerfProtocol(QuicConnectionProtocol):
     def _pump(self) -> None:
         quic = self._quic
         for stream_id, sender in list(self._senders.items()):
-            stream = quic._streams.get(stream_id)
-            if stream is None:
-                del self._senders[stream_id]
-                continue
-            unsent = stream.sender._buffer_stop - stream.sender.highest_offset
+            if QH3:
+                unsent = quic.get_send_buffer_size(stream_id)
+            else:
+                stream = quic._streams.get(stream_id)
+                if stream is None:
+                    del self._senders[stream_id]
+                    continue
+                unsent = stream.sender._buffer_stop - stream.sender.highest_offset
             while unsent < SEND_BUFFER and sender.offset < sender.size:
                 n = min(BULK_WRITE_SIZE, sender.size - sender.offset)
                 last = sender.offset + n == sender.size
@@ -135,6 +185,15 @@ class PerfProtocol(QuicConnectionProtocol):
         if self._senders:
             self._pump()
         self.transmit()
+
+    if QH3:  # qh3 hands over batches of datagrams (recvmmsg/GRO) here
+
+        def datagrams_received(self, data, addr) -> None:  # type: ignore[override]
+            self._quic.receive_many_datagrams(data, addr, now=self._loop.time())
+            self._process_events()
+            if self._senders:
+                self._pump()
+            self.transmit()
 
     # -- client requests ------------------------------------------------
 
@@ -218,9 +277,10 @@ def make_config(args, *, server: bool) -> QuicConfiguration:
         max_stream_data=MAX_STREAM_DATA,
         idle_timeout=30.0,
     )
-    # aioquic knows "reno" (= NewReno) and "cubic"; other names keep its default (reno).
+    # aioquic knows "reno" (= NewReno) and "cubic"; other names keep its default
+    # (reno). qh3 has no congestion control setting: args.cc is ignored.
     cc = {"newreno": "reno"}.get(args.cc, args.cc)
-    if cc in ("reno", "cubic"):
+    if cc in ("reno", "cubic") and not QH3:
         config.congestion_control_algorithm = cc
     if server:
         config.load_cert_chain(certs / "cert.pem", certs / "key.pem")
@@ -354,7 +414,7 @@ async def run_client(args) -> None:
 
 
 def main() -> None:
-    args = peer_arguments("aioquic benchmark peer", ("asyncio",))
+    args = peer_arguments(f"{LIBRARY} benchmark peer", ("asyncio",))
     asyncio.run(run_server(args) if args.mode == "server" else run_client(args))
 
 
