@@ -26,7 +26,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from ..quic.client import QuicClient
+from ..quic.client import QuicClient, enter_with_task_group
 from ..quic.config import QuicConfig
 from ..quic.errors import ConnectionClosed, HandshakeError, StreamReset
 from ._frames import ErrorCode
@@ -176,14 +176,7 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
     async def __aenter__(self) -> HTTP3Transport:
         if self._state != "new":
             raise RuntimeError("an HTTP3Transport can be entered only once")
-        await self._client.__aenter__()
-        try:
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-        except BaseException as exc:
-            await self._client.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._task_group = task_group
+        self._task_group = await enter_with_task_group(self._client)
         self._state = "open"
         return self
 

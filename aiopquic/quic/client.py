@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._core import Endpoint
 from .config import QuicConfig
@@ -368,3 +369,18 @@ class QuicClient:
         if not conn._ready and conn._closed_exc is not None:
             raise conn._closed_exc
         return conn
+
+
+async def enter_with_task_group(client: QuicClient) -> TaskGroup:
+    """Enter ``client`` and then a task group for the work done through it (for
+    objects built on a QuicClient, such as the HTTP/3 and WebTransport clients);
+    if the task group cannot start, the client is left again. The caller exits
+    the task group before the client."""
+    await client.__aenter__()
+    try:
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+    except BaseException as exc:
+        await client.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    return task_group

@@ -23,7 +23,7 @@ from ..h3._events import HeadersReceived
 from ..h3._frames import ErrorCode
 from ..h3._protocol import H3Settings, ProtocolError
 from ..h3.client import H3Connection, _authority
-from ..quic.client import QuicClient
+from ..quic.client import QuicClient, enter_with_task_group
 from ..quic.config import QuicConfig
 from ..quic.errors import ConnectionClosed
 from ..quic.stream import QuicStream
@@ -226,14 +226,7 @@ class WebTransportClient:
     async def __aenter__(self) -> WebTransportClient:
         if self._state != "new":
             raise RuntimeError("a WebTransportClient can be entered only once")
-        await self._quic.__aenter__()
-        try:
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-        except BaseException as exc:
-            await self._quic.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._task_group = task_group
+        self._task_group = await enter_with_task_group(self._quic)
         self._state = "open"
         return self
 
