@@ -204,3 +204,11 @@ cdef class StreamHandle:
     cdef readonly ConnHandle conn
     cdef readonly uint64_t stream_id
     cdef readonly size_t tx_threshold
+    # For the quic layer's Cython (quic/_fast.pyx): the same as read(), write(),
+    # tx_arm(), send_fin() and discard_rx(), without a Python call.
+    cdef bytes c_read(self, size_t max_bytes)
+    cdef Py_ssize_t c_write(self, const uint8_t* data, size_t length, bint all, bint fin) except -1
+    cdef size_t c_tx_arm(self) noexcept
+    cdef void c_send_fin(self) noexcept
+    cdef void c_discard_rx(self) noexcept
+    cdef size_t c_readable(self) noexcept

@@ -596,6 +596,9 @@ cdef class StreamHandle:
 
     def read(self, size_t max_bytes):
         """Return up to ``max_bytes`` bytes, or None when the ring is empty (arms EV_RX)."""
+        return self.c_read(max_bytes)
+
+    cdef bytes c_read(self, size_t max_bytes):
         cdef size_t n = aq_stream_readable(self.s)
         cdef bytes out
         if n == 0:
@@ -610,17 +613,23 @@ cdef class StreamHandle:
         aq_stream_read(self.s, <uint8_t*>PyBytes_AS_STRING(out), n)
         return out
 
+    cdef size_t c_readable(self) noexcept:
+        return aq_stream_readable(self.s)
+
     def write(self, const uint8_t[::1] data, bint all=False, bint fin=False):
         """Copy as much of ``data`` as fits into the send ring (with ``all``, every
         byte, past the ring's size); return the count.  With ``fin``, the FIN
         follows in the same hand-off if every byte went in."""
+        return self.c_write(&data[0] if data.shape[0] else NULL, data.shape[0], all, fin)
+
+    cdef Py_ssize_t c_write(self, const uint8_t* data, size_t length, bint all, bint fin) except -1:
         cdef Py_ssize_t n
         cdef uint8_t empty = 0
-        if data.shape[0] == 0:
+        if length == 0:
             if fin:
                 aq_stream_write(self.s, &empty, 0, all, fin)
             return 0
-        n = aq_stream_write(self.s, &data[0], data.shape[0], all, fin)
+        n = aq_stream_write(self.s, data, length, all, fin)
         if n < 0:
             raise MemoryError("no memory for the stream's send buffer")
         return n
@@ -629,7 +638,13 @@ cdef class StreamHandle:
         """Arm EV_TX and return the room in the send ring now."""
         return aq_stream_tx_arm(self.s)
 
+    cdef size_t c_tx_arm(self) noexcept:
+        return aq_stream_tx_arm(self.s)
+
     def send_fin(self):
+        aq_stream_send_fin(self.s)
+
+    cdef void c_send_fin(self) noexcept:
         aq_stream_send_fin(self.s)
 
     def reset(self, uint64_t code):
@@ -638,6 +653,9 @@ cdef class StreamHandle:
 
     def discard_rx(self):
         """Drop the unread bytes, and those still to come: nobody will read them."""
+        aq_stream_discard_rx(self.s)
+
+    cdef void c_discard_rx(self) noexcept:
         aq_stream_discard_rx(self.s)
 
     def stop_sending(self, uint64_t code):

@@ -4,7 +4,7 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
 - A parking spot: one task waits in it until another wakes it.  An
   ``anyio.Event`` per wait costs a backend lookup, an event object of anyio's and
   one of the backend's; a spot is an asyncio future or trio's
-  ``wait_task_rescheduled``, made once and reused.  Cancellation is the
+  ``wait_task_rescheduled``, made once and reused (in Cython: ``_fast.pyx``).  Cancellation is the
   backend's own, as with an event: a cancelled wait raises where it waited and
   a later ``wake()`` is a no-op.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
+from ._fast import AsyncioSpot, TrioSpot
+
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
 
@@ -40,65 +42,6 @@ class Spot(Protocol):
 
     def wake(self) -> None:
         """Wake the waiting task, if any."""
-
-
-class AsyncioSpot:
-    """A spot on asyncio: the waiter awaits a future."""
-
-    __slots__ = ("_future",)
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-
-    @property
-    def occupied(self) -> bool:
-        return self._future is not None
-
-    async def wait(self) -> None:
-        self._future = future = asyncio.get_running_loop().create_future()
-        try:
-            await future
-        finally:
-            self._future = None
-
-    def wake(self) -> None:
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
-
-
-@functools.cache
-def _trio_spot() -> type[Spot]:
-    """The spot class for trio (made on first use: trio is imported only then)."""
-    from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
-
-    class TrioSpot:
-        """A spot on trio: the waiter parks with ``wait_task_rescheduled``."""
-
-        __slots__ = ("_task",)
-
-        def __init__(self) -> None:
-            self._task: Any = None
-
-        @property
-        def occupied(self) -> bool:
-            return self._task is not None
-
-        async def wait(self) -> None:
-            self._task = current_task()
-            await wait_task_rescheduled(self._abort)
-
-        def _abort(self, raise_cancel: object) -> Abort:
-            self._task = None
-            return Abort.SUCCEEDED
-
-        def wake(self) -> None:
-            task = self._task
-            if task is not None:
-                self._task = None
-                reschedule(task)
-
-    return TrioSpot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +72,7 @@ def lowlevel_for(library: str) -> Lowlevel:
         import trio.lowlevel
 
         return Lowlevel(
-            _trio_spot(),
+            TrioSpot,
             trio.lowlevel.checkpoint,
             trio.lowlevel.checkpoint_if_cancelled,
             trio.lowlevel.cancel_shielded_checkpoint,

@@ -1,0 +1,363 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The stream operations a request/response runs a dozen times each, in Cython.
+
+``stream.py`` keeps the public classes and their documentation; what they do
+per call lives here: the parking spots a task waits in, and the two halves of
+a stream (reading its receive ring, writing its send ring, waiting on them).
+The logic is line for line what a Python version would be; being compiled, it
+costs no interpreter frames, and it reads the core's stream state without a
+Python call (through the ``StreamHandle`` methods declared in ``_core.pxd``).
+
+Like the rest of ``quic/``, nothing here calls picoquic: only ``_core`` does.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.stdint cimport uint8_t
+
+from aiopquic._core._core cimport StreamHandle
+
+import asyncio
+
+import anyio
+
+from .errors import StreamReset, check_error_code
+
+_get_running_loop = asyncio.get_running_loop
+_ClosedResourceError = anyio.ClosedResourceError
+_BusyResourceError = anyio.BusyResourceError
+_EndOfStream = anyio.EndOfStream
+
+
+# -- parking spots ---------------------------------------------------------------
+
+
+cdef class SpotBase:
+    """Where one task waits (``await spot.wait()``) until ``spot.wake()``."""
+
+    cdef bint c_occupied(self):
+        return False
+
+    @property
+    def occupied(self):
+        """True while a task waits here."""
+        return self.c_occupied()
+
+    cpdef wake(self):
+        """Wake the waiting task, if any."""
+
+
+cdef class AsyncioSpot(SpotBase):
+    """A spot on asyncio: the waiter awaits a future."""
+
+    cdef object _future
+
+    cdef bint c_occupied(self):
+        return self._future is not None
+
+    async def wait(self):
+        """Wait until woken (or cancelled)."""
+        future = self._future = _get_running_loop().create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    cpdef wake(self):
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+# trio's scheduling functions, imported by the first TrioSpot (trio is optional).
+cdef object _current_task = None
+cdef object _wait_task_rescheduled = None
+cdef object _reschedule = None
+cdef object _abort_succeeded = None
+
+
+cdef class TrioSpot(SpotBase):
+    """A spot on trio: the waiter parks with ``wait_task_rescheduled``."""
+
+    cdef object _task
+
+    def __cinit__(self):
+        global _current_task, _wait_task_rescheduled, _reschedule, _abort_succeeded
+        if _current_task is None:
+            from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+            _wait_task_rescheduled, _reschedule = wait_task_rescheduled, reschedule
+            _abort_succeeded, _current_task = Abort.SUCCEEDED, current_task
+
+    cdef bint c_occupied(self):
+        return self._task is not None
+
+    async def wait(self):
+        """Wait until woken (or cancelled)."""
+        self._task = _current_task()
+        await _wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel):
+        self._task = None
+        return _abort_succeeded
+
+    cpdef wake(self):
+        task = self._task
+        if task is not None:
+            self._task = None
+            _reschedule(task)
+
+
+# -- stream halves ----------------------------------------------------------------
+
+
+cdef inline int _raise_if_conn_closed(conn) except -1:
+    """``conn._raise_if_closed()``, called only when it will raise."""
+    if conn._closing_locally or conn._closed_exc is not None:
+        conn._raise_if_closed()
+    return 0
+
+
+cdef class Half:
+    """One direction of a stream: its handle, and the one task that may wait on it."""
+
+    cdef readonly StreamHandle _h
+    cdef readonly object _conn
+    cdef readonly SpotBase _spot  # made on the first wait
+    cdef object _ll
+
+    #: Named in the error when two tasks use this half at once.
+    _activity = ""
+
+    def __cinit__(self, StreamHandle handle not None, conn):
+        self._h = handle
+        self._conn = conn
+        self._ll = conn._ll
+
+    cdef bint c_busy(self):
+        return self._spot is not None and self._spot.c_occupied()
+
+    async def _wait(self):
+        """Wait for the next event on this stream (or its connection)."""
+        cdef SpotBase spot = self._spot
+        if spot is None:
+            spot = self._spot = self._ll.spot()
+        elif spot.c_occupied():
+            raise _BusyResourceError(self._activity)
+        await self._conn._wait_in(spot)
+
+    def wake(self):
+        if self._spot is not None:
+            self._spot.wake()
+
+
+cdef class ReceiveHalf(Half):
+    """The receiving side of a stream: reads its ring, raises what ended it."""
+
+    cdef public bint closed  # we stopped reading (aclose or stop_sending)
+    cdef public bint done  # FIN consumed or reset seen: nothing more will come
+
+    _activity = "receiving from"
+
+    async def receive(self, max_bytes):
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        cdef StreamHandle h = self._h
+        ll = self._ll
+        cdef bint yielded = ll.yield_first and (
+            h.c_readable() or h.s.rx_fin or h.s.rx_reset or self.closed
+        )
+        if yielded:
+            # Something to hand out (or to raise) at once: the call's one yield
+            # comes first and may be cancelled, while nothing is taken yet.
+            await ll.checkpoint()
+        else:
+            await ll.checkpoint_if_cancelled()
+        while True:
+            data = self.take(max_bytes)
+            if data:
+                if not yielded:  # bytes that landed just now: yield once, keeping them
+                    await ll.cancel_shielded_checkpoint()
+                return data
+            await self._wait()
+            yielded = True
+
+    cpdef bytes take(self, Py_ssize_t max_bytes):
+        """Up to ``max_bytes`` of what is buffered, b"" if nothing is; raises what
+        ended the stream (EndOfStream, StreamReset, ClosedResourceError)."""
+        cdef StreamHandle h = self._h
+        cdef bint fin
+        cdef bytes data
+        while True:
+            if self.closed:
+                raise _ClosedResourceError("this stream's receiving side was closed by us")
+            if h.s.rx_reset:
+                reset_code = h.s.rx_reset_code
+                self.done = True
+                h.c_discard_rx()  # what is buffered will never be read: free its share of max_data
+                raise StreamReset(
+                    f"the peer reset stream {h.stream_id} with error code {reset_code}",
+                    error_code=reset_code,
+                    stream_id=h.stream_id,
+                )
+            # Read FIN before the ring: once FIN is seen, every byte is already in.
+            fin = h.s.rx_fin
+            data = h.c_read(max_bytes)
+            if data:
+                return data
+            if not fin and h.s.rx_fin:
+                continue  # the FIN landed after our first look: read again, it is all in
+            if fin:
+                self.done = True
+                raise _EndOfStream
+            _raise_if_conn_closed(self._conn)
+            return b""
+
+    def stop(self, error_code):
+        check_error_code(error_code)
+        if not self.closed:
+            self.closed = True
+            # Once the FIN is in, the peer has sent everything: STOP_SENDING
+            # would change nothing (RFC 9000 3.5), so only the bytes are dropped.
+            if not self.done and not self._h.s.rx_fin:
+                self._h.stop_sending(error_code)
+                self._conn._wake_soon()
+            self._h.c_discard_rx()
+            self.wake()
+
+
+cdef class SendHalf(Half):
+    """The sending side of a stream: writes into its ring, waits while it is full.
+
+    Python keeps no bytes of its own: what a send commits goes into the ring at
+    once, past the ring's size if the send is cancelled half way, so that the
+    network thread (and a graceful close waiting for it) sees every byte and the
+    FIN.  A send waiting for room has written nothing or is the only one that
+    went past the size, so memory stays bounded by one send beyond the ring.
+    """
+
+    cdef public bint closed  # send_eof, reset or aclose: no more send()
+    cdef public bint done  # FIN handed over, or reset either way
+    cdef public bint reset_by_us
+
+    _activity = "sending to"
+
+    cdef int c_check_open(self) except -1:
+        if self.closed:
+            if self.reset_by_us:
+                raise _ClosedResourceError("this stream was reset by us: no more bytes go out")
+            raise _ClosedResourceError("this stream's sending side is closed (send_eof, reset or aclose)")
+        self.c_raise_if_stopped()
+        _raise_if_conn_closed(self._conn)
+        return 0
+
+    cdef int c_raise_if_stopped(self) except -1:
+        cdef StreamHandle h = self._h
+        if h.s.tx_stopped:
+            code = h.s.tx_stop_code
+            self.done = True
+            raise StreamReset(
+                f"the peer asked us to stop sending on stream {h.stream_id} "
+                f"(STOP_SENDING, error code {code})",
+                error_code=code,
+                stream_id=h.stream_id,
+            )
+        return 0
+
+    def _raise_if_stopped(self):
+        self.c_raise_if_stopped()
+
+    async def send(self, data, bint eof=False):
+        """Write all of ``data`` (then the FIN, with ``eof``), waiting for room;
+        cancelled, all of it or none goes."""
+        # Yield first, then commit: the bytes reach the network thread with no
+        # task switch before a following send_eof(), so data and FIN usually
+        # leave in one packet.  Cancelled here, nothing was sent.
+        await self._ll.checkpoint()
+        self.c_check_open()
+        if self.c_busy():
+            raise _BusyResourceError(self._activity)  # before a byte is taken
+        cdef StreamHandle h = self._h
+        conn = self._conn
+        cdef Py_buffer view
+        cdef const uint8_t* start
+        cdef Py_ssize_t size, written
+        # The caller's buffer is borrowed, not copied, while this call runs: the
+        # ring takes the only copy.
+        _get_bytes(data, &view)
+        try:
+            start = <const uint8_t*>view.buf
+            size = view.len
+            written = h.c_write(start, size, False, eof)
+            conn._wake_soon()
+            while written < size:
+                try:
+                    if h.c_tx_arm() < h.tx_threshold:
+                        await self._wait()
+                except BaseException:
+                    if written and not self.closed:  # committed: the rest goes too, past the ring's size
+                        written += h.c_write(start + written, size - written, True, eof)
+                        conn._wake_soon()
+                        conn._bytes_sent += written
+                        if eof:
+                            self.closed = self.done = True
+                    raise
+                self.c_check_open()
+                written += h.c_write(start + written, size - written, False, eof)
+                conn._wake_soon()
+        finally:
+            PyBuffer_Release(&view)
+        conn._bytes_sent += size
+        if eof:
+            self.closed = self.done = True
+
+    def send_nowait(self, data, bint eof=False):
+        """Write all of ``data`` (then the FIN, with ``eof``) now, past the ring's size if need be."""
+        self.c_check_open()
+        if self.c_busy():
+            raise _BusyResourceError(self._activity)  # its bytes must go first
+        cdef Py_buffer view
+        _get_bytes(data, &view)
+        try:
+            self._h.c_write(<const uint8_t*>view.buf, view.len, True, eof)
+            self._conn._wake_soon()
+            self._conn._bytes_sent += view.len
+        finally:
+            PyBuffer_Release(&view)
+        if eof:
+            self.closed = self.done = True
+
+    def send_eof(self):
+        if self.closed:
+            return
+        if self.c_busy():  # the FIN must follow its bytes
+            raise _BusyResourceError(self._activity)
+        self.closed = self.done = True
+        self._h.c_send_fin()
+        self._conn._wake_soon()
+
+    def finish(self):
+        """aclose(): FIN after the bytes sent, or a reset if a send in another task is
+        cut short (a FIN would make its partial message look complete)."""
+        if self.c_busy():
+            self.reset(0)
+        else:
+            self.send_eof()
+
+    def reset(self, error_code):
+        check_error_code(error_code)
+        if not self.done:
+            self._h.reset(error_code)
+            self._conn._wake_soon()
+            self.reset_by_us = True
+        self.closed = self.done = True
+        self.wake()
+
+
+cdef int _get_bytes(data, Py_buffer* view) except -1:
+    """Borrow ``data``'s bytes, as a flat run of bytes whatever its format (a copy
+    only if they are not contiguous); release ``view`` after use."""
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except BufferError:  # not contiguous: a strided memoryview, say
+        PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
+    return 0
