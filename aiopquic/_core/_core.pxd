@@ -191,6 +191,7 @@ cdef class Endpoint:
     cdef readonly bint is_server
     cdef readonly bint closed
     cdef bint started
+    cdef void c_flush(self) noexcept
 
 
 cdef class ConnHandle:

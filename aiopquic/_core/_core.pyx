@@ -375,6 +375,9 @@ cdef class Endpoint:
 
     def flush(self):
         """Wake the network thread if corked commands are waiting for it."""
+        self.c_flush()
+
+    cdef void c_flush(self) noexcept:
         if not self.closed:
             aq_endpoint_flush(self.ep)
 

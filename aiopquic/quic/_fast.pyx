@@ -14,7 +14,9 @@ Like the rest of ``quic/``, nothing here calls picoquic: only ``_core`` does.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport uint8_t
 
-from aiopquic._core._core cimport StreamHandle
+from cpython.pythread cimport PyThread_get_thread_ident
+
+from aiopquic._core._core cimport Endpoint, StreamHandle
 
 import asyncio
 
@@ -105,6 +107,85 @@ cdef class TrioSpot(SpotBase):
         if task is not None:
             self._task = None
             _reschedule(task)
+
+
+# -- waking the network thread ------------------------------------------------------------
+
+
+cdef class Flusher:
+    """Corked commands (stream bytes, a FIN, a reset, a datagram...) owe the network
+    thread a wake-up: :meth:`wake_soon` pays it once the event loop's current turn
+    is done, for every command of that turn.
+
+    On asyncio through ``call_soon``.  On trio, once the endpoint's flusher task
+    waits in :attr:`spot`, by waking it: a task rescheduled now runs in trio's
+    next batch, like asyncio's call_soon, while trio's own ``run_sync_soon`` is
+    made for other threads and costs a write to its wake-up socket, a read and a
+    task step every time.
+    """
+
+    cdef Endpoint _core
+    cdef object _call_soon
+    cdef unsigned long _loop_thread
+    cdef bint _scheduled
+    #: No more wake-ups: the endpoint is closed.
+    cdef public bint closed
+    #: Where trio's flusher task waits (None: use call_soon).
+    cdef public SpotBase spot
+
+    def __cinit__(self, Endpoint core not None, call_soon):
+        self._core = core
+        self._call_soon = call_soon
+        self._loop_thread = PyThread_get_thread_ident()
+
+    def wake_soon(self):
+        """Wake the network thread once the event loop's current turn is done."""
+        if self._scheduled or self.closed:
+            return
+        if PyThread_get_thread_ident() != self._loop_thread:
+            # A stream's __del__, run by the garbage collector in another thread.
+            self._core.c_flush()
+            return
+        self._scheduled = True
+        spot = self.spot
+        if spot is not None and spot.c_occupied():
+            spot.wake()
+        else:
+            self._call_soon(self.flush)
+
+    def flush(self):
+        """Wake the network thread now if corked commands wait for it."""
+        self._scheduled = False
+        self._core.c_flush()
+
+
+# -- asyncio's checkpoint ----------------------------------------------------------------
+
+
+cdef class _YieldOnce:
+    """Awaitable that gives the event loop one turn: ``asyncio.sleep(0)`` without its
+    two coroutine frames (and anyio's third).  The task yields a bare None, which
+    asyncio answers by running it again at the next turn; a cancellation (anyio's
+    too: it cancels the task) arrives at that yield, as it would in sleep(0)."""
+
+    cdef bint _yielded
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._yielded:
+            raise StopIteration
+        self._yielded = True
+        return None
+
+
+def asyncio_checkpoint():
+    """anyio's asyncio ``checkpoint()`` (``await sleep(0)``), as one awaitable object."""
+    return _YieldOnce.__new__(_YieldOnce)
 
 
 # -- stream halves ----------------------------------------------------------------

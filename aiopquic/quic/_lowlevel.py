@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
-from ._fast import AsyncioSpot, TrioSpot
+from ._fast import AsyncioSpot, SpotBase, TrioSpot, asyncio_checkpoint
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
@@ -48,7 +48,7 @@ class Spot(Protocol):
 class Lowlevel:
     """The spot class and checkpoints of one async library."""
 
-    spot: type[Spot]
+    spot: type[SpotBase]
     checkpoint: Callable[[], Awaitable[None]]
     checkpoint_if_cancelled: Callable[[], Awaitable[None]]
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
@@ -88,7 +88,7 @@ def lowlevel_for(library: str) -> Lowlevel:
         backend: Any = get_async_backend("asyncio")
         return Lowlevel(
             AsyncioSpot,
-            backend.checkpoint,
+            asyncio_checkpoint,  # what backend.checkpoint does, in one object
             backend.checkpoint_if_cancelled,
             backend.cancel_shielded_checkpoint,
             _asyncio_call_soon,

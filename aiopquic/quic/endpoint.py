@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 from collections.abc import Callable
 
 import anyio
 import sniffio
 
 from .._core import EV_READY, ConnHandle, Endpoint
-from ._lowlevel import Spot, lowlevel_for
+from ._fast import Flusher
+from ._lowlevel import lowlevel_for
 from .config import QuicConfig
 from .connection import QuicConnection
 from .errors import ConnectionClosed
@@ -90,50 +90,25 @@ class QuicEndpoint:
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
-        # event-loop turn by _flush (see wake_soon).
-        self._call_soon = self.lowlevel.current_call_soon()
-        self._flusher: Spot | None = None  # trio's (see _run_flusher)
-        self._loop_thread = threading.get_ident()
-        self._flush_scheduled = False
+        # event-loop turn by the flusher.
+        self._flusher = Flusher(core, self.lowlevel.current_call_soon())
+        #: Call after every corked command: wakes the network thread once this turn is done.
+        self.wake_soon = self._flusher.wake_soon
         core.set_corked(True)
 
     @property
     def port(self) -> int:
         return self.core.port
 
-    def wake_soon(self) -> None:
-        """A command was handed over corked (stream bytes, a FIN, a reset, a
-        datagram...): wake the network thread once the event loop's current turn
-        is done, together with every other command of it."""
-        if self._flush_scheduled or self._closed:
-            return
-        if threading.get_ident() != self._loop_thread:
-            # A stream's __del__, run by the garbage collector in another thread.
-            self.core.flush()
-            return
-        self._flush_scheduled = True
-        flusher = self._flusher
-        if flusher is not None and flusher.occupied:
-            flusher.wake()
-        else:
-            self._call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.core.flush()
-
     async def _run_flusher(self) -> None:
-        """trio: flush after each batch of runnable tasks. A task rescheduled now
-        runs in trio's next batch, like asyncio's call_soon; trio's own
-        ``run_sync_soon`` is made for other threads and costs a write to its
-        wake-up socket, a read and a task step every time."""
-        spot = self._flusher = self.lowlevel.spot()
+        """trio: flush after each batch of runnable tasks (see ``Flusher``)."""
+        spot = self._flusher.spot = self.lowlevel.spot()
         try:
             while True:
                 await spot.wait()
-                self._flush()
+                self._flusher.flush()
         finally:
-            self._flusher = None
+            self._flusher.spot = None
 
     def add_connection(self, conn: QuicConnection) -> None:
         self._connections.add(conn)
@@ -319,7 +294,7 @@ class QuicEndpoint:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.close_timeout + 1.0):
             await self.drive_until(lambda: self.core.thread_error() is not None)
         await close_core(self.core)
-        self._closed = True
+        self._closed = self._flusher.closed = True
         self.dispatch()  # the close events picoquic raised while freeing
         for conn in list(self._connections):
             conn._on_closed()
