@@ -170,8 +170,9 @@ class QuicConnection:
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
         handle.owner = self
-        # Weak: a stream nobody references any more is closed by its __del__.
-        self._streams: weakref.WeakValueDictionary[int, _AnyStream] = weakref.WeakValueDictionary()
+        # Weak: a stream nobody references any more is closed by its __del__, which
+        # takes it out of here (plain weak references, cheaper than a WeakValueDictionary).
+        self._streams: dict[int, weakref.ref[_AnyStream]] = {}
         self._incoming: deque[AnyQuicStream] = deque()
         self._ll = endpoint.lowlevel
         self._accept_spot = self._ll.spot()
@@ -299,7 +300,7 @@ class QuicConnection:
         return self._h.open_stream(uni)
 
     def _register_opened(self, stream: _Opened) -> _Opened:
-        self._streams[stream.stream_id] = stream
+        self._streams[stream.stream_id] = weakref.ref(stream)
         self._streams_opened += 1
         return stream
 
@@ -488,7 +489,7 @@ class QuicConnection:
         if flags & EV_DGRAM:
             self._datagram_spot.wake()
         if flags & EV_TX_ROOM:  # the connection's send cap has room again
-            for stream in list(self._streams.values()):
+            for stream in self._live_streams():
                 if stream._tx is not None:
                     stream._tx.wake()
         if flags & EV_CLOSE_SENT:
@@ -507,7 +508,8 @@ class QuicConnection:
         # Looked up by ID, not through the handle: a handle pointing back at its
         # stream would make a cycle, and a stream's buffers would then wait for
         # the garbage collector.  A stream we forgot gets no more events.
-        stream = self._streams.get(handle.stream_id)
+        ref = self._streams.get(handle.stream_id)
+        stream = ref() if ref is not None else None
         if stream is None:
             if not flags & EV_NEW:
                 return
@@ -516,7 +518,7 @@ class QuicConnection:
                 new = QuicReceiveStream(handle, self)
             else:
                 new = QuicStream(handle, self)
-            self._streams[new.stream_id] = new
+            self._streams[new.stream_id] = weakref.ref(new)
             self._incoming.append(new)
             self._accept_spot.wake()
             stream = new
@@ -543,8 +545,12 @@ class QuicConnection:
     def _wake_all(self) -> None:
         self._accept_spot.wake()
         self._datagram_spot.wake()
-        for stream in list(self._streams.values()):
+        for stream in self._live_streams():
             stream._on_connection_closed()
+
+    def _live_streams(self) -> list[_AnyStream]:
+        """The streams not forgotten yet, as a list (waking one may change the registry)."""
+        return [stream for ref in list(self._streams.values()) if (stream := ref()) is not None]
 
     def _forget_if_finished(self, stream: _StreamBase) -> None:
         if stream._finished():

@@ -102,9 +102,11 @@ class _StreamBase:
         # Like an unclosed file: careless code may waste, but must not leave the
         # peer waiting on a stream nobody can finish (it holds its stream credit).
         try:
-            if self._conn.closed:
-                return
+            conn = self._conn
+            conn._streams.pop(self._handle.stream_id, None)
         except AttributeError:  # half constructed
+            return
+        if conn.closed:
             return
         if not self._finished():
             warnings.warn(
