@@ -77,7 +77,7 @@ AIOQUIC_CCS = {"newreno": "reno", "cubic": "cubic"}
 
 async def one(
     server: QuicConfig, client: QuicConfig, condition: str, direction: str, size: int,
-    seed: int, timeout: float,
+    seed: int, timeout: float, detail: bool = False,
 ) -> str:
     impairment, blackout = CONDITIONS[condition]
     try:
@@ -94,6 +94,15 @@ async def one(
     except Exception as exc:  # a connection error is a result too: report it, go on
         print(f"  {condition} {direction} seed {seed}: {exc!r}", file=sys.stderr)
         return "ERR"
+    if detail and result.sender_stats is not None and result.receiver_stats is not None:
+        sender, receiver = result.sender_stats, result.receiver_stats
+        print(
+            f"  {server.congestion_control} {condition} {direction} seed {seed}: "
+            f"{result.goodput_mbps:.1f} Mbit/s; sender: {sender.packets_sent} packets, "
+            f"{sender.packets_lost} lost, final cwnd {sender.congestion_window // 1024} KiB; "
+            f"receiver: stream window {receiver.stream_window // 1024} KiB, RTT {receiver.rtt * 1e3:.1f} ms",
+            file=sys.stderr,
+        )
     return f"{result.goodput_mbps:.1f}"
 
 
@@ -196,7 +205,9 @@ async def main(args: argparse.Namespace) -> int:
                         cells = []
                         for seed in range(args.seeds):
                             if peer == "ours":
-                                cell = await one(server, client, condition, direction, size, seed, args.timeout)
+                                cell = await one(
+                                    server, client, condition, direction, size, seed, args.timeout, args.detail
+                                )
                             else:
                                 cell = await anyio.to_thread.run_sync(
                                     external, peer, binary, certdir, Path(tmp), cc, condition, direction, size,
@@ -219,6 +230,10 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a transfer counts as stalled")
     parser.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
     parser.add_argument("--peers", default="ours", help="comma-separated: ours, picoquicdemo, aioquic")
+    parser.add_argument(
+        "--detail", action="store_true",
+        help="also print each of our transfers' sender and receiver figures (cwnd, losses, window) to stderr",
+    )
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="Meson build directory (picoquicdemo)")
     args = parser.parse_args()
     sys.exit(anyio.run(main, args, backend=args.backend))

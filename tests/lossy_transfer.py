@@ -127,6 +127,8 @@ class TransferResult:
     seconds: float
     #: The receiver's connection statistics at the end (its receive window, say).
     receiver_stats: QuicConnectionStats | None = None
+    #: The sender's (its congestion window, packets lost).
+    sender_stats: QuicConnectionStats | None = None
 
     @property
     def goodput_mbps(self) -> float:
@@ -196,5 +198,7 @@ async def transfer(
     # Raised here, out of the server's task group, so that it is not wrapped.
     if failure:
         raise (TimeoutError if "not done" in failure else AssertionError)(failure)
-    receiver = client_stats if direction == "down" else (server_stats[0] if server_stats else None)
-    return TransferResult(direction, size, seconds, receiver)
+    server_side = server_stats[0] if server_stats else None
+    if direction == "down":
+        return TransferResult(direction, size, seconds, client_stats, server_side)
+    return TransferResult(direction, size, seconds, server_side, client_stats)
