@@ -117,11 +117,11 @@ cdef class Flusher:
     thread a wake-up: :meth:`wake_soon` pays it once the event loop's current turn
     is done, for every command of that turn.
 
-    On asyncio through ``call_soon``.  On trio, once the endpoint's flusher task
-    waits in :attr:`spot`, by waking it: a task rescheduled now runs in trio's
-    next batch, like asyncio's call_soon, while trio's own ``run_sync_soon`` is
-    made for other threads and costs a write to its wake-up socket, a read and a
-    task step every time.
+    On asyncio through ``call_soon``.  On trio, while the endpoint dispatches, trio
+    calls :meth:`before_io_wait` (as a trio instrument) each time a batch of
+    runnable tasks is done, before it waits for I/O: the flush costs no task
+    switch, and trio's own ``run_sync_soon``, made for other threads, would cost
+    a write to its wake-up socket, a read and a task step every time.
     """
 
     cdef Endpoint _core
@@ -130,8 +130,8 @@ cdef class Flusher:
     cdef bint _scheduled
     #: No more wake-ups: the endpoint is closed.
     cdef public bint closed
-    #: Where trio's flusher task waits (None: use call_soon).
-    cdef public SpotBase spot
+    #: True while trio calls :meth:`before_io_wait`: no call_soon needed.
+    cdef public bint hooked
 
     def __cinit__(self, Endpoint core not None, call_soon):
         self._core = core
@@ -147,16 +147,19 @@ cdef class Flusher:
             self._core.c_flush()
             return
         self._scheduled = True
-        spot = self.spot
-        if spot is not None and spot.c_occupied():
-            spot.wake()
-        else:
+        if not self.hooked:
             self._call_soon(self.flush)
 
     def flush(self):
         """Wake the network thread now if corked commands wait for it."""
         self._scheduled = False
         self._core.c_flush()
+
+    def before_io_wait(self, timeout):
+        """trio's instrument hook: its runnable tasks are done for now; flush."""
+        if self._scheduled:
+            self._scheduled = False
+            self._core.c_flush()
 
 
 # -- asyncio's checkpoint ----------------------------------------------------------------

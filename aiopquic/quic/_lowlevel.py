@@ -9,23 +9,25 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   a later ``wake()`` is a no-op.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
   call; these are the backend's own functions, looked up once.
+- ``wait_readable``: trio's own, without anyio's backend lookup and wrapper.
 - ``call_soon``: run a plain function once the event loop's current turn is
   done (asyncio's ``loop.call_soon``, trio's ``TrioToken.run_sync_soon``); the
   endpoint wakes its network thread that way once for all of a turn's writes
-  (on trio only until its flusher task runs: see ``QuicEndpoint._run_flusher``).
+  (on trio only until its dispatcher runs: then ``hook_flusher`` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio.lowlevel
 
-from ._fast import AsyncioSpot, SpotBase, TrioSpot, asyncio_checkpoint
+from ._fast import AsyncioSpot, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
@@ -54,11 +56,35 @@ class Lowlevel:
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
     #: The running loop's ``call_soon`` (call it inside that loop).
     current_call_soon: Callable[[], Callable[[Callable[[], object]], object]]
+    #: Wait until a file descriptor is readable (``anyio.wait_readable``).
+    wait_readable: Callable[[int], Awaitable[None]]
+    #: Have a flusher flush whenever the loop has run its runnable tasks (trio:
+    #: see ``Flusher``); returns the function that stops it.  None: call_soon does.
+    hook_flusher: Callable[[Flusher], Callable[[], None]] | None = None
     #: For an operation that can finish at once: a cancellable ``checkpoint()``
     #: before it costs less than ``checkpoint_if_cancelled()`` and a
     #: ``cancel_shielded_checkpoint()`` after it (asyncio: anyio's shielded yield
     #: makes a cancel scope; on trio it is the other way round).
     yield_first: bool = False
+
+
+def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
+    """Make ``flusher`` a trio instrument whose ``before_io_wait`` trio calls each
+    time its runnable tasks are done; return the function that removes it."""
+    import trio
+
+    trio.abc.Instrument.register(Flusher)  # its one hook is Instrument's
+    instrument = cast("trio.abc.Instrument", flusher)
+    trio.lowlevel.add_instrument(instrument)
+    flusher.hooked = True
+
+    def unhook() -> None:
+        flusher.hooked = False
+        with contextlib.suppress(KeyError):  # already removed (by trio, after an error)
+            trio.lowlevel.remove_instrument(instrument)
+        flusher.flush()  # what the last turn left, if anything
+
+    return unhook
 
 
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:
@@ -77,6 +103,8 @@ def lowlevel_for(library: str) -> Lowlevel:
             trio.lowlevel.checkpoint_if_cancelled,
             trio.lowlevel.cancel_shielded_checkpoint,
             lambda: trio.lowlevel.current_trio_token().run_sync_soon,
+            trio.lowlevel.wait_readable,
+            hook_flusher=_trio_hook_flusher,
         )
     if library != "asyncio":
         raise RuntimeError(f"aiopquic runs on asyncio or trio, not {library}")
@@ -92,6 +120,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             backend.checkpoint_if_cancelled,
             backend.cancel_shielded_checkpoint,
             _asyncio_call_soon,
+            anyio.wait_readable,
             yield_first=True,
         )
     except (ImportError, AttributeError, TypeError):
@@ -101,5 +130,6 @@ def lowlevel_for(library: str) -> Lowlevel:
             anyio.lowlevel.checkpoint_if_cancelled,
             anyio.lowlevel.cancel_shielded_checkpoint,
             _asyncio_call_soon,
+            anyio.wait_readable,
             yield_first=True,
         )

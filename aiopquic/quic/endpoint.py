@@ -100,16 +100,6 @@ class QuicEndpoint:
     def port(self) -> int:
         return self.core.port
 
-    async def _run_flusher(self) -> None:
-        """trio: flush after each batch of runnable tasks (see ``Flusher``)."""
-        spot = self._flusher.spot = self.lowlevel.spot()
-        try:
-            while True:
-                await spot.wait()
-                self._flusher.flush()
-        finally:
-            self._flusher.spot = None
-
     def add_connection(self, conn: QuicConnection) -> None:
         self._connections.add(conn)
 
@@ -132,13 +122,18 @@ class QuicEndpoint:
                         self._adopted_event = anyio.Event()
                         self._announce_connections()
                 else:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._run_flusher)
+                    hook = self.lowlevel.hook_flusher
+                    unhook = hook(self._flusher) if hook is not None else None
+                    try:
                         fd = self.core.fileno()
+                        wait_readable = self.lowlevel.wait_readable
                         while True:
-                            await anyio.wait_readable(fd)
+                            await wait_readable(fd)
                             self.dispatch()
                             self._announce_connections()
+                    finally:
+                        if unhook is not None:
+                            unhook()
         finally:
             self._remove_asyncio_reader()
             self._dispatcher_done.set()
