@@ -16,7 +16,7 @@ from libc.stdint cimport uint8_t
 
 from cpython.pythread cimport PyThread_get_thread_ident
 
-from aiopquic._core._core cimport Endpoint, StreamHandle
+from aiopquic._core._core cimport ConnHandle, Endpoint, StreamHandle
 
 import asyncio
 
@@ -435,6 +435,41 @@ cdef class SendHalf(Half):
             self.reset_by_us = True
         self.closed = self.done = True
         self.wake()
+
+
+# -- stream bookkeeping (methods of the stream and connection classes) ---------------------
+
+
+cdef bint _finished(stream) except -1:
+    rx = stream._rx
+    tx = stream._tx
+    return (rx is None or (<ReceiveHalf>rx).done or (<ReceiveHalf>rx).closed) and (
+        tx is None or (<SendHalf>tx).done
+    )
+
+
+def stream_finished(stream):
+    """``_StreamBase._finished``: nothing more will be read or sent on ``stream``."""
+    return _finished(stream)
+
+
+def stream_release(stream):
+    """``_StreamBase._release``: the application is done with ``stream``; a peer's
+    stream may give its stream credit back (the core waits until the protocol is
+    done with it too)."""
+    cdef StreamHandle h = stream._handle
+    cdef bint opened_by_client = not (h.stream_id & 1)
+    if opened_by_client != h.conn.c.is_client:  # the peer's stream
+        h.release()
+        stream._conn._wake_soon()
+
+
+def connection_forget_if_finished(conn, stream):
+    """``QuicConnection._forget_if_finished``: a stream finished both ways leaves
+    the connection's registry and is released."""
+    if _finished(stream):
+        conn._streams.pop((<StreamHandle>stream._handle).stream_id, None)
+        stream_release(stream)
 
 
 cdef int _get_bytes(data, Py_buffer* view) except -1:

@@ -36,7 +36,8 @@ from .errors import (
     describe_transport_error,
 )
 from .config import QUIC_VERSIONS
-from .stream import QuicReceiveStream, QuicSendStream, QuicStream, _StreamBase
+from . import _fast
+from .stream import QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
     from ._lowlevel import Spot
@@ -552,10 +553,8 @@ class QuicConnection:
         """The streams not forgotten yet, as a list (waking one may change the registry)."""
         return [stream for ref in list(self._streams.values()) if (stream := ref()) is not None]
 
-    def _forget_if_finished(self, stream: _StreamBase) -> None:
-        if stream._finished():
-            self._streams.pop(stream.stream_id, None)
-            stream._release()
+    #: A stream finished both ways leaves the registry and is released (in Cython).
+    _forget_if_finished = _fast.connection_forget_if_finished
 
     def _build_close_error(self) -> ConnectionClosed:
         local, remote, local_app, remote_app, reason = self._h.close_info

@@ -15,6 +15,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 
 from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
+from . import _fast
 from ._fast import ReceiveHalf as _ReceiveHalf
 from ._fast import SendHalf as _SendHalf
 from .errors import StreamReset
@@ -93,10 +94,8 @@ class _StreamBase:
         if self._aborted is not None:
             self._aborted.set()
 
-    def _finished(self) -> bool:
-        rx_over = self._rx is None or self._rx.done or self._rx.closed
-        tx_over = self._tx is None or self._tx.done
-        return rx_over and tx_over
+    #: Nothing more will be read or sent (in Cython: _fast.pyx).
+    _finished = _fast.stream_finished
 
     def __del__(self) -> None:
         # Like an unclosed file: careless code may waste, but must not leave the
@@ -117,13 +116,9 @@ class _StreamBase:
             self._abandon()
         self._release()
 
-    def _release(self) -> None:
-        """The application is done with this stream: a peer's stream may give its
-        stream credit back (the core waits until the protocol is done with it too)."""
-        opened_by_client = not self.stream_id & 1
-        if opened_by_client != self._conn.is_client:  # the peer's stream
-            self._handle.release()
-            self._conn._wake_soon()
+    #: The application is done with this stream: a peer's stream may give its
+    #: stream credit back (the core waits until the protocol is done with it too).
+    _release = _fast.stream_release
 
     def _abandon(self) -> None:
         """Close what is still open: reset an unfinished send side (its message is
