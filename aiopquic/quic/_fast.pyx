@@ -22,6 +22,8 @@ import asyncio
 
 import anyio
 
+from .._core import EV_NEW, EV_RESET, EV_RX, EV_STOP, EV_TX
+
 from .errors import StreamReset, check_error_code
 
 _get_running_loop = asyncio.get_running_loop
@@ -230,6 +232,9 @@ cdef class Half:
         await self._conn._wait_in(spot)
 
     def wake(self):
+        self.c_wake()
+
+    cdef inline void c_wake(self):
         if self._spot is not None:
             self._spot.wake()
 
@@ -435,6 +440,49 @@ cdef class SendHalf(Half):
             self.reset_by_us = True
         self.closed = self.done = True
         self.wake()
+
+
+# -- delivering the core's events ------------------------------------------------------------
+
+
+def endpoint_dispatch(endpoint):
+    """``QuicEndpoint.dispatch``: drain the core once and deliver every event.
+
+    A stream event wakes the task waiting on the stream's half concerned, here;
+    the rest (a new stream, a connection's events, an abort) goes to Python.
+    """
+    core = endpoint.core
+    for handle, flags in core.drain():
+        if type(handle) is StreamHandle:
+            conn = (<StreamHandle>handle).conn.owner
+            if conn is None:
+                conn = endpoint._adopt((<StreamHandle>handle).conn)
+            _on_stream_event(conn, <StreamHandle>handle, flags)
+        else:
+            endpoint._on_connection_event(handle, flags)
+    if not endpoint._stopping and core.thread_error() is not None:
+        endpoint._on_thread_failed()
+
+
+cdef int _on_stream_event(conn, StreamHandle handle, unsigned int flags) except -1:
+    # Looked up by ID, not through the handle: a handle pointing back at its
+    # stream would make a cycle, and a stream's buffers would then wait for
+    # the garbage collector.  A stream we forgot gets no more events.
+    ref = conn._streams.get(handle.stream_id)
+    stream = ref() if ref is not None else None
+    if stream is None:
+        if not flags & EV_NEW:
+            return 0
+        stream = conn._on_new_stream(handle)
+    rx = stream._rx
+    tx = stream._tx
+    if rx is not None and flags & (EV_RX | EV_RESET):
+        (<Half>rx).c_wake()
+    if tx is not None and flags & (EV_TX | EV_STOP):
+        (<Half>tx).c_wake()
+    if flags & (EV_RESET | EV_STOP) and stream._aborted is not None:
+        stream._on_abort_event()
+    return 0
 
 
 # -- stream bookkeeping (methods of the stream and connection classes) ---------------------

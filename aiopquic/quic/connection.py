@@ -17,7 +17,6 @@ from .._core import (
     EV_CLOSED,
     EV_DGRAM,
     EV_EARLY,
-    EV_NEW,
     EV_READY,
     EV_TX_ROOM,
     ConnHandle,
@@ -505,25 +504,17 @@ class QuicConnection:
         if flags & EV_CLOSED:
             self._on_closed()
 
-    def _on_stream_event(self, handle: StreamHandle, flags: int) -> None:
-        # Looked up by ID, not through the handle: a handle pointing back at its
-        # stream would make a cycle, and a stream's buffers would then wait for
-        # the garbage collector.  A stream we forgot gets no more events.
-        ref = self._streams.get(handle.stream_id)
-        stream = ref() if ref is not None else None
-        if stream is None:
-            if not flags & EV_NEW:
-                return
-            new: AnyQuicStream
-            if handle.stream_id & 2:
-                new = QuicReceiveStream(handle, self)
-            else:
-                new = QuicStream(handle, self)
-            self._streams[new.stream_id] = weakref.ref(new)
-            self._incoming.append(new)
-            self._accept_spot.wake()
-            stream = new
-        stream._on_event(flags)
+    def _on_new_stream(self, handle: StreamHandle) -> AnyQuicStream:
+        """The peer opened a stream (EV_NEW): register it for accept_stream()."""
+        new: AnyQuicStream
+        if handle.stream_id & 2:
+            new = QuicReceiveStream(handle, self)
+        else:
+            new = QuicStream(handle, self)
+        self._streams[handle.stream_id] = weakref.ref(new)
+        self._incoming.append(new)
+        self._accept_spot.wake()
+        return new
 
     def _on_closed(self) -> None:
         if self._closed_exc is None:

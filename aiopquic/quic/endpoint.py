@@ -17,6 +17,7 @@ import anyio
 import sniffio
 
 from .._core import EV_READY, ConnHandle, Endpoint
+from . import _fast
 from ._fast import Flusher
 from ._lowlevel import lowlevel_for
 from .config import QuicConfig
@@ -221,27 +222,22 @@ class QuicEndpoint:
             await anyio.wait_readable(fd)
             self.dispatch()
 
-    def dispatch(self) -> None:
-        """Drain the core once and deliver every event."""
-        for handle, flags in self.core.drain():
-            if isinstance(handle, ConnHandle):
-                conn = handle.owner
-                if conn is None:
-                    conn = self._adopt(handle)
-                conn._on_event(flags)
-                if conn in self._handshaking and (flags & EV_READY or conn.closed):
-                    self._handshaking.discard(conn)
-                    if flags & EV_READY:
-                        self._adopted.append(conn)
-                if conn.closed and conn._closed.is_set():
-                    self._connections.discard(conn)
-            else:
-                owner = handle.conn.owner
-                if owner is None:
-                    owner = self._adopt(handle.conn)
-                owner._on_stream_event(handle, flags)
-        if not self._stopping and self.core.thread_error() is not None:
-            self._on_thread_failed()
+    #: Drain the core once and deliver every event (in Cython: streams' events are
+    #: most of them; the others come back to :meth:`_on_connection_event` and the
+    #: connection's ``_on_new_stream``).
+    dispatch = _fast.endpoint_dispatch
+
+    def _on_connection_event(self, handle: ConnHandle, flags: int) -> None:
+        conn = handle.owner
+        if conn is None:
+            conn = self._adopt(handle)
+        conn._on_event(flags)
+        if conn in self._handshaking and (flags & EV_READY or conn.closed):
+            self._handshaking.discard(conn)
+            if flags & EV_READY:
+                self._adopted.append(conn)
+        if conn.closed and conn._closed.is_set():
+            self._connections.discard(conn)
 
     def _adopt(self, handle: ConnHandle) -> QuicConnection:
         """A connection the peer opened: wrap it, and hand it to the server once

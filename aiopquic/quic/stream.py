@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 
-from .._core import EV_RESET, EV_RX, EV_STOP, EV_TX, StreamHandle
+from .._core import StreamHandle
 from . import _fast
 from ._fast import ReceiveHalf as _ReceiveHalf
 from ._fast import SendHalf as _SendHalf
@@ -77,13 +77,10 @@ class _StreamBase:
             self._tx is not None and h.stop_code is not None
         )
 
-    def _on_event(self, flags: int) -> None:
-        rx, tx = self._rx, self._tx
-        if rx is not None and flags & (EV_RX | EV_RESET):
-            rx.wake()
-        if tx is not None and flags & (EV_TX | EV_STOP):
-            tx.wake()
-        if self._aborted is not None and flags & (EV_RESET | EV_STOP) and self._peer_aborted():
+    def _on_abort_event(self) -> None:
+        """A RESET_STREAM or STOP_SENDING came while a task waits in wait_aborted()
+        (the dispatcher, _fast.pyx, wakes the halves' waiters itself)."""
+        if self._aborted is not None and self._peer_aborted():
             self._aborted.set()
 
     def _on_connection_closed(self) -> None:
