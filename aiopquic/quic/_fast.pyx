@@ -229,7 +229,18 @@ cdef class Half:
             spot = self._spot = self._ll.spot()
         elif spot.c_occupied():
             raise _BusyResourceError(self._activity)
-        await self._conn._wait_in(spot)
+        self._conn._check_running()
+        await spot.wait()
+
+    def spot_to_wait(self):
+        """The spot where the one task using this half waits (BusyResourceError if
+        another task waits in it already)."""
+        cdef SpotBase spot = self._spot
+        if spot is None:
+            spot = self._spot = self._ll.spot()
+        elif spot.c_occupied():
+            raise _BusyResourceError(self._activity)
+        return spot
 
     def wake(self):
         self.c_wake()
@@ -247,28 +258,12 @@ cdef class ReceiveHalf(Half):
 
     _activity = "receiving from"
 
-    async def receive(self, max_bytes):
+    def answers_at_once(self, max_bytes):
+        """Check ``max_bytes``; True if a receive can hand out bytes (or raise) now."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         cdef StreamHandle h = self._h
-        ll = self._ll
-        cdef bint yielded = ll.yield_first and (
-            h.c_readable() or h.s.rx_fin or h.s.rx_reset or self.closed
-        )
-        if yielded:
-            # Something to hand out (or to raise) at once: the call's one yield
-            # comes first and may be cancelled, while nothing is taken yet.
-            await ll.checkpoint()
-        else:
-            await ll.checkpoint_if_cancelled()
-        while True:
-            data = self.take(max_bytes)
-            if data:
-                if not yielded:  # bytes that landed just now: yield once, keeping them
-                    await ll.cancel_shielded_checkpoint()
-                return data
-            await self._wait()
-            yielded = True
+        return h.c_readable() or h.s.rx_fin or h.s.rx_reset or self.closed
 
     cpdef bytes take(self, Py_ssize_t max_bytes):
         """Up to ``max_bytes`` of what is buffered, b"" if nothing is; raises what

@@ -39,7 +39,6 @@ from . import _fast
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
 
 if TYPE_CHECKING:
-    from ._lowlevel import Spot
     from .config import QuicConfig
     from .endpoint import QuicEndpoint
 
@@ -317,7 +316,8 @@ class QuicConnection:
             self._raise_if_closed()
             if self._accept_spot.occupied:
                 raise anyio.BusyResourceError("accepting streams from")
-            await self._wait_in(self._accept_spot)
+            self._check_running()
+            await self._accept_spot.wait()
             waited = True
         stream = self._incoming.popleft()
         self._streams_accepted += 1
@@ -388,7 +388,8 @@ class QuicConnection:
             self._raise_if_closed()
             if self._datagram_spot.occupied:
                 raise anyio.BusyResourceError("receiving datagrams from")
-            await self._wait_in(self._datagram_spot)
+            self._check_running()
+            await self._datagram_spot.wait()
 
     # -- closing --------------------------------------------------------
 
@@ -467,14 +468,13 @@ class QuicConnection:
             # traceback with every raise and tie together everything it passed.
             raise closed.copy() from None
 
-    async def _wait_in(self, spot: Spot) -> None:
-        """Wait in ``spot`` for the dispatcher to wake us."""
+    def _check_running(self) -> None:
+        """Before a wait: only the dispatcher can end it; say so if nobody runs it."""
         if not self._endpoint.dispatching:
             raise RuntimeError(
                 "this connection is not running: use it inside `async with conn:` "
                 "(or `async with open_quic_connection(...) as conn:`)"
             )
-        await spot.wait()
 
     # -- events from the endpoint's dispatcher ---------------------------
 

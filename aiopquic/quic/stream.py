@@ -141,12 +141,29 @@ class _Receiving(_StreamBase):
         :class:`StreamReset` if the peer reset the stream. A cancelled call
         loses no bytes.
         """
+        # One coroutine, this one, over the receive half's calls in Cython.
+        rx = self._rx
+        conn = self._conn
+        ll = conn._ll
         try:
-            data = await self._rx.receive(max_bytes)
+            yielded = rx.answers_at_once(max_bytes) and ll.yield_first
+            if yielded:
+                # Something to hand out (or to raise) at once: the call's one yield
+                # comes first and may be cancelled, while nothing is taken yet.
+                await ll.checkpoint()
+            else:
+                await ll.checkpoint_if_cancelled()
+            while not (data := rx.take(max_bytes)):
+                spot = rx.spot_to_wait()
+                conn._check_running()
+                await spot.wait()
+                yielded = True
+            if not yielded:  # bytes that landed just now: yield once, keeping them
+                await ll.cancel_shielded_checkpoint()
         except (anyio.EndOfStream, StreamReset):
-            self._conn._forget_if_finished(self)
+            conn._forget_if_finished(self)
             raise
-        self._conn._bytes_received += len(data)
+        conn._bytes_received += len(data)
         return data
 
     def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes:
