@@ -322,6 +322,7 @@ cdef class SendHalf(Half):
     cdef public bint closed  # send_eof, reset or aclose: no more send()
     cdef public bint done  # FIN handed over, or reset either way
     cdef public bint reset_by_us
+    cdef Py_ssize_t _written  # by send_start, for send_rest
 
     _activity = "sending to"
 
@@ -350,29 +351,45 @@ cdef class SendHalf(Half):
     def _raise_if_stopped(self):
         self.c_raise_if_stopped()
 
-    async def send(self, data, bint eof=False):
-        """Write all of ``data`` (then the FIN, with ``eof``), waiting for room;
-        cancelled, all of it or none goes."""
-        # Yield first, then commit: the bytes reach the network thread with no
-        # task switch before a following send_eof(), so data and FIN usually
-        # leave in one packet.  Cancelled here, nothing was sent.
-        await self._ll.checkpoint()
+    def send_start(self, data, bint eof=False):
+        """``send()`` after its first checkpoint: check that this half is open and
+        free, write what fits of ``data`` (then the FIN, with ``eof``); return True
+        if that was all of it, else :meth:`send_rest` goes on."""
         self.c_check_open()
         if self.c_busy():
             raise _BusyResourceError(self._activity)  # before a byte is taken
+        cdef Py_buffer view
+        cdef Py_ssize_t size, written
+        _get_bytes(data, &view)
+        try:
+            size = view.len
+            written = self._h.c_write(<const uint8_t*>view.buf, size, False, eof)
+        finally:
+            PyBuffer_Release(&view)
+        conn = self._conn
+        conn._wake_soon()
+        if written < size:
+            self._written = written
+            return False
+        conn._bytes_sent += size
+        if eof:
+            self.closed = self.done = True
+        return True
+
+    async def send_rest(self, data, bint eof=False):
+        """Write the rest of ``data`` after :meth:`send_start`, waiting for room; if
+        cancelled, the rest goes too, past the ring's size (the call committed)."""
         cdef StreamHandle h = self._h
         conn = self._conn
         cdef Py_buffer view
         cdef const uint8_t* start
-        cdef Py_ssize_t size, written
+        cdef Py_ssize_t size, written = self._written
         # The caller's buffer is borrowed, not copied, while this call runs: the
         # ring takes the only copy.
         _get_bytes(data, &view)
         try:
             start = <const uint8_t*>view.buf
             size = view.len
-            written = h.c_write(start, size, False, eof)
-            conn._wake_soon()
             while written < size:
                 try:
                     if h.c_tx_arm() < h.tx_threshold:

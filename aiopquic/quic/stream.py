@@ -216,11 +216,18 @@ class _Sending(_StreamBase):
         task's send on this stream waits, and :class:`anyio.ClosedResourceError`
         if this stream is reset by us (:meth:`reset`) while the call waits.
         """
+        # Yield first, then commit: the bytes reach the network thread with no
+        # task switch before a following send_eof(), so data and FIN usually
+        # leave in one packet.  Cancelled here, nothing was sent.
+        tx = self._tx
+        conn = self._conn
         try:
-            await self._tx.send(item, eof)
+            await conn._ll.checkpoint()
+            if not tx.send_start(item, eof):  # the send ring is full: wait for room
+                await tx.send_rest(item, eof)
         finally:
             if eof:
-                self._conn._forget_if_finished(self)
+                conn._forget_if_finished(self)
 
     def send_nowait(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
         """Send all of ``item`` (then finish the stream, with ``eof``) at once,
