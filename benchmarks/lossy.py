@@ -192,7 +192,7 @@ async def main(args: argparse.Namespace) -> int:
         columns = [f"{c}/{d}" for c in conditions for d in directions]
         print(f"over tests/lossy_relay.py, {args.mib:g} MiB per transfer (blackout64: 64), our backend "
               f"{args.backend}, seeds 0..{args.seeds - 1}, timeout {args.timeout:g} s; goodput Mbit/s")
-        width = max(12, *(len(c) + 1 for c in columns))
+        width = max(12, *(len(c) + 1 for c in columns), 7 * args.seeds)  # room for every seed's figure
         print(f"{'cc':<8}{'peer':<14}" + "".join(f"{c:>{width}}" for c in columns), flush=True)
         failures = 0
         for cc in ccs:

@@ -729,8 +729,8 @@ def main() -> int:
                         "through the machine's noise, and show the median of the rounds (default 1: best of --repeat)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per peer and workload after which no repeat starts (default 20, quick 8)")
-    parser.add_argument("--cc", default="newreno", help="congestion control for every peer (default newreno, "
-                        "aiopquic's default; aioquic calls it reno)")
+    parser.add_argument("--cc", default="cubic", help="congestion control for every peer (default cubic, "
+                        "QuicConfig's default; aioquic calls newreno reno)")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="add this round-trip time: clients reach servers through benchmarks/relay.py "
                         "(a Python relay: use the bulk workloads)")

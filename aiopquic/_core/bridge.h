@@ -128,6 +128,7 @@ struct aq_stream {
     int credit_returned;    /* a peer's stream: MAX_STREAMS counts it again */
     uint64_t tune_time;     /* window autotuning: when this interval began (0: not yet) */
     uint64_t tune_read;     /* ... and how many bytes Python had read then */
+    int tune_blocked;       /* ... and whether the peer has waited for credit since */
     aq_stream_t* prev;
     aq_stream_t* next;
 };

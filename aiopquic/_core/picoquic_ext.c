@@ -48,6 +48,23 @@ int aq_stream_beyond_peer_limit(picoquic_cnx_t* cnx, uint64_t stream_id)
     return IS_LOCAL_STREAM_ID(stream_id, cnx->client_mode) && STREAM_RANK_FROM_ID(stream_id) > limit;
 }
 
+int aq_stream_rx_edge(picoquic_cnx_t* cnx, uint64_t stream_id, uint64_t* edge, uint64_t* limit)
+{
+    picoquic_stream_head_t* stream = picoquic_find_stream(cnx, stream_id);
+    picoquic_stream_data_node_t* last;
+    if (stream == NULL) {
+        return -1;
+    }
+    /* Out-of-order segments wait in stream_data_tree, sorted by offset. */
+    last = (picoquic_stream_data_node_t*)picosplay_last(&stream->stream_data_tree);
+    *edge = stream->consumed_offset;
+    if (last != NULL && last->offset + last->length > *edge) {
+        *edge = last->offset + last->length;
+    }
+    *limit = stream->maxdata_local;
+    return 0;
+}
+
 void aq_accept_early_data(picoquic_quic_t* quic, int accept)
 {
     ptls_context_t* ctx = (ptls_context_t*)quic->tls_master_ctx;

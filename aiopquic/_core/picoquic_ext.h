@@ -29,6 +29,11 @@ uint32_t aq_cnx_version(picoquic_cnx_t* cnx);
 const char* aq_cnx_cipher(picoquic_cnx_t* cnx);
 uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx);
 
+/* Receive flow control of one stream as picoquic sees it: *edge is the end of
+ * the furthest bytes the peer has sent us (out-of-order ones included), *limit
+ * the MAX_STREAM_DATA we last granted.  0, or -1 if picoquic has no such stream. */
+int aq_stream_rx_edge(picoquic_cnx_t* cnx, uint64_t stream_id, uint64_t* edge, uint64_t* limit);
+
 /* Restrict the TLS cipher suites to these IANA IDs, in this order of preference:
  * 0, or -1 (nothing changed) if one is not available or out of memory. */
 int aq_set_cipher_suites(picoquic_quic_t* quic, const uint16_t* ids, size_t n);

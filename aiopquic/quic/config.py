@@ -109,9 +109,10 @@ class QuicConfig:
     #: (QUIC MAX_DATA, raised as the application reads).
     max_data: int = 16 * 1024 * 1024
     #: Per-stream receive window to start with (QUIC initial_max_stream_data).
-    #: Window autotuning doubles a stream's window whenever the application reads
-    #: at least half a window per round trip, measured over round trips (the
-    #: window, not the reader, limited the transfer), up to ``max_stream_window``.
+    #: Window autotuning doubles a stream's window, at most once per round trip,
+    #: whenever the window rather than the reader limited the transfer (the
+    #: application read half a window per round trip, or the sender waited at the
+    #: window's edge while the application kept up), up to ``max_stream_window``.
     max_stream_data: int = 1024 * 1024
     #: How far autotuning may grow a stream's receive window: ``None`` means
     #: ``max_data`` (which bounds the memory of all streams together anyway);
