@@ -1,12 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The stream operations a request/response runs a dozen times each, in Cython.
+"""What a request/response runs a dozen times, in Cython.
 
-``stream.py`` keeps the public classes and their documentation; what they do
-per call lives here: the parking spots a task waits in, and the two halves of
-a stream (reading its receive ring, writing its send ring, waiting on them).
-The logic is line for line what a Python version would be; being compiled, it
-costs no interpreter frames, and it reads the core's stream state without a
-Python call (through the ``StreamHandle`` methods declared in ``_core.pxd``).
+``stream.py``, ``connection.py`` and ``endpoint.py`` keep the public classes and
+their documentation; the work of each call is here: the parking spots a task
+waits in, the two halves of a stream (reading its receive ring, writing its
+send ring), the dispatcher's loop over the core's events, the stream
+bookkeeping when a stream finishes, and the flusher that wakes the network
+thread once per event-loop turn.  The logic is line for line what the Python
+was; compiled, it costs no interpreter frames, and it reads the core's stream
+state without a Python call (the ``StreamHandle`` methods in ``_core.pxd``).
+
+Measured (benchmarks/instructions.py), not assumed: the synchronous steps pay
+off in Cython; a coroutine does not.  A Python coroutine awaiting a Cython one
+costs more than one Python coroutine calling synchronous Cython steps, so each
+public async method (``receive()``, ``send()``) stays one Python coroutine, and
+only the slow path (a send waiting for room) awaits a coroutine of ours.
 
 Like the rest of ``quic/``, nothing here calls picoquic: only ``_core`` does.
 """
@@ -224,11 +232,7 @@ cdef class Half:
 
     async def _wait(self):
         """Wait for the next event on this stream (or its connection)."""
-        cdef SpotBase spot = self._spot
-        if spot is None:
-            spot = self._spot = self._ll.spot()
-        elif spot.c_occupied():
-            raise _BusyResourceError(self._activity)
+        spot = self.spot_to_wait()
         self._conn._check_running()
         await spot.wait()
 

@@ -4,11 +4,12 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
 - A parking spot: one task waits in it until another wakes it.  An
   ``anyio.Event`` per wait costs a backend lookup, an event object of anyio's and
   one of the backend's; a spot is an asyncio future or trio's
-  ``wait_task_rescheduled``, made once and reused (in Cython: ``_fast.pyx``).  Cancellation is the
-  backend's own, as with an event: a cancelled wait raises where it waited and
-  a later ``wake()`` is a no-op.
+  ``wait_task_rescheduled``, made once and reused (both in ``_fast.pyx``).
+  Cancellation is the backend's own, as with an event: a cancelled wait raises
+  where it waited and a later ``wake()`` is a no-op.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
-  call; these are the backend's own functions, looked up once.
+  call; these are the backend's own functions, looked up once (asyncio's plain
+  checkpoint, a bare yield, is one Cython object: ``_fast.asyncio_checkpoint``).
 - ``wait_readable``: trio's own, without anyio's backend lookup and wrapper.
 - ``call_soon``: run a plain function once the event loop's current turn is
   done (asyncio's ``loop.call_soon``, trio's ``TrioToken.run_sync_soon``); the
