@@ -127,6 +127,7 @@ cdef extern from "bridge.h" nogil:
     int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
     void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
     void aq_endpoint_flush(aq_endpoint_t* ep)
+    int aq_endpoint_wake_owed(aq_endpoint_t* ep)
     void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
     void aq_endpoint_stop(aq_endpoint_t* ep)
     void aq_endpoint_close_fd(aq_endpoint_t* ep)
@@ -192,6 +193,7 @@ cdef class Endpoint:
     cdef readonly bint closed
     cdef bint started
     cdef void c_flush(self) noexcept
+    cdef bint c_wake_owed(self) noexcept
 
 
 cdef class ConnHandle:

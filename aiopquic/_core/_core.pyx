@@ -381,6 +381,11 @@ cdef class Endpoint:
         if not self.closed:
             aq_endpoint_flush(self.ep)
 
+    cdef bint c_wake_owed(self) noexcept:
+        """True if corked commands wait for :meth:`flush` (a command that found its
+        stream already queued for the network thread owes no wake-up)."""
+        return not self.closed and aq_endpoint_wake_owed(self.ep)
+
     def exit_when_closed(self):
         """Let the network thread end by itself once the requested closes are out."""
         if not self.closed:

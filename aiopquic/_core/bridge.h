@@ -243,6 +243,8 @@ int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
  * uncorking flushes. */
 void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked);
 void aq_endpoint_flush(aq_endpoint_t* ep);
+/* True if corked commands wait for aq_endpoint_flush (Python thread). */
+int aq_endpoint_wake_owed(aq_endpoint_t* ep);
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);
 void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; idempotent */
 /* After aq_endpoint_stop, once nobody waits on it: close the wake fd (events left

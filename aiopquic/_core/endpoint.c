@@ -327,6 +327,11 @@ void aq_endpoint_flush(aq_endpoint_t* ep)
     }
 }
 
+int aq_endpoint_wake_owed(aq_endpoint_t* ep)
+{
+    return atomic_load(&ep->wake_owed);
+}
+
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
 {
     if (!ep->stopped && ep->thread != NULL) {

@@ -149,8 +149,9 @@ cdef class Flusher:
         self._loop_thread = PyThread_get_thread_ident()
 
     def wake_soon(self):
-        """Wake the network thread once the event loop's current turn is done."""
-        if self._scheduled or self.closed:
+        """Wake the network thread once the event loop's current turn is done, if
+        the command just handed over owes it a wake-up."""
+        if self._scheduled or self.closed or not self._core.c_wake_owed():
             return
         if PyThread_get_thread_ident() != self._loop_thread:
             # A stream's __del__, run by the garbage collector in another thread.
