@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import anyio
 import pytest
 
-from aiopquic import QuicConfig
+from aiopquic import QuicConfig, QuicConnection, QuicStream, open_quic_connection
 
-from .lossy_relay import Impairment
+from .helpers import read_all, running_server
+from .lossy_relay import Impairment, LossyRelay
 from .lossy_transfer import configs, transfer
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +114,29 @@ async def test_window_stays_within_max_data_by_default(server_config: QuicConfig
     )
     assert result.receiver_stats is not None
     assert result.receiver_stats.stream_window == 2 * WINDOW
+
+
+async def test_a_slow_reader_keeps_its_window(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    """A reader slower than the path (4 KiB per 20 ms against 64 KiB per 40 ms
+    RTT) is what holds the sender back, at the window's edge: the window stays."""
+    server, client = _with(server_config, client_config, "cubic", max_stream_data=WINDOW)
+    size = 256 * KIB
+
+    async def send_bytes(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            assert isinstance(stream, QuicStream)
+            await stream.send(bytes(size), eof=True)
+            await read_all(stream)
+
+    async with running_server(send_bytes, server) as listener:
+        with LossyRelay(("127.0.0.1", listener.port), RTT40) as relay, anyio.fail_after(25):
+            async with open_quic_connection("127.0.0.1", relay.port, config=client) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"go")
+                received = 0
+                while received < size:
+                    received += len(await stream.receive(4 * KIB))
+                    await anyio.sleep(0.020)  # the slow consumer under test, not a wait for an event
+                await stream.send_eof()
+                assert conn.stats.stream_window == WINDOW
