@@ -128,7 +128,8 @@ struct aq_stream {
     int credit_returned;    /* a peer's stream: MAX_STREAMS counts it again */
     uint64_t tune_time;     /* window autotuning: when this interval began (0: not yet) */
     uint64_t tune_read;     /* ... and how many bytes Python had read then */
-    int tune_blocked;       /* ... and whether the peer has waited for credit since */
+    int tune_blocked;       /* ... whether the peer has waited for credit since */
+    int tune_waited;        /* ... and whether Python has waited for bytes since */
     aq_stream_t* prev;
     aq_stream_t* next;
 };

@@ -252,11 +252,26 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         pthread_mutex_unlock(&ep->start_lock);
         break;
     }
+    case picoquic_packet_loop_ready:
+        ((picoquic_packet_loop_options_t*)argv)->do_time_check = 1;
+        break;
+    case picoquic_packet_loop_time_check:
+        /* About to sleep until the next timer: from here Python must wake us for a
+         * command (aq_wake_net).  One pushed before this look runs now instead. */
+        atomic_store(&ep->net_idle, 1);
+        if (atomic_load(&ep->net_head) != NULL) {
+            atomic_store(&ep->net_idle, 0);
+            aq_process_commands(ep);
+            ((packet_loop_time_check_arg_t*)argv)->delta_t = 0; /* send what they queued */
+        }
+        break;
     case picoquic_packet_loop_wake_up:
+        atomic_store(&ep->net_idle, 0);
         atomic_store(&ep->net_wake_pending, 0);
         aq_process_commands(ep);
         break;
     case picoquic_packet_loop_after_receive:
+        atomic_store(&ep->net_idle, 0);
         if (ep->deferred_stops > 0) {
             aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
         }
@@ -265,6 +280,7 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         aq_signal_python(ep, AQ_SIGNAL_NOW);
         break;
     case picoquic_packet_loop_after_send:
+        atomic_store(&ep->net_idle, 0);
         if (ep->n_to_delete > 0) {
             aq_run_deferred_deletes(ep);
         }

@@ -182,9 +182,16 @@ static int aq_queue_net(aq_node_t* n, uint32_t flags)
     return 1;
 }
 
-/* Python thread: wake the network thread unless a wake-up is already on its way. */
+/* Python thread: wake the network thread unless it is awake (it looks at
+ * net_head before it sleeps again) or a wake-up is already on its way.  No
+ * command is stranded: the network thread stores net_idle = 1 and then loads
+ * net_head, the caller pushed to net_head and then loads net_idle, all
+ * sequentially consistent, so one of the two sees the other's store. */
 void aq_wake_net(aq_endpoint_t* ep)
 {
+    if (!atomic_load(&ep->net_idle)) {
+        return;
+    }
     if (atomic_exchange(&ep->net_wake_pending, 1) == 0 && ep->thread != NULL) {
         (void)picoquic_wake_up_network_thread(ep->thread);
     }

@@ -37,6 +37,9 @@ struct aq_endpoint {
     _Atomic(aq_node_t*) net_head;
     _Atomic int py_wake_pending;
     _Atomic int net_wake_pending;
+    /* 1 while the network thread may sleep without looking at net_head again:
+     * from its last look, before it polls, until it wakes (see aq_loop_cb). */
+    _Atomic int net_idle;
     /* Python thread: stream writes queue their command without waking the
      * network thread; Python wakes it once per event-loop turn (aq_endpoint_flush). */
     int corked;

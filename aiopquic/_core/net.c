@@ -211,18 +211,17 @@ void aq_conn_teardown(aq_conn_t* c)
  *  - Python read at least half a window per RTT: a window-limited sender
  *    delivers up to one window per RTT, so the window is under twice the
  *    path's bandwidth-delay product; or
- *  - at some grant of the interval the peer had sent up to (within an eighth
- *    of a window of) the limit we granted while Python had read all but a
- *    quarter window of what had arrived in order: the sender waited for
- *    credit, and not because of a slow reader.  This is the case under loss,
- *    where each lost packet holds back what follows it for a round trip or
- *    more, so the read rate stays under the first rule's threshold although
- *    the sender sits at the window's edge (bbr1 at 5 % loss and 40 ms RTT:
- *    windows of 2-4 MiB and 67-95 Mbit/s by the first rule alone, 150-183
- *    with a fixed 16 MiB).
+ *  - during the interval Python waited for bytes, and at some grant of it
+ *    the peer had sent up to (within an eighth of a window of) the limit we
+ *    granted: the sender waited for credit, and not because of a slow reader.
+ *    This is the case under loss, where each lost packet holds back what
+ *    follows it for a round trip or more, so the read rate stays under the
+ *    first rule's threshold although the sender sits at the window's edge
+ *    (bbr1 at 5 % loss and 40 ms RTT: windows of 2-4 MiB and 67-95 Mbit/s by
+ *    the first rule alone, 150-183 with a fixed 16 MiB).
  * A slower reader keeps the window as it is.  Memory stays bounded by the
  * connection's MAX_DATA (aq_grant_max_data), whatever the windows. */
-static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t written, uint64_t read)
+static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t read)
 {
     aq_endpoint_t* ep = s->conn->node.ep;
     uint64_t window = atomic_load(&s->rx_window);
@@ -230,8 +229,7 @@ static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t wri
     if (window >= ep->rx_window_max) {
         return;
     }
-    if (written - read <= window / 4 && aq_stream_rx_edge(cnx, s->stream_id, &edge, &limit) == 0 &&
-        edge + window / 8 >= limit) {
+    if (aq_stream_rx_edge(cnx, s->stream_id, &edge, &limit) == 0 && edge + window / 8 >= limit) {
         s->tune_blocked = 1;
     }
     now = picoquic_current_time();
@@ -240,7 +238,7 @@ static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t wri
         return;
     }
     if (s->tune_time != 0 &&
-        (s->tune_blocked || (read - s->tune_read) * rtt >= (window / 2) * (now - s->tune_time))) {
+        ((s->tune_blocked && s->tune_waited) || (read - s->tune_read) * rtt >= (window / 2) * (now - s->tune_time))) {
         window = 2 * window < ep->rx_window_max ? 2 * window : ep->rx_window_max;
         atomic_store(&s->rx_window, window);
         pthread_mutex_lock(&s->conn->stats_lock);
@@ -252,6 +250,7 @@ static void aq_autotune_window(aq_stream_t* s, picoquic_cnx_t* cnx, uint64_t wri
     s->tune_time = now;
     s->tune_read = read;
     s->tune_blocked = 0;
+    s->tune_waited = 0;
 }
 
 void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
@@ -262,7 +261,7 @@ void aq_grant_credit(aq_stream_t* s, picoquic_cnx_t* cnx)
     if (!s->registered || atomic_load(&s->rx_fin) || atomic_load(&s->rx_reset)) {
         return;
     }
-    aq_autotune_window(s, cnx, written, read);
+    aq_autotune_window(s, cnx, read);
     limit = read + atomic_load(&s->rx_window);
     if (limit <= written) {
         return;
@@ -518,6 +517,7 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
         atomic_store(&s->rx_fin, 1);
     }
     if (atomic_exchange(&s->rx_armed, 0)) {
+        s->tune_waited = 1;
         aq_push_py_when(&s->node, AQ_EV_RX, fin ? AQ_SIGNAL_NOW : AQ_SIGNAL_BATCH);
     }
     else if (fin && c->node.ep->py_signal_needed != 0) {

@@ -7,8 +7,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
+from .._taskgroup import TaskSpawner, open_task_group
 from ..quic.config import QuicConfig
 from ..quic.connection import QuicConnection
 from ..quic.errors import ConnectionClosed
@@ -79,7 +80,7 @@ class _ServerConnection:
         self._draining = anyio.Event()
 
     async def run(self) -> None:
-        async with self.conn, anyio.create_task_group() as tg:
+        async with self.conn, open_task_group() as tg:  # one task per request: see _taskgroup
             if self.server.webtransport is not None:
                 self.webtransport = self.server.webtransport.attach(self.conn, self.session, tg)
             try:
@@ -96,7 +97,7 @@ class _ServerConnection:
                 pass
             tg.cancel_scope.cancel()
 
-    async def _accept(self, tg: TaskGroup) -> None:
+    async def _accept(self, tg: TaskSpawner) -> None:
         try:
             async for stream in self.conn:
                 if isinstance(stream, QuicStream):
@@ -111,7 +112,7 @@ class _ServerConnection:
         finally:
             self._draining.set()
 
-    def _sort_stream_now(self, tg: TaskGroup, stream: QuicStream) -> None:
+    def _sort_stream_now(self, tg: TaskSpawner, stream: QuicStream) -> None:
         assert self.webtransport is not None
         try:
             done, prefix, reader = self.webtransport.sort_bidi_stream(stream)
@@ -122,7 +123,7 @@ class _ServerConnection:
         elif prefix is not None:
             self._start_request(tg, stream, prefix)
 
-    async def _sort_stream(self, tg: TaskGroup, stream: QuicStream, reader: StreamHeaderReader) -> None:
+    async def _sort_stream(self, tg: TaskSpawner, stream: QuicStream, reader: StreamHeaderReader) -> None:
         assert self.webtransport is not None
         try:
             prefix = await self.webtransport.take_bidi_stream(stream, reader)
@@ -131,7 +132,7 @@ class _ServerConnection:
         if prefix is not None:
             self._start_request(tg, stream, prefix)
 
-    def _start_request(self, tg: TaskGroup, stream: QuicStream, prefix: bytes = b"") -> None:
+    def _start_request(self, tg: TaskSpawner, stream: QuicStream, prefix: bytes = b"") -> None:
         if not self.accepting:
             stream.reset(ErrorCode.H3_REQUEST_REJECTED)
             stream.stop_sending(ErrorCode.H3_REQUEST_REJECTED)

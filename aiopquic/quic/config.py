@@ -112,7 +112,7 @@ class QuicConfig:
     #: Window autotuning doubles a stream's window, at most once per round trip,
     #: whenever the window rather than the reader limited the transfer (the
     #: application read half a window per round trip, or the sender waited at the
-    #: window's edge while the application kept up), up to ``max_stream_window``.
+    #: window's edge while the application waited for bytes), up to ``max_stream_window``.
     max_stream_data: int = 1024 * 1024
     #: How far autotuning may grow a stream's receive window: ``None`` means
     #: ``max_data`` (which bounds the memory of all streams together anyway);

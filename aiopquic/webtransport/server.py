@@ -8,8 +8,9 @@ import logging
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
+from .._taskgroup import TaskSpawner
 from ..h3._asgi import Receive, Scope, Send
 from ..h3._events import HeadersReceived
 from ..h3._headers import Headers
@@ -76,7 +77,7 @@ class WebTransportServer:
             return config
         return dataclasses.replace(config, max_datagram_frame_size=DATAGRAM_FRAME_SIZE)
 
-    def attach(self, conn: QuicConnection, h3: H3Session, task_group: TaskGroup) -> ServerSessions:
+    def attach(self, conn: QuicConnection, h3: H3Session, task_group: TaskSpawner) -> ServerSessions:
         """The sessions of one connection; its datagrams are read in ``task_group``."""
         sessions = ServerSessions(self.app, conn, h3)
         task_group.start_soon(sessions.read_datagrams)
