@@ -17,6 +17,7 @@ from aiopquic.h3._frames import (
     encode_varint,
     is_reserved,
 )
+from aiopquic.h3._headers import _VALID_FIELDS, _VALID_FIELDS_MAX, MessageError, validate_request
 from aiopquic.h3._protocol import H3Protocol, H3Settings, ProtocolError
 
 REQUEST = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/")]
@@ -121,6 +122,18 @@ def test_malformed_requests_are_a_stream_error(headers: list[tuple[bytes, bytes]
     assert why in events[0].reason
     # The connection goes on: the next request is fine.
     assert isinstance(send_request(client, server, REQUEST, stream_id=4)[0], HeadersReceived)
+
+
+def test_field_checks_remember_only_valid_fields_and_stay_bounded() -> None:
+    """Valid fields are remembered (requests repeat them); a bad one never is,
+    and the memory is cleared when full."""
+    for _ in range(2):
+        with pytest.raises(MessageError, match="lowercase"):
+            validate_request(REQUEST + [(b"X-Upper", b"1")], extended_connect=False)
+    for n in range(_VALID_FIELDS_MAX + 10):
+        validate_request(REQUEST + [(b"x-n", str(n).encode())], extended_connect=False)
+        assert len(_VALID_FIELDS) <= _VALID_FIELDS_MAX
+    assert (b"X-Upper", b"1") not in _VALID_FIELDS
 
 
 @pytest.mark.parametrize(("length", "body"), [(b"3", b"four"), (b"5", b"four"), (b"x", b"")])

@@ -43,7 +43,24 @@ class RequestHead:
     content_length: int | None
 
 
+#: Fields already found valid.  Requests repeat most of theirs (QPACK's dynamic
+#: table is built on that), and checking one is a pure function of its bytes;
+#: cleared when full, so it stays small whatever the peers send.
+_VALID_FIELDS: set[tuple[bytes, bytes]] = set()
+_VALID_FIELDS_MAX = 1024
+
+
 def _check_field(name: bytes, value: bytes) -> None:
+    field = (name, value)
+    if field in _VALID_FIELDS:
+        return
+    _check_new_field(name, value)
+    if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
+        _VALID_FIELDS.clear()
+    _VALID_FIELDS.add(field)
+
+
+def _check_new_field(name: bytes, value: bytes) -> None:
     if not name:
         raise MessageError("empty field name")
     body = name[1:] if name[:1] == b":" else name
