@@ -45,8 +45,8 @@ GROWTH = {
     # At 5 % loss each lost packet holds back what follows it for a round trip, so
     # Python reads well under a window per RTT while the sender (bbr1, which does
     # not slow down for random loss) sits at the window's edge.  By the read rate
-    # alone the window reached 0.5-2 MiB here; the waiting sender takes it to 4 MiB.
-    "loss": ("bbr1", LOSS5, 8 * MIB, 64 * WINDOW),
+    # alone the window reached 1-4 MiB here; the waiting sender takes it to 8-16 MiB.
+    "loss": ("bbr1", LOSS5, 16 * MIB, 64 * WINDOW),
 }
 
 
