@@ -310,19 +310,25 @@ class QuicConnection:
         (the peer's unidirectional stream). Raises :class:`ConnectionClosed` once
         the connection is closed. A cancelled call loses no stream.
         """
-        await self._ll.checkpoint_if_cancelled()
-        waited = False
+        ll = self._ll
+        # A stream to hand out at once (asyncio): the call's one yield comes first,
+        # cancellable, while nothing is taken yet (see receive_datagram).
+        yielded = bool(self._incoming) and ll.yield_first
+        if yielded:
+            await ll.checkpoint()
+        else:
+            await ll.checkpoint_if_cancelled()
         while not self._incoming:
             self._raise_if_closed()
             if self._accept_spot.occupied:
                 raise anyio.BusyResourceError("accepting streams from")
             self._check_running()
             await self._accept_spot.wait()
-            waited = True
+            yielded = True
         stream = self._incoming.popleft()
         self._streams_accepted += 1
-        if not waited:  # every call yields once, as trio expects
-            await self._ll.cancel_shielded_checkpoint()
+        if not yielded:  # every call yields once, as trio expects
+            await ll.cancel_shielded_checkpoint()
         return stream
 
     def __aiter__(self) -> QuicConnection:
@@ -376,20 +382,29 @@ class QuicConnection:
         Raises :class:`QuicError` at once if our config turns datagrams off
         (``max_datagram_frame_size=0``): none could ever come.
         """
-        await self._ll.checkpoint_if_cancelled()
+        ll = self._ll
+        # asyncio: the call's one yield comes first, cancellable, before anything
+        # is taken (anyio's checkpoint_if_cancelled and shielded yield cost more).
+        yielded = ll.yield_first
+        if yielded:
+            await ll.checkpoint()
+        else:
+            await ll.checkpoint_if_cancelled()
         if self._config.max_datagram_frame_size == 0:
             raise QuicError(_DATAGRAMS_OFF)
         while True:
             data = self._h.receive_datagram()
             if data is not None:
                 self._datagrams_received += 1
-                await self._ll.cancel_shielded_checkpoint()
+                if not yielded:
+                    await ll.cancel_shielded_checkpoint()
                 return data
             self._raise_if_closed()
             if self._datagram_spot.occupied:
                 raise anyio.BusyResourceError("receiving datagrams from")
             self._check_running()
             await self._datagram_spot.wait()
+            yielded = True
 
     # -- closing --------------------------------------------------------
 

@@ -49,16 +49,22 @@ class Inbox(Generic[T]):
 
     async def get(self) -> T:
         """The next item, waiting for one; a cancelled call loses none."""
-        await self._ll.checkpoint_if_cancelled()
-        waited = False
+        ll = self._ll
+        # Something to hand out at once (asyncio): the call's one yield comes first,
+        # cancellable, while nothing is taken yet; it costs less than anyio's pair.
+        yielded = bool(self._items) and ll.yield_first
+        if yielded:
+            await ll.checkpoint()
+        else:
+            await ll.checkpoint_if_cancelled()
         while not self._items:
             if self.closed:
                 raise anyio.EndOfStream
             if self._spot.occupied:
                 raise anyio.BusyResourceError(self._activity)
             await self._spot.wait()
-            waited = True
+            yielded = True
         item = self._items.popleft()
-        if not waited:  # every call yields once, as trio expects
-            await self._ll.cancel_shielded_checkpoint()
+        if not yielded:  # every call yields once, as trio expects
+            await ll.cancel_shielded_checkpoint()
         return item
