@@ -60,6 +60,17 @@ class _Client(QuicConnectionProtocol):
         self.connect_data = bytearray()
         self.session_id: int | None = None
 
+    def open_session(self, port: int, path: str, *extra: tuple[bytes, bytes]) -> int:
+        """Send a draft-02 WebTransport CONNECT for ``path``; its stream id."""
+        session = self.session_id = self._quic.get_next_available_stream_id()
+        self.http.send_headers(session, [
+            (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
+            (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
+            (b"sec-webtransport-http3-draft02", b"1"), *extra,
+        ])
+        self.transmit()
+        return session
+
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StopSendingReceived) and event.stream_id == self.session_id:
             self.connect_events.append("stop_sending")
@@ -97,24 +108,23 @@ class _Client(QuicConnectionProtocol):
         return bytes(self.report.streams[stream_id])
 
 
-def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], payload: bytes,
-                    close_code: int, close_reason: str) -> SessionReport:
-    """Run the whole session against 127.0.0.1:``port``; what it saw."""
+def _client_config(cafile: str | os.PathLike[str]) -> QuicConfiguration:
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost",
                                max_datagram_frame_size=65536)
     config.load_verify_locations(cafile=os.fspath(cafile))
     config.verify_mode = ssl.CERT_REQUIRED
+    return config
+
+
+def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], payload: bytes,
+                    close_code: int, close_reason: str) -> SessionReport:
+    """Run the whole session against 127.0.0.1:``port``; what it saw."""
+    config = _client_config(cafile)
 
     async def run() -> SessionReport:
         async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as client:
             assert isinstance(client, _Client)
-            session = client.session_id = client._quic.get_next_available_stream_id()
-            client.http.send_headers(session, [
-                (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
-                (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
-                (b"sec-webtransport-http3-draft02", b"1"), (b"origin", b"https://aioquic.test"),
-            ])
-            client.transmit()
+            session = client.open_session(port, path, (b"origin", b"https://aioquic.test"))
             await client.headers.wait()
             if client.report.status != 200:
                 return client.report
@@ -145,21 +155,12 @@ def aioquic_session(port: int, path: str, *, cafile: str | os.PathLike[str], pay
 def aioquic_session_closed_by_server(port: int, path: str, *, cafile: str | os.PathLike[str]) -> tuple[list[str], bytes]:
     """Open a session the server closes at once; what came on the CONNECT
     stream, in order, by the time the server's end of it arrived, and its bytes."""
-    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost",
-                               max_datagram_frame_size=65536)
-    config.load_verify_locations(cafile=os.fspath(cafile))
-    config.verify_mode = ssl.CERT_REQUIRED
+    config = _client_config(cafile)
 
     async def run() -> tuple[list[str], bytes]:
         async with connect("127.0.0.1", port, configuration=config, create_protocol=_Client) as client:
             assert isinstance(client, _Client)
-            session = client.session_id = client._quic.get_next_available_stream_id()
-            client.http.send_headers(session, [
-                (b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
-                (b":authority", f"localhost:{port}".encode()), (b":path", path.encode()),
-                (b"sec-webtransport-http3-draft02", b"1"),
-            ])
-            client.transmit()
+            session = client.open_session(port, path)
             await client.connect_ended.wait()
             seen = list(client.connect_events)
             client.http.send_data(session, b"", end_stream=True)  # our answer to the close

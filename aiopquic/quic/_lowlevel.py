@@ -68,6 +68,20 @@ class Lowlevel:
     #: makes a cancel scope; on trio it is the other way round).
     yield_first: bool = False
 
+    def first_checkpoint(self, ready: bool) -> tuple[bool, Awaitable[None]]:
+        """How a call that may take something (bytes, a stream, a datagram) begins:
+        ``yielded, checkpoint = ll.first_checkpoint(ready); await checkpoint``.
+
+        With something ``ready`` where ``yield_first`` holds, the call's one yield
+        comes first and may be cancelled, while nothing is taken yet (``yielded``
+        is True).  Otherwise it only checks for cancellation, and a call that then
+        takes something without having waited still owes its one yield: a
+        ``cancel_shielded_checkpoint()``, which keeps what it took.
+        """
+        if ready and self.yield_first:
+            return True, self.checkpoint()
+        return False, self.checkpoint_if_cancelled()
+
 
 def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
     """Make ``flusher`` a trio instrument whose ``before_io_wait`` trio calls each

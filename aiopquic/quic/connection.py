@@ -311,13 +311,8 @@ class QuicConnection:
         the connection is closed. A cancelled call loses no stream.
         """
         ll = self._ll
-        # A stream to hand out at once (asyncio): the call's one yield comes first,
-        # cancellable, while nothing is taken yet (see receive_datagram).
-        yielded = bool(self._incoming) and ll.yield_first
-        if yielded:
-            await ll.checkpoint()
-        else:
-            await ll.checkpoint_if_cancelled()
+        yielded, checkpoint = ll.first_checkpoint(bool(self._incoming))
+        await checkpoint
         while not self._incoming:
             self._raise_if_closed()
             if self._accept_spot.occupied:
@@ -383,13 +378,10 @@ class QuicConnection:
         (``max_datagram_frame_size=0``): none could ever come.
         """
         ll = self._ll
-        # asyncio: the call's one yield comes first, cancellable, before anything
-        # is taken (anyio's checkpoint_if_cancelled and shielded yield cost more).
-        yielded = ll.yield_first
-        if yielded:
-            await ll.checkpoint()
-        else:
-            await ll.checkpoint_if_cancelled()
+        # The queue cannot be looked at without taking from it: count a datagram as
+        # ready (if none is, the call waits after its first yield).
+        yielded, checkpoint = ll.first_checkpoint(True)
+        await checkpoint
         if self._config.max_datagram_frame_size == 0:
             raise QuicError(_DATAGRAMS_OFF)
         while True:

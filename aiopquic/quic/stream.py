@@ -146,13 +146,8 @@ class _Receiving(_StreamBase):
         conn = self._conn
         ll = conn._ll
         try:
-            yielded = rx.answers_at_once(max_bytes) and ll.yield_first
-            if yielded:
-                # Something to hand out (or to raise) at once: the call's one yield
-                # comes first and may be cancelled, while nothing is taken yet.
-                await ll.checkpoint()
-            else:
-                await ll.checkpoint_if_cancelled()
+            yielded, checkpoint = ll.first_checkpoint(rx.answers_at_once(max_bytes))
+            await checkpoint
             while not (data := rx.take(max_bytes)):
                 spot = rx.spot_to_wait()
                 conn._check_running()

@@ -50,13 +50,8 @@ class Inbox(Generic[T]):
     async def get(self) -> T:
         """The next item, waiting for one; a cancelled call loses none."""
         ll = self._ll
-        # Something to hand out at once (asyncio): the call's one yield comes first,
-        # cancellable, while nothing is taken yet; it costs less than anyio's pair.
-        yielded = bool(self._items) and ll.yield_first
-        if yielded:
-            await ll.checkpoint()
-        else:
-            await ll.checkpoint_if_cancelled()
+        yielded, checkpoint = ll.first_checkpoint(bool(self._items))
+        await checkpoint
         while not self._items:
             if self.closed:
                 raise anyio.EndOfStream

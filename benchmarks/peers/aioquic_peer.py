@@ -181,19 +181,19 @@ class PerfProtocol(QuicConnectionProtocol):
 
     def datagram_received(self, data, addr) -> None:  # type: ignore[override]
         self._quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events()
-        if self._senders:
-            self._pump()
-        self.transmit()
+        self._after_receive()
 
     if QH3:  # qh3 hands over batches of datagrams (recvmmsg/GRO) here
 
         def datagrams_received(self, data, addr) -> None:  # type: ignore[override]
             self._quic.receive_many_datagrams(data, addr, now=self._loop.time())
-            self._process_events()
-            if self._senders:
-                self._pump()
-            self.transmit()
+            self._after_receive()
+
+    def _after_receive(self) -> None:
+        self._process_events()
+        if self._senders:
+            self._pump()
+        self.transmit()
 
     # -- client requests ------------------------------------------------
 
