@@ -15,6 +15,11 @@ for wall-clock figures.  Repeated runs agree to within ~0.5 %.
     python benchmarks/instructions.py                 # asyncio and trio
     python benchmarks/instructions.py --backend trio --long 1000
 
+``--workload fanout`` counts the fan-out instead: batches of 100 streams opened at
+once (a task each, in an anyio task group, as run.py's "streams" row does), each
+sending 16 KiB and FIN and reading the server's answer (its first 1 KiB back);
+``--short`` and ``--long`` then count streams, and the figure is per stream.
+
 Needs valgrind (``apt-get install valgrind``); takes about a minute per backend.
 """
 
@@ -30,6 +35,9 @@ from collections import Counter
 from pathlib import Path
 
 WARMUP = 50
+#: Fan-out: streams opened at once, and what each sends.
+BATCH = 100
+FANOUT_REQUEST = 16 * 1024
 #: What each shared object counts as (matched against its file name).
 OBJECTS = [  # first match wins
     ("aiopquic core", re.compile(r"/_core\.cpython")),
@@ -39,7 +47,7 @@ OBJECTS = [  # first match wins
 ]
 
 
-async def _exchanges(certs: Path, count: int) -> None:
+async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
     import anyio
 
     import aiopquic
@@ -52,7 +60,7 @@ async def _exchanges(certs: Path, count: int) -> None:
     async def echo(stream: aiopquic.AnyQuicStream) -> None:
         data = await read_all(stream)
         if isinstance(stream, aiopquic.QuicStream):
-            await stream.send(data)
+            await stream.send(data[:1024])
             await stream.send_eof()
 
     async def read_all(stream: aiopquic.AnyQuicStream) -> bytes:
@@ -65,26 +73,36 @@ async def _exchanges(certs: Path, count: int) -> None:
 
     server = aiopquic.QuicConfig(alpn=["rr"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
     client = aiopquic.QuicConfig(alpn=["rr"], cafile=certs / "ca.pem")
-    payload = bytes(1024)
+    payload = bytes(FANOUT_REQUEST if workload == "fanout" else 1024)
+
+    async def exchange(conn: aiopquic.QuicConnection) -> None:
+        stream = await conn.open_stream()
+        await stream.send(payload)
+        await stream.send_eof()
+        if await read_all(stream) != payload[:1024]:
+            raise RuntimeError("the echo differs from the request")
+
     async with anyio.create_task_group() as tg:
         listener = await tg.start(aiopquic.serve_quic, handler, "127.0.0.1", 0, server)
         async with aiopquic.open_quic_connection("localhost", listener.port, config=client) as conn:
-            for _ in range(WARMUP + count):
-                stream = await conn.open_stream()
-                await stream.send(payload)
-                await stream.send_eof()
-                if await read_all(stream) != payload:
-                    raise RuntimeError("the echo differs from the request")
+            if workload == "fanout":
+                for _ in range(count // BATCH + 1):  # a batch of warm-up first
+                    async with anyio.create_task_group() as batch:
+                        for _ in range(BATCH):
+                            batch.start_soon(exchange, conn)
+            else:
+                for _ in range(WARMUP + count):
+                    await exchange(conn)
         tg.cancel_scope.cancel()
 
 
-def _count(backend: str, exchanges: int, certs: Path, workdir: Path) -> Counter[str]:
+def _count(backend: str, exchanges: int, certs: Path, workdir: Path, workload: str) -> Counter[str]:
     """Run the workload under callgrind; instructions by object."""
     out = workdir / f"callgrind.{backend}.{exchanges}"
     subprocess.run(
         [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, __file__, "--child", backend, str(exchanges), str(certs),
+            sys.executable, __file__, "--child", backend, str(exchanges), str(certs), workload,
         ],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -112,14 +130,17 @@ def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         import anyio
 
-        backend, count, certs = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-        anyio.run(_exchanges, certs, count, backend=backend)
+        backend, count, certs, workload = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+        anyio.run(_exchanges, certs, count, workload, backend=backend)
         return
     parser = argparse.ArgumentParser(description="instructions per request/response, counted by valgrind")
     parser.add_argument("--backend", choices=("asyncio", "trio"), action="append")
-    parser.add_argument("--short", type=int, default=200, help="exchanges in the first run")
-    parser.add_argument("--long", type=int, default=600, help="exchanges in the second run")
+    parser.add_argument("--workload", choices=("rr", "fanout"), default="rr")
+    parser.add_argument("--short", type=int, default=200, help="exchanges (streams) in the first run")
+    parser.add_argument("--long", type=int, default=600, help="exchanges (streams) in the second run")
     args = parser.parse_args()
+    if args.workload == "fanout" and (args.short % BATCH or args.long % BATCH):
+        parser.error(f"--short and --long count streams in batches of {BATCH}")
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         sys.exit("instructions.py needs valgrind: apt-get install valgrind")
     if args.long <= args.short:
@@ -132,12 +153,13 @@ def main() -> None:
         certs = workdir / "certs"
         make_certificates(certs)  # here: the measured process never imports cryptography
         for backend in args.backend or ["asyncio", "trio"]:
-            short = _count(backend, args.short, certs, workdir)
-            long = _count(backend, args.long, certs, workdir)
+            short = _count(backend, args.short, certs, workdir, args.workload)
+            long = _count(backend, args.long, certs, workdir, args.workload)
             per = {k: (long[k] - short[k]) / (args.long - args.short) for k in set(short) | set(long)}
             total = sum(per.values())
             parts = ", ".join(f"{k} {v / 1000:.0f}k" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 500)
-            print(f"{backend}: {total / 1000:.0f}k instructions per 1 KiB request/response ({parts})")
+            what = "fan-out stream (16 KiB up, 1 KiB back)" if args.workload == "fanout" else "1 KiB request/response"
+            print(f"{backend}: {total / 1000:.0f}k instructions per {what} ({parts})")
 
 
 if __name__ == "__main__":

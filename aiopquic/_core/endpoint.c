@@ -101,6 +101,7 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    aq_chunk_pool_init(&ep->chunk_pool, AQ_POOL_CHUNKS);
     ep->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&ep->start_lock, NULL);
     pthread_cond_init(&ep->start_cond, NULL);
@@ -290,7 +291,7 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
 
 int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep)
 {
-    return atomic_load(&ep->chunks);
+    return atomic_load(&ep->chunk_pool.in_use);
 }
 
 int aq_endpoint_fd(aq_endpoint_t* ep)
@@ -401,5 +402,6 @@ void aq_endpoint_free(aq_endpoint_t* ep)
     free(ep->to_delete);
     pthread_mutex_destroy(&ep->start_lock);
     pthread_cond_destroy(&ep->start_cond);
+    aq_chunk_pool_clear(&ep->chunk_pool);
     free(ep);
 }

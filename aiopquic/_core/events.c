@@ -76,8 +76,8 @@ aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int h
     atomic_init(&s->rx_window, ep->rx_window);
     /* The ring may hold the largest window autotuning can grant: chunks come as
      * bytes arrive, and picoquic holds the peer to the window it was given. */
-    aq_ring_init(&s->rx, has_rx ? ep->rx_window_max : 0, &ep->chunks);
-    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0, &ep->chunks);
+    aq_ring_init(&s->rx, has_rx ? ep->rx_window_max : 0, &ep->chunk_pool);
+    aq_ring_init(&s->tx, has_tx ? ep->tx_cap : 0, &ep->chunk_pool);
     atomic_init(&s->tx_active, 0);
     atomic_init(&s->tx_fin, 0);
     atomic_init(&s->tx_waiting, 0);

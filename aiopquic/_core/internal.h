@@ -54,7 +54,7 @@ struct aq_endpoint {
     _Atomic int exit_when_closed; /* Python asked the loop to end once the closes are out */
     int thread_rc;
     _Atomic int port;
-    _Atomic int64_t chunks; /* stream buffer chunks allocated */
+    aq_chunk_pool_t chunk_pool; /* the stream rings' chunks */
     int stopped;
     int freeing;
     uint32_t version;         /* client: see aq_config_t */

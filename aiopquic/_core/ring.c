@@ -6,11 +6,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-void aq_ring_init(aq_ring_t* r, size_t cap, _Atomic int64_t* chunks)
+void aq_chunk_pool_init(aq_chunk_pool_t* pool, size_t max_free)
+{
+    pthread_mutex_init(&pool->lock, NULL);
+    pool->free_list = NULL;
+    pool->n_free = 0;
+    pool->max_free = max_free;
+    atomic_init(&pool->in_use, 0);
+}
+
+/* Free the kept chunks; once no ring uses the pool any more. */
+void aq_chunk_pool_clear(aq_chunk_pool_t* pool)
+{
+    while (pool->free_list != NULL) {
+        aq_chunk_t* c = pool->free_list;
+        pool->free_list = atomic_load_explicit(&c->next, memory_order_relaxed);
+        free(c);
+    }
+    pool->n_free = 0;
+    pthread_mutex_destroy(&pool->lock);
+}
+
+void aq_ring_init(aq_ring_t* r, size_t cap, aq_chunk_pool_t* pool)
 {
     memset(r, 0, sizeof(*r));
     r->cap = cap;
-    r->chunks = chunks;
+    r->pool = pool;
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->first, NULL);
@@ -19,8 +40,17 @@ void aq_ring_init(aq_ring_t* r, size_t cap, _Atomic int64_t* chunks)
 
 static void aq_chunk_free(aq_ring_t* r, aq_chunk_t* c)
 {
+    aq_chunk_pool_t* pool = r->pool;
+    atomic_fetch_sub_explicit(&pool->in_use, 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->lock);
+    if (pool->n_free < pool->max_free) {
+        atomic_store_explicit(&c->next, pool->free_list, memory_order_relaxed);
+        pool->free_list = c;
+        pool->n_free++;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&pool->lock);
     free(c);
-    atomic_fetch_sub_explicit(r->chunks, 1, memory_order_relaxed);
 }
 
 /* Free every chunk; only once neither side uses the ring any more. */
@@ -56,9 +86,20 @@ size_t aq_ring_free(aq_ring_t* r)
 static aq_chunk_t* aq_chunk_take(aq_ring_t* r)
 {
     aq_chunk_t* c = atomic_exchange(&r->spare, NULL);
-    if (c == NULL && (c = (aq_chunk_t*)malloc(sizeof(aq_chunk_t))) != NULL) {
-        atomic_fetch_add_explicit(r->chunks, 1, memory_order_relaxed);
+    if (c != NULL) {
+        return c;
     }
+    aq_chunk_pool_t* pool = r->pool;
+    pthread_mutex_lock(&pool->lock);
+    if ((c = pool->free_list) != NULL) {
+        pool->free_list = atomic_load_explicit(&c->next, memory_order_relaxed);
+        pool->n_free--;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (c == NULL && (c = (aq_chunk_t*)malloc(sizeof(aq_chunk_t))) == NULL) {
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&pool->in_use, 1, memory_order_relaxed);
     return c;
 }
 

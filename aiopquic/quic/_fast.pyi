@@ -18,6 +18,7 @@ class Flusher:
     def before_io_wait(self, timeout: float) -> None: ...
 
 class AsyncioSpot(SpotBase):
+    def __init__(self, loop: Any = None) -> None: ...
     async def wait(self) -> None: ...
 
 class TrioSpot(SpotBase):
@@ -27,6 +28,11 @@ class _YieldOnce:
     def __await__(self) -> Generator[None, None, None]: ...
 
 def asyncio_checkpoint() -> _YieldOnce: ...
+
+class _NoYield:
+    def __await__(self) -> Generator[None, None, None]: ...
+
+NO_CHECKPOINT: _NoYield
 
 class Half:
     _activity: ClassVar[str]

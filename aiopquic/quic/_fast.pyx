@@ -59,16 +59,23 @@ cdef class SpotBase:
 
 
 cdef class AsyncioSpot(SpotBase):
-    """A spot on asyncio: the waiter awaits a future."""
+    """A spot on asyncio: the waiter awaits a future of ``loop`` (by default, the
+    running loop's, looked up at each wait: on Python 3.11 that costs a getpid)."""
 
     cdef object _future
+    cdef object _create_future
+
+    def __cinit__(self, loop=None):
+        if loop is not None:
+            self._create_future = loop.create_future
 
     cdef bint c_occupied(self):
         return self._future is not None
 
     async def wait(self):
         """Wait until woken (or cancelled)."""
-        future = self._future = _get_running_loop().create_future()
+        create = self._create_future
+        future = self._future = create() if create is not None else _get_running_loop().create_future()
         try:
             await future
         finally:
@@ -200,6 +207,23 @@ cdef class _YieldOnce:
 def asyncio_checkpoint():
     """anyio's asyncio ``checkpoint()`` (``await sleep(0)``), as one awaitable object."""
     return _YieldOnce.__new__(_YieldOnce)
+
+
+cdef class _NoYield:
+    """Awaitable that does nothing: awaiting it neither yields nor checks anything."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
+#: ``await NO_CHECKPOINT`` does nothing (one object, shared: it keeps no state).
+NO_CHECKPOINT = _NoYield()
 
 
 # -- stream halves ----------------------------------------------------------------

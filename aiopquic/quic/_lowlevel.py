@@ -7,6 +7,9 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   ``wait_task_rescheduled``, made once and reused (both in ``_fast.pyx``).
   Cancellation is the backend's own, as with an event: a cancelled wait raises
   where it waited and a later ``wake()`` is a no-op.
+  On asyncio the spots of an endpoint make their futures with its loop's
+  ``create_future`` (``Lowlevel.bind``): asking for the running loop at each wait
+  costs a ``getpid`` on Python 3.11.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
   call; these are the backend's own functions, looked up once (asyncio's plain
   checkpoint, a bare yield, is one Cython object: ``_fast.asyncio_checkpoint``).
@@ -28,7 +31,7 @@ from typing import Any, Protocol, cast
 
 import anyio.lowlevel
 
-from ._fast import AsyncioSpot, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
+from ._fast import NO_CHECKPOINT, AsyncioSpot, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
@@ -51,7 +54,8 @@ class Spot(Protocol):
 class Lowlevel:
     """The spot class and checkpoints of one async library."""
 
-    spot: type[SpotBase]
+    #: Makes a spot (call it inside the event loop that will wait in it).
+    spot: Callable[[], SpotBase]
     checkpoint: Callable[[], Awaitable[None]]
     checkpoint_if_cancelled: Callable[[], Awaitable[None]]
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
@@ -68,18 +72,31 @@ class Lowlevel:
     #: makes a cancel scope; on trio it is the other way round).
     yield_first: bool = False
 
+    def bind(self) -> Lowlevel:
+        """These operations for one endpoint, in the running event loop: on asyncio,
+        spots that make their futures with this loop, not the running loop's."""
+        if self.spot is AsyncioSpot:
+            return dataclasses.replace(self, spot=functools.partial(AsyncioSpot, asyncio.get_running_loop()))
+        return self
+
     def first_checkpoint(self, ready: bool) -> tuple[bool, Awaitable[None]]:
         """How a call that may take something (bytes, a stream, a datagram) begins:
         ``yielded, checkpoint = ll.first_checkpoint(ready); await checkpoint``.
 
         With something ``ready`` where ``yield_first`` holds, the call's one yield
         comes first and may be cancelled, while nothing is taken yet (``yielded``
-        is True).  Otherwise it only checks for cancellation, and a call that then
+        is True).  Otherwise it checks for cancellation, and a call that then
         takes something without having waited still owes its one yield: a
         ``cancel_shielded_checkpoint()``, which keeps what it took.
+
+        Where ``yield_first`` holds (asyncio) and nothing is ready, the call is
+        about to wait, and its wait is where a cancellation lands: the separate
+        check (anyio's, which looks up the current task: a getpid on Python
+        3.11) is skipped.  If something lands in that instant, the call takes it
+        without waiting, and its shielded yield follows as above.
         """
-        if ready and self.yield_first:
-            return True, self.checkpoint()
+        if self.yield_first:
+            return (True, self.checkpoint()) if ready else (False, NO_CHECKPOINT)
         return False, self.checkpoint_if_cancelled()
 
 

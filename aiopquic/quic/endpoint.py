@@ -74,7 +74,7 @@ class QuicEndpoint:
         self.core = core
         self.config = config
         #: Waits and checkpoints of the async library running this endpoint.
-        self.lowlevel = lowlevel_for(sniffio.current_async_library())
+        self.lowlevel = lowlevel_for(sniffio.current_async_library()).bind()
         check_socket_buffer_limits(config.socket_buffer_size)
         self.on_connection = on_connection
         self._connections: set[QuicConnection] = set()

@@ -12,6 +12,7 @@ and byte pattern: see ``benchmarks/common.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import sys
 import time
@@ -113,9 +114,8 @@ async def run_server(args) -> None:
 
     async def handler(conn: aiopquic.QuicConnection) -> None:
         stats.connections += 1
-        async with conn, anyio.create_task_group() as tg:
-            async for stream in conn:
-                tg.start_soon(serve_stream, stream, stats)
+        async with conn:
+            await conn.serve_streams(functools.partial(serve_stream, stats=stats))
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
