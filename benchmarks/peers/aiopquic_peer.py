@@ -79,11 +79,15 @@ class ServerStats:
 
 
 async def send_pattern(stream, size: int) -> None:
+    """Send ``size`` pattern bytes, the FIN with the last of them (as the other
+    peers send data and FIN in one call: ``send_stream_data(..., end_stream=True)``)."""
     offset = 0
     while offset < size:
         n = min(BULK_WRITE_SIZE, size - offset)
-        await stream.send(pattern_slice(offset, n))
+        await stream.send(pattern_slice(offset, n), eof=offset + n == size)
         offset += n
+    if size == 0:
+        await stream.send_eof()
 
 
 async def serve_stream(stream, stats: ServerStats) -> None:
@@ -102,7 +106,6 @@ async def serve_stream(stream, stats: ServerStats) -> None:
             return
         assert parser.response_size is not None
         await send_pattern(stream, parser.response_size)
-        await stream.send_eof()
         stats.streams += 1
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         stats.broken_streams += 1
@@ -159,8 +162,7 @@ async def read_response(stream, expected: int, read_size: int = BULK_READ_SIZE) 
 
 async def exchange(conn, payload: bytes, response_size: int) -> None:
     stream = await conn.open_stream()
-    await stream.send(payload)
-    await stream.send_eof()
+    await stream.send(payload, eof=True)
     await read_response(stream, response_size, 65536)
 
 
@@ -168,8 +170,7 @@ async def bulk_down(conn, args) -> dict:
     """One download of ``args.size`` bytes on ``conn`` (anything with ``open_stream()``)."""
     t0 = time.perf_counter()
     stream = await conn.open_stream()
-    await stream.send(header(args.size))
-    await stream.send_eof()
+    await stream.send(header(args.size), eof=True)
     await read_response(stream, args.size)
     elapsed = time.perf_counter() - t0
     return {"seconds": elapsed, "mbps": args.size * 8 / elapsed / 1e6}
@@ -186,7 +187,6 @@ async def client_bulk_up(args, config) -> dict:
         stream = await conn.open_stream()
         await stream.send(header(HEADER_SIZE))
         await send_pattern(stream, args.size)
-        await stream.send_eof()
         try:
             await read_response(stream, HEADER_SIZE)
         except aiopquic.StreamReset as exc:
