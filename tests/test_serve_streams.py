@@ -19,6 +19,15 @@ pytestmark = pytest.mark.anyio
 STREAMS = 20
 
 
+async def sleep_until_cancelled(cancelled: anyio.Event) -> None:
+    """Wait forever; set ``cancelled`` when the wait is cancelled."""
+    try:
+        await anyio.sleep_forever()
+    except anyio.get_cancelled_exc_class():
+        cancelled.set()
+        raise
+
+
 async def test_each_stream_gets_a_task_of_its_own(server_config: QuicConfig, client_config: QuicConfig) -> None:
     """Every handler runs at once: the last one to start lets all of them answer."""
     running = 0
@@ -67,11 +76,7 @@ async def test_a_failing_handler_cancels_the_others_and_raises(
         request = await read_all(stream)
         if request == b"fail":
             raise RuntimeError("handler failed")
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.set()
-            raise
+        await sleep_until_cancelled(cancelled)
 
     async def handler(conn: QuicConnection) -> None:
         async with conn:
@@ -104,11 +109,7 @@ async def test_cancelling_the_caller_cancels_the_handlers(
 
     async def handle(stream: AnyQuicStream) -> None:
         started.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.set()
-            raise
+        await sleep_until_cancelled(cancelled)
 
     async def handler(conn: QuicConnection) -> None:
         async with conn:
