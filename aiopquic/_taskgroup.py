@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import sniffio
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 
     PosArgsT = TypeVarTuple("PosArgsT")
 
-__all__ = ["TaskSpawner", "open_task_group"]
+__all__ = ["TaskSpawner", "open_task_group", "serve_each"]
+
+T = TypeVar("T")
 
 
 class CancelScopeLike(Protocol):
@@ -91,3 +93,19 @@ async def open_task_group() -> AsyncIterator[TaskSpawner]:
     else:
         async with anyio.create_task_group() as tg:
             yield tg
+
+
+async def serve_each(
+    items: AsyncIterable[T],
+    handler: Callable[[T], Coroutine[Any, Any, object]],
+    task_group: TaskSpawner | None = None,
+) -> None:
+    """Run ``handler(item)`` in a task of its own for each of ``items``: in
+    ``task_group``, or in a group of :func:`open_task_group` that this waits for."""
+    if task_group is not None:
+        async for item in items:
+            task_group.start_soon(handler, item)
+        return
+    async with open_task_group() as group:
+        async for item in items:
+            group.start_soon(handler, item)

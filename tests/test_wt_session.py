@@ -342,3 +342,46 @@ async def test_drain_asks_the_peer_to_wind_down(h3_server_config: QuicConfig, h3
     assert seen["server saw the drain"] is True
     closed = seen["closed"]
     assert (closed.error_code, closed.reason, closed.by_peer) == (3, "drained", True)
+
+
+async def test_serve_streams_runs_a_task_per_stream_until_the_session_ends(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    """Every handler runs at once (the last to start lets all of them answer), and
+    serve_streams returns once the client closed the session."""
+    streams = 6
+    running = 0
+    all_running = anyio.Event()
+    served = anyio.Event()
+    app = wt.WebTransportApp()
+
+    async def handle(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
+        nonlocal running
+        assert isinstance(stream, wt.WebTransportStream)
+        request = await read_all(stream)
+        running += 1
+        if running == streams:
+            all_running.set()
+        await all_running.wait()
+        await stream.send(request.upper(), eof=True)
+
+    @app.route("/serve")
+    async def serve(session: wt.WebTransportSession) -> None:
+        await session.serve_streams(handle)
+        served.set()
+
+    async def ask(session: wt.WebTransportSession, i: int, answers: dict[int, bytes]) -> None:
+        stream = await session.open_stream()
+        await stream.send(b"stream %d" % i, eof=True)
+        answers[i] = await read_all(stream)
+
+    answers: dict[int, bytes] = {}
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            url = f"https://localhost:{port}/serve"
+            async with wt.open_webtransport_session(url, config=h3_client_config) as session:
+                async with anyio.create_task_group() as tg:
+                    for i in range(streams):
+                        tg.start_soon(ask, session, i, answers)
+            await served.wait()
+    assert answers == {i: b"STREAM %d" % i for i in range(streams)}

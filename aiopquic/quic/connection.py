@@ -35,7 +35,7 @@ from .errors import (
     check_error_code,
     describe_transport_error,
 )
-from .._taskgroup import TaskSpawner, open_task_group
+from .._taskgroup import TaskSpawner, serve_each
 from .config import QUIC_VERSIONS
 from . import _fast
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
@@ -346,13 +346,7 @@ class QuicConnection:
         cancel scope): starting a task costs a third of what anyio's
         ``start_soon`` does, with the same cancellation and errors.
         """
-        if task_group is not None:
-            async for stream in self:
-                task_group.start_soon(handler, stream)
-            return
-        async with open_task_group() as group:
-            async for stream in self:
-                group.start_soon(handler, stream)
+        await serve_each(self, handler, task_group)
 
     def __aiter__(self) -> QuicConnection:
         return self

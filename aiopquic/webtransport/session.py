@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._taskgroup import TaskSpawner, serve_each
 from ..h3._events import DataReceived, FrameReceived
 from ..h3._frames import ErrorCode, encode_varint
 from ..h3._headers import Headers
@@ -171,6 +172,17 @@ class WebTransportSession:
             return await self._streams_in.get()
         except anyio.EndOfStream:
             raise self._closed_error() from None
+
+    async def serve_streams(
+        self,
+        handler: Callable[[AnyWebTransportStream], Coroutine[Any, Any, object]],
+        task_group: TaskSpawner | None = None,
+    ) -> None:
+        """Run ``handler(stream)`` in a task of its own for each stream the peer
+        opens in this session, until the session is over; as
+        ``QuicConnection.serve_streams`` (the backend's own task group unless
+        ``task_group`` is given; it returns once every handler has returned)."""
+        await serve_each(self, handler, task_group)
 
     def __aiter__(self) -> WebTransportSession:
         return self

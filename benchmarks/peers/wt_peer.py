@@ -73,14 +73,13 @@ async def run_server(args: Any) -> None:
     @app.route(PATH)
     async def bench(session: wt.WebTransportSession) -> None:
         stats.connections += 1
+        async def serve(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
+            if isinstance(stream, wt.WebTransportStream):
+                await serve_stream(stream, stats)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(echo_datagrams, session, echoed)
-            try:
-                async for stream in session:
-                    if isinstance(stream, wt.WebTransportStream):
-                        tg.start_soon(serve_stream, stream, stats)
-            except wt.SessionClosed:
-                pass
+            await session.serve_streams(serve)  # as the raw peer's server does
             tg.cancel_scope.cancel()
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
