@@ -85,22 +85,18 @@ class PatternChecker:
         self.ok = True
 
     def feed(self, data: bytes) -> bool:
+        # bytes.startswith(prefix, start) compares in place: neither side is copied.
         size = len(data)
         if not self.verify:
             pass
         elif size <= MAX_SLICE:
-            start = self.offset % PERIOD
-            if data != _EXTENDED[start : start + size]:
+            if not _EXTENDED.startswith(data, self.offset % PERIOD):
                 self.ok = False
         else:
             view = memoryview(data)
-            pos = 0
-            while pos < size:
-                n = min(size - pos, MAX_SLICE)
-                start = (self.offset + pos) % PERIOD
-                if view[pos : pos + n].tobytes() != _EXTENDED[start : start + n]:
+            for pos in range(0, size, MAX_SLICE):
+                if not _EXTENDED.startswith(view[pos : pos + MAX_SLICE], (self.offset + pos) % PERIOD):
                     self.ok = False
-                pos += n
         self.offset += size
         return self.ok
 
