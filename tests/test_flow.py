@@ -85,7 +85,7 @@ async def test_thousands_of_concurrent_streams(server_config: QuicConfig, client
     assert all(results[i] == i.to_bytes(4, "big") * 256 for i in range(2000))
 
 
-CHUNK = 16 * 1024  # the bridge's buffer chunk
+CHUNK = 16 * 1024  # about the bridge's buffer chunk (a little more: the bounds below hold)
 
 
 async def test_buffers_hold_only_what_is_buffered(

@@ -19,7 +19,7 @@ from .helpers import echo_handler, read_all, running_server
 
 pytestmark = pytest.mark.anyio
 
-CHUNK = 16 * 1024  # the bridge's buffer chunk
+CHUNK = 16 * 1024  # about the bridge's buffer chunk (a little more: the bounds below hold)
 SEND_BUFFER = 64 * 1024
 WINDOW = 64 * 1024
 PAYLOAD = bytes(range(256)) * 4096 * 2  # 2 MiB: far more than a window or a send buffer

@@ -1,5 +1,5 @@
 /*
- * ring.c: byte rings in 16 KiB chunks and datagram queues (see ring.h).
+ * ring.c: byte rings in chunks of a little over 16 KiB and datagram queues (see ring.h).
  */
 #include "ring.h"
 
