@@ -24,6 +24,7 @@ So this opens the backend's own group:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     PosArgsT = TypeVarTuple("PosArgsT")
 
-__all__ = ["TaskSpawner", "open_task_group", "serve_each"]
+__all__ = ["TaskSpawner", "open_own_task_group", "open_task_group", "serve_each", "starter"]
 
 T = TypeVar("T")
 
@@ -77,9 +78,9 @@ class _AsyncioTaskGroup:
 
 
 @asynccontextmanager
-async def open_task_group() -> AsyncIterator[TaskSpawner]:
+async def open_own_task_group() -> AsyncIterator[TaskSpawner | None]:
     """A trio nursery on trio, an ``asyncio.TaskGroup`` on asyncio (Python 3.11
-    and later), else an anyio task group (see the module's docstring)."""
+    and later); else None, opening nothing."""
     library = sniffio.current_async_library()
     if library == "trio":
         import trio
@@ -91,8 +92,37 @@ async def open_task_group() -> AsyncIterator[TaskSpawner]:
             async with asyncio.TaskGroup() as group:
                 yield _AsyncioTaskGroup(group, scope)
     else:
-        async with anyio.create_task_group() as tg:
-            yield tg
+        yield None
+
+
+@asynccontextmanager
+async def open_task_group() -> AsyncIterator[TaskSpawner]:
+    """The backend's own group (:func:`open_own_task_group`), else an anyio task
+    group (see the module's docstring)."""
+    async with open_own_task_group() as group:
+        if group is not None:
+            yield group
+            return
+    async with anyio.create_task_group() as tg:
+        yield tg
+
+
+def starter(group: TaskSpawner, handler: Callable[[T], Coroutine[Any, Any, object]]) -> Callable[[T], bool]:
+    """A function that starts ``handler(item)`` in ``group`` (one of
+    :func:`open_own_task_group`) from an event callback, outside any task, in a
+    copy of the context this is called in (as a task that started it would); it
+    returns False, starting nothing, once the group takes no more tasks (one of
+    them failed and the others are being cancelled)."""
+    context = contextvars.copy_context()
+
+    def start(item: T) -> bool:
+        try:
+            context.run(group.start_soon, handler, item)
+        except RuntimeError:  # asyncio.TaskGroup shutting down, trio nursery closed
+            return False
+        return True
+
+    return start
 
 
 async def serve_each(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sys
 
 import anyio
@@ -17,6 +18,9 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
 pytestmark = pytest.mark.anyio
 
 STREAMS = 20
+
+#: Set by a server before it serves, read by its handlers.
+served_by: contextvars.ContextVar[str] = contextvars.ContextVar("served_by")
 
 
 async def sleep_until_cancelled(cancelled: anyio.Event) -> None:
@@ -69,6 +73,7 @@ async def test_each_stream_gets_a_task_of_its_own(server_config: QuicConfig, cli
 async def test_a_failing_handler_cancels_the_others_and_raises(
     server_config: QuicConfig, client_config: QuicConfig
 ) -> None:
+    waiting = anyio.Event()
     cancelled = anyio.Event()
     raised: list[BaseException] = []
 
@@ -76,6 +81,7 @@ async def test_a_failing_handler_cancels_the_others_and_raises(
         request = await read_all(stream)
         if request == b"fail":
             raise RuntimeError("handler failed")
+        waiting.set()
         await sleep_until_cancelled(cancelled)
 
     async def handler(conn: QuicConnection) -> None:
@@ -88,8 +94,9 @@ async def test_a_failing_handler_cancels_the_others_and_raises(
     with anyio.fail_after(10):
         async with running_server(handler, server_config) as listener:
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
-                waiting = await conn.open_stream()
-                await waiting.send(b"wait", eof=True)
+                other = await conn.open_stream()
+                await other.send(b"wait", eof=True)
+                await waiting.wait()  # fail only once the other handler waits
                 failing = await conn.open_stream()
                 await failing.send(b"fail", eof=True)
                 await cancelled.wait()
@@ -150,3 +157,30 @@ async def test_handlers_can_run_in_a_task_group_of_the_callers(
                     stream = await conn.open_stream()
                     await stream.send(payload, eof=True)
                     assert await read_all(stream) == payload
+
+
+async def test_handlers_run_in_a_copy_of_the_callers_context(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    """Handlers start from the event dispatch, but see the context vars of the task
+    that called serve_streams (and their own changes stay their own)."""
+    seen: list[str | None] = []
+
+    async def handle(stream: AnyQuicStream) -> None:
+        seen.append(served_by.get(None))
+        served_by.set("changed by a handler")
+        await echo_stream(stream)
+
+    async def handler(conn: QuicConnection) -> None:
+        served_by.set("the serving task")
+        async with conn:
+            await conn.serve_streams(handle)
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                for payload in (b"one", b"two", b"three"):
+                    stream = await conn.open_stream()
+                    await stream.send(payload, eof=True)
+                    assert await read_all(stream) == payload
+    assert seen == ["the serving task"] * 3

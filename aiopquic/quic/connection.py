@@ -35,7 +35,7 @@ from .errors import (
     check_error_code,
     describe_transport_error,
 )
-from .._taskgroup import TaskSpawner, serve_each
+from .._taskgroup import TaskSpawner, open_own_task_group, serve_each, starter
 from .config import QUIC_VERSIONS
 from . import _fast
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
@@ -175,6 +175,8 @@ class QuicConnection:
         # takes it out of here (plain weak references, cheaper than a WeakValueDictionary).
         self._streams: dict[int, weakref.ref[_AnyStream]] = {}
         self._incoming: deque[AnyQuicStream] = deque()
+        #: While serve_streams runs in its own group: starts a new stream's handler.
+        self._stream_starter: Callable[[AnyQuicStream], bool] | None = None
         self._ll = endpoint.lowlevel
         self._accept_spot = self._ll.spot()
         self._datagram_spot = self._ll.spot()
@@ -344,8 +346,22 @@ class QuicConnection:
         raised (the other handlers are then cancelled).  That group is the
         backend's own (a trio nursery, an ``asyncio.TaskGroup`` inside an anyio
         cancel scope): starting a task costs a third of what anyio's
-        ``start_soon`` does, with the same cancellation and errors.
+        ``start_soon`` does, with the same cancellation and errors.  Each handler
+        runs in a copy of the context this was called in.
         """
+        if task_group is None:
+            async with open_own_task_group() as group:
+                if group is not None:
+                    # From now on a new stream's handler starts from the event
+                    # dispatch itself, without waking this task first (on trio that
+                    # is one scheduler pass less per stream); this task hands over
+                    # the streams that came before and waits for the end.
+                    self._stream_starter = starter(group, handler)
+                    try:
+                        await serve_each(self, handler, group)
+                    finally:
+                        self._stream_starter = None
+                    return
         await serve_each(self, handler, task_group)
 
     def __aiter__(self) -> QuicConnection:
@@ -541,6 +557,10 @@ class QuicConnection:
         else:
             new = QuicStream(handle, self)
         self._streams[handle.stream_id] = weakref.ref(new)
+        start = self._stream_starter
+        if start is not None and not self._incoming and start(new):
+            self._streams_accepted += 1
+            return new
         self._incoming.append(new)
         self._accept_spot.wake()
         return new
