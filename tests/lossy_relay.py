@@ -96,6 +96,8 @@ class _Direction:
     rng: random.Random
     stats: RelayStats = field(default_factory=RelayStats)
     bad: bool = False  # Gilbert-Elliott state
+    drop_next: int = 0  # datagrams of at least drop_min_size bytes still to drop (drop_next())
+    drop_min_size: int = 0
     link_free_at: float = 0.0  # when the rate-capped link finishes what is queued
 
 
@@ -170,6 +172,13 @@ class LossyRelay:
     def __str__(self) -> str:
         return f"seed {self.seed}; to server: {self._up.stats}; to client: {self._down.stats}"
 
+    def drop_next(self, count: int = 1, *, to_server: bool = True, min_size: int = 0) -> None:
+        """Drop the next ``count`` datagrams of one direction that have at least
+        ``min_size`` bytes (counted as ``lost``), before any other impairment."""
+        d = self._up if to_server else self._down
+        d.drop_min_size = min_size
+        d.drop_next = count
+
     def start(self) -> None:
         self._thread.start()
 
@@ -239,6 +248,10 @@ class LossyRelay:
         # Draw every random number for every datagram, in a fixed order, so the
         # decisions for datagram N do not depend on what happened before.
         r_loss, r_ge, r_burst, r_reorder, r_jitter, r_dup = (rng.random() for _ in range(6))
+        if d.drop_next > 0 and len(data) >= d.drop_min_size:
+            d.drop_next -= 1
+            st.lost += 1
+            return
         if self._blackout > 0:
             if self._blackout_start is None and self._bytes_forwarded >= self._blackout_after:
                 self._blackout_start = now

@@ -205,6 +205,7 @@ cdef class Endpoint:
         cipher_suites=(),
         uint32_t version=0,
         uint32_t desired_version=0,
+        bint inline_send=True,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -256,6 +257,7 @@ cdef class Endpoint:
             cfg.n_cipher_suites = n_suites
             cfg.version = version
             cfg.desired_version = desired_version
+            cfg.inline_send = inline_send
             with nogil:  # reads the certificate and key files
                 self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
