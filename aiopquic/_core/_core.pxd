@@ -103,7 +103,6 @@ cdef extern from "bridge.h" nogil:
         size_t n_cipher_suites
         uint32_t version
         uint32_t desired_version
-        int inline_send
 
     enum:
         AQ_KIND_CONN

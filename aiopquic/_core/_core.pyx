@@ -205,7 +205,6 @@ cdef class Endpoint:
         cipher_suites=(),
         uint32_t version=0,
         uint32_t desired_version=0,
-        bint inline_send=True,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -257,7 +256,6 @@ cdef class Endpoint:
             cfg.n_cipher_suites = n_suites
             cfg.version = version
             cfg.desired_version = desired_version
-            cfg.inline_send = inline_send
             with nogil:  # reads the certificate and key files
                 self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:

@@ -228,7 +228,6 @@ typedef struct {
     size_t n_cipher_suites;
     uint32_t version;         /* client: the version of the first Initial; 0: picoquic's (v1) */
     uint32_t desired_version; /* client: offered in version_information (compatible negotiation); 0: none */
-    int inline_send; /* the Python thread may send for a sleeping network thread (inline.c) */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */

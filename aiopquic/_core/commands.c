@@ -203,8 +203,7 @@ static void aq_stream_command(aq_stream_t* s, uint32_t flags)
     }
 }
 
-/* Run the commands Python queued, oldest first. */
-void aq_process_commands(aq_endpoint_t* ep)
+static void aq_process_commands(aq_endpoint_t* ep)
 {
     aq_node_t* n = aq_detach_fifo(&ep->net_head, 0);
     while (n != NULL) {
@@ -234,21 +233,6 @@ static void aq_check_close_sent(aq_endpoint_t* ep)
             aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
         }
     }
-}
-
-/* After a batch of sends: what waited for packets to go out, then tell Python. */
-void aq_after_send(aq_endpoint_t* ep)
-{
-    if (ep->n_to_delete > 0) {
-        aq_run_deferred_deletes(ep);
-    }
-    if (ep->deferred_closes > 0) {
-        aq_run_deferred_closes(ep);
-    }
-    if (ep->close_waiters > 0) {
-        aq_check_close_sent(ep);
-    }
-    aq_signal_python(ep, AQ_SIGNAL_BATCH);
 }
 
 int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv)
@@ -295,25 +279,18 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
          * plain stream bytes wait for the end of the batch. */
         aq_signal_python(ep, AQ_SIGNAL_NOW);
         break;
-    case picoquic_packet_loop_before_wait:
-        if (ep->inline_send) {
-            /* From here to after_wait this thread touches neither picoquic nor the
-             * bridge's network-thread state: the Python thread may (inline.c). */
-            int64_t timeout_us = *(int64_t*)argv;
-            ep->wait_deadline = picoquic_current_time() + (uint64_t)(timeout_us > 0 ? timeout_us : 0);
-            atomic_store(&ep->net_sleeping, 1);
-            pthread_mutex_unlock(&ep->work_lock);
-        }
-        break;
-    case picoquic_packet_loop_after_wait:
-        if (ep->inline_send) {
-            pthread_mutex_lock(&ep->work_lock);
-            atomic_store(&ep->net_sleeping, 0);
-        }
-        break;
     case picoquic_packet_loop_after_send:
         atomic_store(&ep->net_idle, 0);
-        aq_after_send(ep);
+        if (ep->n_to_delete > 0) {
+            aq_run_deferred_deletes(ep);
+        }
+        if (ep->deferred_closes > 0) {
+            aq_run_deferred_closes(ep);
+        }
+        if (ep->close_waiters > 0) {
+            aq_check_close_sent(ep);
+        }
+        aq_signal_python(ep, AQ_SIGNAL_BATCH);
         /* Commands queued before the exit request (a CLOSE, say) are handled first. */
         if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
             atomic_load(&ep->net_head) == NULL) {

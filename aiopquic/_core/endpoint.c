@@ -30,9 +30,6 @@ static void aq_thread_exited(void* arg)
     atomic_store(&ep->thread_exited, 1);
     pthread_cond_broadcast(&ep->start_cond);
     pthread_mutex_unlock(&ep->start_lock);
-    if (ep->inline_send) {
-        pthread_mutex_unlock(&ep->work_lock); /* held since aq_thread_main */
-    }
     atomic_store(&ep->py_wake_pending, 1);
     uint64_t one = 1;
     ssize_t r = write(ep->wake_fd, &one, sizeof(one));
@@ -44,9 +41,6 @@ static void* aq_thread_main(void* arg)
     aq_endpoint_t* ep = (aq_endpoint_t*)arg;
     /* picoquic's loop ends with pthread_exit(), so report the exit from a cleanup handler. */
     aq_on_network_thread = 1;
-    if (ep->inline_send) {
-        pthread_mutex_lock(&ep->work_lock); /* let go of only for the loop's waits */
-    }
     pthread_cleanup_push(aq_thread_exited, ep);
     ep->thread_fn(ep->thread_arg);
     pthread_cleanup_pop(1);
@@ -111,8 +105,6 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     ep->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&ep->start_lock, NULL);
     pthread_cond_init(&ep->start_cond, NULL);
-    pthread_mutex_init(&ep->work_lock, NULL);
-    ep->inline_send = cfg->inline_send;
     ep->stopped = 1; /* until started */
     if (ep->wake_fd < 0) {
         snprintf(err, errlen, "eventfd failed: %s", strerror(errno));
@@ -332,9 +324,6 @@ void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
 void aq_endpoint_flush(aq_endpoint_t* ep)
 {
     if (atomic_exchange(&ep->wake_owed, 0) && !ep->stopped) {
-        if (ep->inline_send && aq_inline_flush(ep)) {
-            return;
-        }
         aq_wake_net(ep);
     }
 }
@@ -413,7 +402,6 @@ void aq_endpoint_free(aq_endpoint_t* ep)
     free(ep->to_delete);
     pthread_mutex_destroy(&ep->start_lock);
     pthread_cond_destroy(&ep->start_cond);
-    pthread_mutex_destroy(&ep->work_lock);
     aq_chunk_pool_clear(&ep->chunk_pool);
     free(ep);
 }

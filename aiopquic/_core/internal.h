@@ -7,8 +7,6 @@
  *               wake fd, the drain; flow-control accounting any thread may do
  *   net.c       the network thread's picoquic callbacks
  *   commands.c  the network thread working for Python: commands, the loop
- *   inline.c    the Python thread doing that work itself while the network
- *               thread sleeps (inline send)
  *   endpoint.c  creating, starting, stopping and freeing an endpoint
  *   api.c       what the Python thread calls on connections and streams
  */
@@ -46,13 +44,6 @@ struct aq_endpoint {
      * network thread; Python wakes it once per event-loop turn (aq_endpoint_flush). */
     int corked;
     _Atomic int wake_owed;
-    /* Inline send (inline.c): while the network thread sleeps in its poll, the
-     * Python thread may do its work for a flush itself.  work_lock is held by the
-     * network thread but for its poll; see the argument above aq_inline_flush. */
-    int inline_send;          /* QuicConfig's switch (aq_config_t.inline_send) */
-    pthread_mutex_t work_lock;
-    _Atomic int net_sleeping; /* the network thread let go of work_lock for its poll */
-    uint64_t wait_deadline;   /* under work_lock: picoquic time that poll times out */
     /* Python thread: the list being drained */
     aq_node_t* drain_cur;
     /* thread start/exit */
@@ -138,10 +129,5 @@ void aq_unlink_stream(aq_stream_t* s);
 /* commands.c: the network thread working for Python, and the packet loop */
 int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv);
 void aq_run_deferred_closes(aq_endpoint_t* ep);
-void aq_process_commands(aq_endpoint_t* ep);
-void aq_after_send(aq_endpoint_t* ep);
-
-/* inline.c: the Python thread doing the network thread's work while it sleeps */
-int aq_inline_flush(aq_endpoint_t* ep);
 
 #endif

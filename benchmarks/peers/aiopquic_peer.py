@@ -59,8 +59,6 @@ def make_config(args, *, server: bool) -> aiopquic.QuicConfig:
         options["congestion_control"] = args.cc
     if args.fixed_window:
         options["max_stream_window"] = MAX_STREAM_DATA
-    if args.no_inline_send:
-        options["inline_send"] = False
     if server:
         options.update(certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem"))
     else:
