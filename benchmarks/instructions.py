@@ -15,6 +15,13 @@ for wall-clock figures.  Repeated runs agree to within ~0.5 %.
     python benchmarks/instructions.py                 # asyncio and trio
     python benchmarks/instructions.py --backend trio --long 1000
 
+``--workload wt-rr`` counts the same exchange on the streams of one WebTransport
+session (``serve_webtransport``, the session's ``serve_streams``) instead of a
+bare QUIC connection.
+
+``--workload h3-rr`` counts an HTTP/3 GET of 1 KiB (``serve_h3`` with a bare ASGI
+app, ``open_h3_connection``'s ``request``).
+
 ``--workload fanout`` counts the fan-out instead: batches of 100 streams opened at
 once (a task each, in an anyio task group, as run.py's "streams" row does), each
 sending 16 KiB and FIN and reading the server's answer (its first 1 KiB back);
@@ -33,6 +40,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 WARMUP = 50
 #: Fan-out: streams opened at once, and what each sends.
@@ -96,6 +104,72 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
         tg.cancel_scope.cancel()
 
 
+async def _wt_exchanges(certs: Path, count: int) -> None:
+    import anyio
+
+    import aiopquic
+    from aiopquic import webtransport as wt
+
+    app = wt.WebTransportApp()
+
+    @app.route("/rr")
+    async def session_handler(session: wt.WebTransportSession) -> None:
+        async def echo(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
+            data = await read_all(stream)
+            if isinstance(stream, wt.WebTransportStream):
+                await stream.send(data[:1024], eof=True)
+
+        await session.serve_streams(echo)
+
+    async def read_all(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> bytes:
+        data = bytearray()
+        try:
+            while True:
+                data += await stream.receive()
+        except anyio.EndOfStream:
+            return bytes(data)
+
+    server = aiopquic.QuicConfig(alpn=["h3"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
+    client = aiopquic.QuicConfig(alpn=["h3"], cafile=certs / "ca.pem")
+    payload = bytes(1024)
+    async with anyio.create_task_group() as tg:
+        listener = await tg.start(wt.serve_webtransport, app, "127.0.0.1", 0, server)
+        url = f"https://localhost:{listener.port}/rr"
+        async with wt.open_webtransport_session(url, config=client) as session:
+            for _ in range(WARMUP + count):
+                stream = await session.open_stream()
+                await stream.send(payload, eof=True)
+                if await read_all(stream) != payload:
+                    raise RuntimeError("the echo differs from the request")
+        tg.cancel_scope.cancel()
+
+
+async def _h3_exchanges(certs: Path, count: int) -> None:
+    import anyio
+
+    import aiopquic
+    from aiopquic import h3
+
+    body = bytes(1024)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan events
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1024")]})
+        await send({"type": "http.response.body", "body": body})
+
+    server = aiopquic.QuicConfig(alpn=["h3"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
+    client = aiopquic.QuicConfig(alpn=["h3"], cafile=certs / "ca.pem")
+    async with anyio.create_task_group() as tg:
+        listener = await tg.start(h3.serve_h3, app, "127.0.0.1", 0, server)
+        async with h3.open_h3_connection("localhost", listener.port, config=client) as conn:
+            for _ in range(WARMUP + count):
+                response = await conn.request("GET", "/")
+                if response.content != body:
+                    raise RuntimeError("the response differs")
+        tg.cancel_scope.cancel()
+
+
 def _count(backend: str, exchanges: int, certs: Path, workdir: Path, workload: str) -> Counter[str]:
     """Run the workload under callgrind; instructions by object."""
     out = workdir / f"callgrind.{backend}.{exchanges}"
@@ -131,11 +205,16 @@ def main() -> None:
         import anyio
 
         backend, count, certs, workload = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
-        anyio.run(_exchanges, certs, count, workload, backend=backend)
+        if workload == "wt-rr":
+            anyio.run(_wt_exchanges, certs, count, backend=backend)
+        elif workload == "h3-rr":
+            anyio.run(_h3_exchanges, certs, count, backend=backend)
+        else:
+            anyio.run(_exchanges, certs, count, workload, backend=backend)
         return
     parser = argparse.ArgumentParser(description="instructions per request/response, counted by valgrind")
     parser.add_argument("--backend", choices=("asyncio", "trio"), action="append")
-    parser.add_argument("--workload", choices=("rr", "fanout"), default="rr")
+    parser.add_argument("--workload", choices=("rr", "wt-rr", "h3-rr", "fanout"), default="rr")
     parser.add_argument("--short", type=int, default=200, help="exchanges (streams) in the first run")
     parser.add_argument("--long", type=int, default=600, help="exchanges (streams) in the second run")
     args = parser.parse_args()
@@ -158,7 +237,11 @@ def main() -> None:
             per = {k: (long[k] - short[k]) / (args.long - args.short) for k in set(short) | set(long)}
             total = sum(per.values())
             parts = ", ".join(f"{k} {v / 1000:.0f}k" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 500)
-            what = "fan-out stream (16 KiB up, 1 KiB back)" if args.workload == "fanout" else "1 KiB request/response"
+            what = {
+                "fanout": "fan-out stream (16 KiB up, 1 KiB back)",
+                "wt-rr": "1 KiB request/response on a WebTransport stream",
+                "h3-rr": "HTTP/3 GET of 1 KiB",
+            }.get(args.workload, "1 KiB request/response")
             print(f"{backend}: {total / 1000:.0f}k instructions per {what} ({parts})")
 
 

@@ -3,6 +3,7 @@ and open_webtransport_session, over a real connection, on asyncio and trio."""
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -385,3 +386,37 @@ async def test_serve_streams_runs_a_task_per_stream_until_the_session_ends(
                         tg.start_soon(ask, session, i, answers)
             await served.wait()
     assert answers == {i: b"STREAM %d" % i for i in range(streams)}
+
+
+served_by: contextvars.ContextVar[str] = contextvars.ContextVar("served_by")
+
+
+async def test_serve_streams_handlers_run_in_a_copy_of_the_sessions_context(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    """Handlers start from the event dispatch, but see the context vars of the
+    session's task (and their own changes stay their own)."""
+    seen: list[str | None] = []
+    app = wt.WebTransportApp()
+
+    async def handle(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
+        seen.append(served_by.get(None))
+        served_by.set("changed by a handler")
+        assert isinstance(stream, wt.WebTransportStream)
+        await stream.send(await read_all(stream), eof=True)
+
+    @app.route("/context")
+    async def serve(session: wt.WebTransportSession) -> None:
+        served_by.set("the session's task")
+        await session.serve_streams(handle)
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            url = f"https://localhost:{port}/context"
+            async with wt.open_webtransport_session(url, config=h3_client_config) as session:
+                for payload in (b"one", b"two", b"three"):
+                    stream = await session.open_stream()
+                    await stream.send(payload, eof=True)
+                    assert await read_all(stream) == payload
+    assert seen == ["the session's task"] * 3
+

@@ -35,7 +35,7 @@ from .errors import (
     check_error_code,
     describe_transport_error,
 )
-from .._taskgroup import TaskSpawner, open_own_task_group, serve_each, starter
+from .._taskgroup import TaskSpawner, serve_each, serve_each_from_dispatch
 from .config import QUIC_VERSIONS
 from . import _fast
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
@@ -350,19 +350,12 @@ class QuicConnection:
         runs in a copy of the context this was called in.
         """
         if task_group is None:
-            async with open_own_task_group() as group:
-                if group is not None:
-                    # From now on a new stream's handler starts from the event
-                    # dispatch itself, without waking this task first (on trio that
-                    # is one scheduler pass less per stream); this task hands over
-                    # the streams that came before and waits for the end.
-                    self._stream_starter = starter(group, handler)
-                    try:
-                        await serve_each(self, handler, group)
-                    finally:
-                        self._stream_starter = None
-                    return
+            await serve_each_from_dispatch(self, handler, self._install_stream_starter)
+            return
         await serve_each(self, handler, task_group)
+
+    def _install_stream_starter(self, start: Callable[[AnyQuicStream], bool] | None) -> None:
+        self._stream_starter = start
 
     def __aiter__(self) -> QuicConnection:
         return self

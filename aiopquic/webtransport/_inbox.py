@@ -9,6 +9,7 @@ request/response pays it on every stream.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import anyio
@@ -24,7 +25,7 @@ class Inbox(Generic[T]):
     """Up to ``size`` items waiting; :meth:`get` raises :class:`anyio.EndOfStream`
     once closed and empty (what was put before :meth:`close` is still handed out)."""
 
-    __slots__ = ("_activity", "_items", "_ll", "_size", "_spot", "closed")
+    __slots__ = ("_activity", "_items", "_ll", "_size", "_spot", "closed", "starter")
 
     def __init__(self, size: int, lowlevel: Lowlevel, activity: str) -> None:
         self._items: deque[T] = deque()
@@ -33,11 +34,17 @@ class Inbox(Generic[T]):
         self._spot = lowlevel.spot()
         self._activity = activity
         self.closed = False
+        #: Takes an item instead of the queue while nothing is queued (True: taken),
+        #: as ``serve_each_from_dispatch`` installs (see aiopquic._taskgroup).
+        self.starter: Callable[[T], bool] | None = None
 
     def put_nowait(self, item: T) -> bool:
         """Queue ``item`` for the reader; False (nothing queued) when full or closed."""
         if self.closed or len(self._items) >= self._size:
             return False
+        start = self.starter
+        if start is not None and not self._items and start(item):
+            return True
         self._items.append(item)
         self._spot.wake()
         return True
