@@ -55,6 +55,18 @@ OBJECTS = [  # first match wins
 ]
 
 
+async def _read_all(stream: Any) -> bytes:
+    """Every byte of ``stream`` up to the peer's FIN."""
+    import anyio
+
+    data = bytearray()
+    try:
+        while True:
+            data += await stream.receive()
+    except anyio.EndOfStream:
+        return bytes(data)
+
+
 async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
     import anyio
 
@@ -66,18 +78,10 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
                 tg.start_soon(echo, stream)
 
     async def echo(stream: aiopquic.AnyQuicStream) -> None:
-        data = await read_all(stream)
+        data = await _read_all(stream)
         if isinstance(stream, aiopquic.QuicStream):
             await stream.send(data[:1024])
             await stream.send_eof()
-
-    async def read_all(stream: aiopquic.AnyQuicStream) -> bytes:
-        data = bytearray()
-        try:
-            while True:
-                data += await stream.receive()
-        except anyio.EndOfStream:
-            return bytes(data)
 
     server = aiopquic.QuicConfig(alpn=["rr"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
     client = aiopquic.QuicConfig(alpn=["rr"], cafile=certs / "ca.pem")
@@ -87,7 +91,7 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
         stream = await conn.open_stream()
         await stream.send(payload)
         await stream.send_eof()
-        if await read_all(stream) != payload[:1024]:
+        if await _read_all(stream) != payload[:1024]:
             raise RuntimeError("the echo differs from the request")
 
     async with anyio.create_task_group() as tg:
@@ -115,19 +119,11 @@ async def _wt_exchanges(certs: Path, count: int) -> None:
     @app.route("/rr")
     async def session_handler(session: wt.WebTransportSession) -> None:
         async def echo(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> None:
-            data = await read_all(stream)
+            data = await _read_all(stream)
             if isinstance(stream, wt.WebTransportStream):
                 await stream.send(data[:1024], eof=True)
 
         await session.serve_streams(echo)
-
-    async def read_all(stream: wt.WebTransportStream | wt.WebTransportReceiveStream) -> bytes:
-        data = bytearray()
-        try:
-            while True:
-                data += await stream.receive()
-        except anyio.EndOfStream:
-            return bytes(data)
 
     server = aiopquic.QuicConfig(alpn=["h3"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
     client = aiopquic.QuicConfig(alpn=["h3"], cafile=certs / "ca.pem")
@@ -139,7 +135,7 @@ async def _wt_exchanges(certs: Path, count: int) -> None:
             for _ in range(WARMUP + count):
                 stream = await session.open_stream()
                 await stream.send(payload, eof=True)
-                if await read_all(stream) != payload:
+                if await _read_all(stream) != payload:
                     raise RuntimeError("the echo differs from the request")
         tg.cancel_scope.cancel()
 
