@@ -103,13 +103,13 @@ def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[i
     if pos >= len(data):
         return None
     first = data[pos]
-    length = 1 << (first >> 6)
-    if pos + length > len(data):
+    if first < 0x40:  # one byte: frame types and short lengths, most varints here
+        return first, pos + 1
+    end = pos + (1 << (first >> 6))
+    if end > len(data):
         return None
-    value = first & 0x3F
-    for i in range(pos + 1, pos + length):
-        value = (value << 8) | data[i]
-    return value, pos + length
+    value = int.from_bytes(data[pos:end], "big")
+    return value & ~(0xC0 << (8 * (end - pos - 1))), end
 
 
 def encode_frame(frame_type: int, payload: bytes = b"") -> bytes:

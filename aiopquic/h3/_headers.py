@@ -6,7 +6,8 @@ resets the stream with H3_MESSAGE_ERROR.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
+from itertools import chain
 from dataclasses import dataclass
 
 Headers = list[tuple[bytes, bytes]]
@@ -26,9 +27,9 @@ class MessageError(ValueError):
     """A malformed request or response (H3_MESSAGE_ERROR on its stream)."""
 
 
-def field_section_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+def field_section_size(headers: Collection[tuple[bytes, bytes]]) -> int:
     """The size SETTINGS_MAX_FIELD_SECTION_SIZE limits (RFC 9114 section 4.2.2)."""
-    return sum(len(name) + len(value) + 32 for name, value in headers)
+    return sum(map(len, chain.from_iterable(headers))) + 32 * len(headers)
 
 
 @dataclass(slots=True)
