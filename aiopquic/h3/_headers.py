@@ -7,8 +7,8 @@ resets the stream with H3_MESSAGE_ERROR.
 from __future__ import annotations
 
 from collections.abc import Collection
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 
 Headers = list[tuple[bytes, bytes]]
 
