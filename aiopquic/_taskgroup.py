@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     PosArgsT = TypeVarTuple("PosArgsT")
 
-__all__ = ["TaskSpawner", "open_own_task_group", "open_task_group", "serve_each", "serve_each_from_dispatch", "starter"]
+__all__ = ["TaskSpawner", "from_dispatch", "open_own_task_group", "open_task_group", "serve_each", "serve_each_from_dispatch", "starter"]
 
 T = TypeVar("T")
 
@@ -107,22 +107,33 @@ async def open_task_group() -> AsyncIterator[TaskSpawner]:
         yield tg
 
 
-def starter(group: TaskSpawner, handler: Callable[[T], Coroutine[Any, Any, object]]) -> Callable[[T], bool]:
-    """A function that starts ``handler(item)`` in ``group`` (one of
-    :func:`open_own_task_group`) from an event callback, outside any task, in a
-    copy of the context this is called in (as a task that started it would); it
-    returns False, starting nothing, once the group takes no more tasks (one of
-    them failed and the others are being cancelled)."""
+def from_dispatch(func: Callable[[T], object]) -> Callable[[T], bool]:
+    """``func`` made to be called from an event callback, outside any task, in a
+    copy of the context this is called in (as a task started here would run);
+    the result returns False instead of raising :class:`RuntimeError`, which is
+    what a group that takes no more tasks raises (one of them failed and the
+    others are being cancelled), and True otherwise."""
     context = contextvars.copy_context()
 
-    def start(item: T) -> bool:
+    def call(item: T) -> bool:
         try:
-            context.run(group.start_soon, handler, item)
+            context.run(func, item)
         except RuntimeError:  # asyncio.TaskGroup shutting down, trio nursery closed
             return False
         return True
 
-    return start
+    return call
+
+
+def starter(group: TaskSpawner, handler: Callable[[T], Coroutine[Any, Any, object]]) -> Callable[[T], bool]:
+    """A function that starts ``handler(item)`` in ``group`` (one of
+    :func:`open_own_task_group`) from an event callback (see :func:`from_dispatch`);
+    it returns False, starting nothing, once the group takes no more tasks."""
+
+    def start(item: T) -> None:
+        group.start_soon(handler, item)
+
+    return from_dispatch(start)
 
 
 async def serve_each(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from .._taskgroup import TaskSpawner, open_task_group
+from .._taskgroup import TaskSpawner, from_dispatch, open_task_group
 from ..quic.config import QuicConfig
 from ..quic.connection import AnyQuicStream, QuicConnection
 from ..quic.errors import ConnectionClosed
@@ -107,13 +107,12 @@ class _ServerConnection:
         this task's context, instead of waking :meth:`_accept` for it: a request's
         task (a WebTransport stream's handler) starts one scheduler pass sooner.
         Nothing may raise into the dispatch."""
-        context = contextvars.copy_context()
+        take_here = from_dispatch(functools.partial(self._take, tg))
 
         def take(stream: AnyQuicStream) -> bool:
             try:
-                context.run(self._take, tg, stream)
-            except RuntimeError:  # the group takes no more tasks: the connection is ending
-                self._refuse(stream)
+                if not take_here(stream):  # the group takes no more tasks: the connection is ending
+                    self._refuse(stream)
             except Exception:  # a bug: this connection fails, not the endpoint's dispatch
                 logger.exception("HTTP/3: taking a new stream failed")
                 self.conn.close(ErrorCode.H3_INTERNAL_ERROR, "internal error")
