@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,8 +13,8 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from aiopquic import QuicConfig, StreamReset
-from aiopquic.h3 import ErrorCode, H3Connection, open_h3_connection, serve_h3
+from aiopquic import ConnectionClosed, QuicConfig, StreamReset
+from aiopquic.h3 import ErrorCode, H3Connection, RequestRejected, open_h3_connection, serve_h3
 
 from .h3_apps import TestApp, no_lifespan_app
 
@@ -204,3 +205,56 @@ async def test_a_client_that_never_finishes_its_requests_holds_only_its_stream_c
                 for stream in streams:
                     await stream.aclose()
             assert (await conn.request("GET", "/missing")).status == 404
+
+
+def _take_failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
+    """Make the server's stream taker raise ``error`` for the first request
+    stream (as a group that takes no more tasks would, or a bug): the list
+    collects the ids of the streams it failed on."""
+    from aiopquic.h3.server import _ServerConnection
+
+    take = _ServerConnection._take
+    failed: list[int] = []
+
+    def take_or_fail(self: _ServerConnection, tg: object, stream: object) -> None:
+        if not failed and getattr(stream, "stream_id", 1) % 4 == 0:
+            failed.append(stream.stream_id)  # type: ignore[attr-defined]
+            raise error
+        take(self, tg, stream)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_ServerConnection, "_take", take_or_fail)
+    return failed
+
+
+async def test_a_request_the_connections_group_cannot_take_is_rejected_not_lost(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream taker's fallback: when the group refuses a task (RuntimeError, as an
+    asyncio.TaskGroup shutting down or a closed nursery raises), the request is
+    reset with H3_REQUEST_REJECTED, which tells the client to send it again, and
+    the connection serves the next one."""
+    failed = _take_failing_once(monkeypatch, RuntimeError("the group takes no more tasks"))
+    with anyio.fail_after(10):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            with pytest.raises(RequestRejected, match="send it again"):
+                await conn.request("GET", "/missing")
+            assert failed == [0]
+            assert (await conn.request("POST", "/echo", content=b"again")).content == b"again"
+
+
+async def test_a_bug_taking_a_stream_closes_that_connection_only(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing raises into the endpoint's event dispatch: an unexpected error while
+    taking a new stream is logged and closes that connection with
+    H3_INTERNAL_ERROR; the server goes on serving other connections."""
+    failed = _take_failing_once(monkeypatch, ValueError("a bug"))
+    with anyio.fail_after(10), caplog.at_level(logging.ERROR, logger="aiopquic.h3.server"):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, port):
+            with pytest.raises(ConnectionClosed) as caught:
+                await conn.request("GET", "/missing")
+            assert caught.value.error_code == ErrorCode.H3_INTERNAL_ERROR
+            assert failed == [0]
+            async with open_h3_connection("localhost", port, config=h3_client_config) as other:
+                assert (await other.request("GET", "/missing")).status == 404
+    assert any("taking a new stream failed" in record.getMessage() and record.exc_info for record in caplog.records)

@@ -87,8 +87,9 @@ class _ServerConnection:
                 self.webtransport = self.server.webtransport.attach(self.conn, self.session, tg)
             try:
                 await self.session.open()
-                self.conn._install_stream_starter(self._stream_taker(tg))
-                tg.start_soon(self._accept, tg)
+                take = self._stream_taker(tg)
+                self.conn._install_stream_starter(take)
+                tg.start_soon(self._accept, take)
                 if self.server.shutting_down:
                     await self.stop_accepting()
                 await self._draining.wait()  # GOAWAY sent, or the client went away
@@ -103,10 +104,11 @@ class _ServerConnection:
             tg.cancel_scope.cancel()
 
     def _stream_taker(self, tg: TaskSpawner) -> Callable[[AnyQuicStream], bool]:
-        """What takes a new stream straight from the event dispatch, in a copy of
-        this task's context, instead of waking :meth:`_accept` for it: a request's
-        task (a WebTransport stream's handler) starts one scheduler pass sooner.
-        Nothing may raise into the dispatch."""
+        """What takes each new stream, in a copy of this task's context: straight
+        from the event dispatch (a request's task, a WebTransport stream's
+        handler, starts one scheduler pass sooner than through :meth:`_accept`),
+        and in :meth:`_accept` for those that arrived before it was installed.
+        It raises nothing: not into the dispatch, nor into the group."""
         take_here = from_dispatch(functools.partial(self._take, tg))
 
         def take(stream: AnyQuicStream) -> bool:
@@ -120,10 +122,10 @@ class _ServerConnection:
 
         return take
 
-    async def _accept(self, tg: TaskSpawner) -> None:
+    async def _accept(self, take: Callable[[AnyQuicStream], bool]) -> None:
         try:
-            async for stream in self.conn:  # those the dispatch did not take (_stream_taker)
-                self._take(tg, stream)
+            async for stream in self.conn:  # those the dispatch did not take
+                take(stream)
         except (ConnectionClosed, anyio.ClosedResourceError):
             pass
         finally:
