@@ -258,3 +258,35 @@ async def test_a_bug_taking_a_stream_closes_that_connection_only(
             async with open_h3_connection("localhost", port, config=h3_client_config) as other:
                 assert (await other.request("GET", "/missing")).status == 404
     assert any("taking a new stream failed" in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+async def test_qpack_acknowledgements_leave_with_the_next_request(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's QPACK decoder acknowledges a response's header section with its
+    next request (one packet for both, not a packet and a server wake-up each),
+    and nothing is lost: the server's encoder gets every acknowledgement."""
+    from aiopquic.h3._frames import StreamType
+    from aiopquic.h3._protocol import H3Protocol
+
+    acknowledgements: list[bytes] = []  # what the server's encoder got from the client's decoder
+    receive_uni_data = H3Protocol.receive_uni_data
+
+    def spy(self: H3Protocol, stream_id: int, data: bytes, fin: bool) -> list[object]:
+        if not self.is_client and self._critical.get(StreamType.QPACK_DECODER) == stream_id and data:
+            acknowledgements.append(data)
+        return receive_uni_data(self, stream_id, data, fin)  # type: ignore[return-value]
+
+    monkeypatch.setattr(H3Protocol, "receive_uni_data", spy)
+    with anyio.fail_after(10):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+            held: list[bool] = []
+            for _ in range(5):
+                assert (await conn.request("GET", "/missing")).status == 404
+                held.append(conn.session.protocol.qpack_data_pending)
+            # From the second response on, the responses refer to the server's
+            # dynamic table: each one's acknowledgement waits in the client...
+            assert held[1:] == [True] * 4
+            # ... and reached the server with the next request, before its answer.
+            assert len(acknowledgements) >= 3
+            assert conn.session.protocol.take_decoder_data() != b""  # the last one, still held

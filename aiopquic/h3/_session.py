@@ -81,19 +81,35 @@ class H3Session:
             await self._control.send(self.protocol.goaway_frame(identifier))
 
     def flush_qpack(self) -> None:
-        """Send what encoding and decoding left for our QPACK streams.
+        """Send what encoding and decoding left for our QPACK streams; called as a
+        header section goes out.
 
         At once, never waiting: a header block must not reach the peer before
         the encoder instructions it refers to, and these bytes are few (bounded
-        by the dynamic table's capacity and the header sections sent)."""
+        by the dynamic table's capacity and the header sections sent).
+
+        The decoder's instructions (section acknowledgements, insert count
+        increments, stream cancellations) wait for this, instead of leaving as
+        each header section is decoded: they then share a packet with our next
+        header section (a server's response, a client's next request) instead
+        of costing both peers a packet and a wake-up per request. RFC 9204 sets
+        no time for them; what the wait costs the peer's encoder is that it
+        keeps the entries it inserted since then unacknowledged: it may not
+        evict them, and references them only within its blocked-streams
+        allowance, encoding literally otherwise."""
         if not self.protocol.qpack_data_pending:
             return
-        data = self.protocol.take_encoder_data()
-        if data and self._encoder is not None:
-            self._encoder.send_nowait(data)
+        self.flush_qpack_encoder()
         data = self.protocol.take_decoder_data()
         if data and self._decoder is not None:
             self._decoder.send_nowait(data)
+
+    def flush_qpack_encoder(self) -> None:
+        """Send what our QPACK encoder has due, at once (the peer's SETTINGS set
+        our dynamic table's capacity); see :meth:`flush_qpack` for the decoder's."""
+        data = self.protocol.take_encoder_data()
+        if data and self._encoder is not None:
+            self._encoder.send_nowait(data)
 
     def request_stream(self, stream: QuicStream, prefix: bytes = b"") -> RequestStream:
         """Wrap a request stream (one we opened, or a client's on a server);
@@ -127,7 +143,7 @@ class H3Session:
                             stream.stop_sending(ErrorCode.H3_STREAM_CREATION_ERROR)
                         return
                     self._dispatch(event)
-                self.flush_qpack()
+                self.flush_qpack_encoder()
                 if fin:
                     return
         except StreamReset:
@@ -219,7 +235,6 @@ class RequestStream:
                 self._events.extend(protocol.receive_request_data(self.stream_id, data, fin))
             except ProtocolError as exc:
                 raise self.session.fail(exc) from None
-            self.session.flush_qpack()
 
     def _raise_if_failed(self) -> None:
         if self.session.error is not None:
