@@ -302,6 +302,10 @@ async def test_send_cancelled_before_it_yields_sends_nothing(
                     scope.cancel()
                     await stream.send(b"never")
                 assert scope.cancelled_caught
+                with anyio.CancelScope() as scope:  # a last send hands over before it yields:
+                    scope.cancel()  # not in a cancelled scope
+                    await stream.send(b"never", eof=True)
+                assert scope.cancelled_caught
                 with anyio.CancelScope() as scope:
                     scope.cancel()
                     await stream.send_eof()

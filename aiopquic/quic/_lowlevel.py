@@ -99,6 +99,17 @@ class Lowlevel:
             return (True, self.checkpoint()) if ready else (False, NO_CHECKPOINT)
         return False, self.checkpoint_if_cancelled()
 
+    def checkpoint_after_handing_over(self) -> Awaitable[None]:
+        """The yield of a call that has just handed something over for good (the
+        last bytes of a stream, a FIN): after ``checkpoint_if_cancelled()`` and the
+        hand-over, as trio's own sends do, so that it leaves with the event loop's
+        current turn instead of after the task's next step.
+
+        On trio a ``cancel_shielded_checkpoint()``.  On asyncio a plain yield,
+        cheaper than anyio's shielded one: a cancellation there finds the thing
+        handed over, which loses nothing."""
+        return self.checkpoint() if self.yield_first else self.cancel_shielded_checkpoint()
+
 
 def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
     """Make ``flusher`` a trio instrument whose ``before_io_wait`` trio calls each

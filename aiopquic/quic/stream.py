@@ -200,7 +200,10 @@ class _Sending(_StreamBase):
 
         With ``eof=True`` the stream is finished after ``item`` (as
         :meth:`send_eof` would), in the same hand-off to the network thread, so
-        a short message and its FIN cost one wake-up and usually one packet.
+        a short message and its FIN cost one wake-up and usually one packet;
+        and the call hands them over before it yields to the event loop (after
+        it, on asyncio, a cancellation finds all of ``item`` sent), so they
+        leave with the loop's current turn.
 
         A cancelled call sends all of ``item`` or none of it, never a part:
         none if it is cancelled before its first byte went into the send buffer
@@ -211,18 +214,27 @@ class _Sending(_StreamBase):
         task's send on this stream waits, and :class:`anyio.ClosedResourceError`
         if this stream is reset by us (:meth:`reset`) while the call waits.
         """
-        # Yield first, then commit: the bytes reach the network thread with no
-        # task switch before a following send_eof(), so data and FIN usually
-        # leave in one packet.  Cancelled here, nothing was sent.
         tx = self._tx
         conn = self._conn
+        ll = conn._ll
+        if not eof:
+            # Yield first, then commit: the bytes reach the network thread with no
+            # task switch before a following send_eof(), so data and FIN usually
+            # leave in one packet.  Cancelled here, nothing was sent.
+            await ll.checkpoint()
+            if not tx.send_start(item, False):  # the send ring is full: wait for room
+                await tx.send_rest(item, False)
+            return
+        # The stream's last bytes: nothing follows them, so hand them over first
+        # and yield after (see Lowlevel.checkpoint_after_handing_over).
         try:
-            await conn._ll.checkpoint()
-            if not tx.send_start(item, eof):  # the send ring is full: wait for room
-                await tx.send_rest(item, eof)
+            await ll.checkpoint_if_cancelled()
+            if tx.send_start(item, True):
+                await ll.checkpoint_after_handing_over()
+            else:
+                await tx.send_rest(item, True)  # it waited: that was its yield
         finally:
-            if eof:
-                conn._forget_if_finished(self)
+            conn._forget_if_finished(self)
 
     def send_nowait(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
         """Send all of ``item`` (then finish the stream, with ``eof``) at once,
@@ -242,20 +254,16 @@ class _Sending(_StreamBase):
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
 
-        Cancelled, it does nothing; otherwise the FIN is committed with no
-        chance of a cancellation after it, so it cannot be half done.  While a
-        send waits in another task it raises :class:`anyio.BusyResourceError`.
+        Cancelled before it hands the FIN over, it does nothing; a cancellation
+        at its yield after that (asyncio) finds the FIN sent, so it is never half
+        done.  While a send waits in another task it raises
+        :class:`anyio.BusyResourceError`.
         """
         ll = self._conn._ll
-        if ll.yield_first:
-            await ll.checkpoint()
-            self._tx.send_eof()
-            self._conn._forget_if_finished(self)
-        else:
-            await ll.checkpoint_if_cancelled()
-            self._tx.send_eof()
-            self._conn._forget_if_finished(self)
-            await ll.cancel_shielded_checkpoint()
+        await ll.checkpoint_if_cancelled()
+        self._tx.send_eof()
+        self._conn._forget_if_finished(self)
+        await ll.checkpoint_after_handing_over()
 
     def reset(self, error_code: int = 0) -> None:
         """Abandon the stream: unsent bytes are dropped, the peer gets RESET_STREAM."""
