@@ -321,15 +321,25 @@ cdef class Endpoint:
             return rc
         return None
 
-    def drain(self):
-        """Return the ``(handle, flags)`` pairs raised since the last call."""
+    def signalled(self):
+        """True while the wake fd has been written and no :meth:`drain` took it."""
+        return self.ep != NULL and aq_endpoint_signalled(self.ep) != 0
+
+    def drain(self, bint early=False):
+        """Return the ``(handle, flags)`` pairs raised since the last call.
+
+        ``early``: leave the signal pending (the wake fd readable), for a look
+        before the event loop runs its tasks; the waiter on the fd drains again."""
         cdef list out = []
         cdef aq_node_t* n
         cdef uint32_t flags = 0
         cdef object handle
         if self.ep == NULL:
             return out
-        aq_drain_begin(self.ep)
+        if early:
+            aq_drain_collect(self.ep)
+        else:
+            aq_drain_begin(self.ep)
         while True:
             n = aq_drain_next(self.ep, &flags)
             if n == NULL:

@@ -256,6 +256,14 @@ int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep); /* stream buffer chunks al
 
 /* Drain: detach the whole event list, then iterate it. */
 size_t aq_drain_begin(aq_endpoint_t* ep);
+/* Python thread: true from the network thread's signal (the wake fd written)
+ * until the next aq_drain_begin takes it. */
+int aq_endpoint_signalled(aq_endpoint_t* ep);
+/* Python thread: what aq_drain_begin does but for the signal, which stays
+ * pending (the wake fd readable): an event loop that looks for events before it
+ * runs its tasks drains them early, and the task that waits for the fd still
+ * wakes and drains what came after. */
+size_t aq_drain_collect(aq_endpoint_t* ep);
 aq_node_t* aq_drain_next(aq_endpoint_t* ep, uint32_t* flags); /* returns a new reference */
 
 void aq_node_ref(aq_node_t* n);

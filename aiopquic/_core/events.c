@@ -283,12 +283,22 @@ void aq_release_list(_Atomic(aq_node_t*)* head, int for_py)
 size_t aq_drain_begin(aq_endpoint_t* ep)
 {
     uint64_t counter;
-    size_t n = 0;
     if (ep->wake_fd >= 0) {
         ssize_t r = read(ep->wake_fd, &counter, sizeof(counter));
         (void)r; /* EAGAIN when nothing was signalled */
     }
     atomic_store(&ep->py_wake_pending, 0);
+    return aq_drain_collect(ep);
+}
+
+int aq_endpoint_signalled(aq_endpoint_t* ep)
+{
+    return atomic_load(&ep->py_wake_pending);
+}
+
+size_t aq_drain_collect(aq_endpoint_t* ep)
+{
+    size_t n = 0;
     aq_node_t* fifo = aq_detach_fifo(&ep->py_head, 1);
     /* Append behind what an earlier drain left unread. */
     if (ep->drain_cur == NULL) {

@@ -486,14 +486,15 @@ cdef class SendHalf(Half):
 # -- delivering the core's events ------------------------------------------------------------
 
 
-def endpoint_dispatch(endpoint):
+def endpoint_dispatch(endpoint, bint early=False):
     """``QuicEndpoint.dispatch``: drain the core once and deliver every event.
 
     A stream event wakes the task waiting on the stream's half concerned, here;
     the rest (a new stream, a connection's events, an abort) goes to Python.
+    ``early``: leave the core's signal pending (see ``Endpoint.drain``).
     """
     core = endpoint.core
-    for handle, flags in core.drain():
+    for handle, flags in core.drain(early):
         if type(handle) is StreamHandle:
             conn = (<StreamHandle>handle).conn.owner
             if conn is None:

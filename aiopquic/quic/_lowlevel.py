@@ -66,6 +66,11 @@ class Lowlevel:
     #: Have a flusher flush whenever the loop has run its runnable tasks (trio:
     #: see ``Flusher``); returns the function that stops it.  None: call_soon does.
     hook_flusher: Callable[[Flusher], Callable[[], None]] | None = None
+    #: Have a function called each time the loop has waited for I/O, before it
+    #: runs the tasks that woke (trio: see ``_trio_hook_after_io_wait``); returns
+    #: the function that stops it.  None: nothing to gain (asyncio dispatches
+    #: from a reader callback already).
+    hook_after_io_wait: Callable[[Callable[[], None]], Callable[[], None]] | None = None
     #: For an operation that can finish at once: a cancellable ``checkpoint()``
     #: before it costs less than ``checkpoint_if_cancelled()`` and a
     #: ``cancel_shielded_checkpoint()`` after it (asyncio: anyio's shielded yield
@@ -130,6 +135,29 @@ def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
     return unhook
 
 
+def _trio_hook_after_io_wait(callback: Callable[[], None]) -> Callable[[], None]:
+    """Have trio call ``callback()`` each time it has waited for I/O, before it runs
+    the batch of tasks it then has; return the function that stops it.
+
+    Tasks that ``callback`` wakes or starts join that batch: an endpoint that
+    delivers its events there saves its dispatcher's pass through the run loop
+    before the tasks they are for run."""
+    import trio
+
+    class AfterIOWait(trio.abc.Instrument):
+        def after_io_wait(self, timeout: float) -> None:
+            callback()
+
+    instrument = AfterIOWait()
+    trio.lowlevel.add_instrument(instrument)
+
+    def unhook() -> None:
+        with contextlib.suppress(KeyError):  # already removed (by trio, after an error)
+            trio.lowlevel.remove_instrument(instrument)
+
+    return unhook
+
+
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:
     return asyncio.get_running_loop().call_soon
 
@@ -148,6 +176,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             lambda: trio.lowlevel.current_trio_token().run_sync_soon,
             trio.lowlevel.wait_readable,
             hook_flusher=_trio_hook_flusher,
+            hook_after_io_wait=_trio_hook_after_io_wait,
         )
     if library != "asyncio":
         raise RuntimeError(f"aiopquic runs on asyncio or trio, not {library}")

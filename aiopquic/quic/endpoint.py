@@ -125,6 +125,8 @@ class QuicEndpoint:
                 else:
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
+                    hook_early = self.lowlevel.hook_after_io_wait
+                    unhook_early = hook_early(self._dispatch_early) if hook_early is not None else None
                     try:
                         fd = self.core.fileno()
                         wait_readable = self.lowlevel.wait_readable
@@ -133,6 +135,8 @@ class QuicEndpoint:
                             self.dispatch()
                             self._announce_connections()
                     finally:
+                        if unhook_early is not None:
+                            unhook_early()
                         if unhook is not None:
                             unhook()
         finally:
@@ -165,6 +169,17 @@ class QuicEndpoint:
             logger.exception("aiopquic event dispatch failed")
         if self._adopted:
             self._adopted_event.set()
+
+    def _dispatch_early(self) -> None:
+        """trio, each time it has waited for I/O: deliver what the network thread
+        signalled, so that the tasks it wakes run in the batch that follows, with
+        this endpoint's dispatcher task (woken by the fd, which stays readable:
+        that task delivers what comes later and announces new connections)."""
+        if self.core.signalled():
+            try:
+                _fast.endpoint_dispatch(self, True)
+            except Exception:  # pragma: no cover - a bug: keep trio's loop going, say it loudly
+                logger.exception("aiopquic event dispatch failed")
 
     def _announce_connections(self) -> None:
         while self._adopted:
