@@ -73,7 +73,9 @@ class _Receiving:
     async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
         """The bytes available now (at least one); ``anyio.EndOfStream`` after the peer's FIN."""
         if self._prefix:  # body bytes that came with the stream's WebTransport header
-            await anyio.lowlevel.checkpoint()
+            # The checkpoint a receive from the QUIC stream would make, without
+            # anyio's backend lookup.
+            await self._quic.connection._ll.checkpoint()
             data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
         else:
             try:
