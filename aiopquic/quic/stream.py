@@ -226,15 +226,18 @@ class _Sending(_StreamBase):
                 await tx.send_rest(item, False)
             return
         # The stream's last bytes: nothing follows them, so hand them over first
-        # and yield after (see Lowlevel.checkpoint_after_handing_over).
+        # and yield after (see Lowlevel.checkpoint_after_handing_over); a stream
+        # finished both ways is released with them, in the same wake-up.
+        handed_over = False
         try:
             await ll.checkpoint_if_cancelled()
-            if tx.send_start(item, True):
-                await ll.checkpoint_after_handing_over()
-            else:
-                await tx.send_rest(item, True)  # it waited: that was its yield
+            handed_over = tx.send_start(item, True)
+            if not handed_over:
+                await tx.send_rest(item, True)  # it waits: that is its yield
         finally:
             conn._forget_if_finished(self)
+        if handed_over:
+            await ll.checkpoint_after_handing_over()
 
     def send_nowait(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
         """Send all of ``item`` (then finish the stream, with ``eof``) at once,
