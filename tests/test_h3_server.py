@@ -264,8 +264,8 @@ async def test_qpack_acknowledgements_leave_with_the_next_request(
     h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client's QPACK decoder acknowledges a response's header section with its
-    next request (one packet for both, not a packet and a server wake-up each),
-    and nothing is lost: the server's encoder gets every acknowledgement."""
+    next request (one packet for both, not a packet and a server wake-up each):
+    the acknowledgements wait in the client, then reach the server's encoder."""
     from aiopquic.h3._frames import StreamType
     from aiopquic.h3._protocol import H3Protocol
 
