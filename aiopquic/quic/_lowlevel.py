@@ -14,6 +14,8 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   call; these are the backend's own functions, looked up once (asyncio's plain
   checkpoint, a bare yield, is one Cython object: ``_fast.asyncio_checkpoint``).
 - ``wait_readable``: trio's own, without anyio's backend lookup and wrapper.
+- ``current_time``: the event loop's clock, without anyio's backend lookup
+  (on asyncio the endpoint's loop's ``time``, without asking for the running loop).
 - ``call_soon``: run a plain function once the event loop's current turn is
   done (asyncio's ``loop.call_soon``, trio's ``TrioToken.run_sync_soon``); the
   endpoint wakes its network thread that way once for all of a turn's writes
@@ -63,6 +65,8 @@ class Lowlevel:
     current_call_soon: Callable[[], Callable[[Callable[[], object]], object]]
     #: Wait until a file descriptor is readable (``anyio.wait_readable``).
     wait_readable: Callable[[int], Awaitable[None]]
+    #: The event loop's clock (``anyio.current_time``).
+    current_time: Callable[[], float] = anyio.current_time
     #: Have a flusher flush whenever the loop has run its runnable tasks (trio:
     #: see ``Flusher``); returns the function that stops it.  None: call_soon does.
     hook_flusher: Callable[[Flusher], Callable[[], None]] | None = None
@@ -79,9 +83,11 @@ class Lowlevel:
 
     def bind(self) -> Lowlevel:
         """These operations for one endpoint, in the running event loop: on asyncio,
-        spots that make their futures with this loop, not the running loop's."""
+        spots that make their futures with this loop, not the running loop's, and
+        this loop's clock."""
         if self.spot is AsyncioSpot:
-            return dataclasses.replace(self, spot=functools.partial(AsyncioSpot, asyncio.get_running_loop()))
+            loop = asyncio.get_running_loop()
+            return dataclasses.replace(self, spot=functools.partial(AsyncioSpot, loop), current_time=loop.time)
         return self
 
     def first_checkpoint(self, ready: bool) -> tuple[bool, Awaitable[None]]:
@@ -175,6 +181,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             trio.lowlevel.cancel_shielded_checkpoint,
             lambda: trio.lowlevel.current_trio_token().run_sync_soon,
             trio.lowlevel.wait_readable,
+            current_time=trio.current_time,
             hook_flusher=_trio_hook_flusher,
             hook_after_io_wait=_trio_hook_after_io_wait,
         )

@@ -179,7 +179,7 @@ class SessionRouter:
         return True
 
     def _route(self, stream: PeerStream, session_id: int, prefix: bytes) -> None:
-        route = self.registry.route_stream(stream.stream_id, session_id, anyio.current_time())
+        route = self.registry.route_stream(stream.stream_id, session_id, self.conn._ll.current_time())
         if isinstance(route, Deliver):
             self._hand(self.sessions[route.session.session_id], stream, prefix)
         elif isinstance(route, Buffered):
@@ -201,10 +201,10 @@ class SessionRouter:
         while True:
             deadline = self.registry.next_expiry()
             self._held_changed = anyio.Event()
-            delay = math.inf if deadline is None else max(0.0, deadline - anyio.current_time())
+            delay = math.inf if deadline is None else max(0.0, deadline - self.conn._ll.current_time())
             with anyio.move_on_after(delay):
                 await self._held_changed.wait()
-            for stream_id in self.registry.expire(anyio.current_time()):
+            for stream_id in self.registry.expire(self.conn._ll.current_time()):
                 held = self._held.pop(stream_id, None)
                 if held is not None:
                     logger.debug("stream %d waited too long for its session", stream_id)
@@ -227,7 +227,7 @@ class SessionRouter:
                     session_id, payload = H3Protocol.decode_datagram(datagram)
                 except ProtocolError as exc:
                     raise self.h3.fail(exc) from None
-                core = self.registry.route_datagram(session_id, payload, anyio.current_time())
+                core = self.registry.route_datagram(session_id, payload, self.conn._ll.current_time())
                 if core is not None:
                     self.sessions[core.session_id]._deliver_datagram(payload)
                 elif self.registry.next_expiry() is not None:
