@@ -3,7 +3,9 @@
 The dispatcher is one task that waits for the core's wake fd to become readable,
 drains every pending event in one call and wakes the tasks concerned.  It runs
 in the task group of whoever owns the endpoint: ``open_quic_connection``'s
-connection or ``serve_quic``.
+connection or ``serve_quic``.  On asyncio a reader callback of the loop does the
+draining instead; on trio an instrument hook drains too, right after each wait
+for I/O, so that the tasks woken run in the batch that follows.
 """
 
 from __future__ import annotations
