@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Generator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -98,6 +98,12 @@ class H3StreamResponse:
 def _malformed(request: RequestStream, error: StreamError) -> H3ProtocolError:
     request.reset(error.error_code)
     return H3ProtocolError(f"malformed response on stream {request.stream_id}: {error.reason}", error_code=error.error_code)
+
+
+def _bounded(seconds: float | None) -> AbstractContextManager[object]:
+    """``anyio.fail_after(seconds)``, or nothing for no bound: a cancel scope
+    without a deadline would cost a request its setting up and tearing down."""
+    return nullcontext() if seconds is None else anyio.fail_after(seconds)
 
 
 def _reset_error(exc: StreamReset) -> Exception:
@@ -233,18 +239,18 @@ class H3Connection:
         seconds (``TimeoutError`` after that: the stream is reset)."""
         try:
             if isinstance(content, (bytes, bytearray, memoryview)):
-                with anyio.fail_after(write_timeout):
+                with _bounded(write_timeout):
                     await request.send_headers(request_headers, end_stream=not content)
                 if content:
-                    with anyio.fail_after(write_timeout):
+                    with _bounded(write_timeout):
                         await request.send_data(content, end_stream=True)
             else:
-                with anyio.fail_after(write_timeout):
+                with _bounded(write_timeout):
                     await request.send_headers(request_headers)
                 async for chunk in content:
-                    with anyio.fail_after(write_timeout):
+                    with _bounded(write_timeout):
                         await request.send_data(chunk)
-                with anyio.fail_after(write_timeout):
+                with _bounded(write_timeout):
                     await request.send_data(b"", end_stream=True)
         except StreamReset as exc:
             # STOP_SENDING: the server answers without reading the rest (RFC 9114 4.1).
