@@ -156,15 +156,20 @@ async def serve_each_from_dispatch(
     items: AsyncIterable[T],
     handler: Callable[[T], Coroutine[Any, Any, object]],
     install: Callable[[Callable[[T], bool] | None], None],
+    task_group: TaskSpawner | None = None,
 ) -> None:
-    """:func:`serve_each` in a group that this opens and waits for, where the
-    handlers of new items may start straight from the event dispatch.
+    """:func:`serve_each`; without ``task_group``, in a group that this opens and
+    waits for, where the handlers of new items may start straight from the
+    event dispatch.
 
     While the group is the backend's own (trio, asyncio on 3.11 and later),
     ``install`` is given a :func:`starter` of it and, at the end, ``None``.  The
     owner of ``items`` calls that starter on an item as it arrives, instead of
     queueing it and waking the task that iterates: one scheduler pass less per
     item.  This task hands over the items queued before and waits for the end."""
+    if task_group is not None:
+        await serve_each(items, handler, task_group)
+        return
     async with open_own_task_group() as group:
         if group is not None:
             install(starter(group, handler))

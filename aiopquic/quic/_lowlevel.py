@@ -128,17 +128,28 @@ def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
     import trio
 
     trio.abc.Instrument.register(Flusher)  # its one hook is Instrument's
-    instrument = cast("trio.abc.Instrument", flusher)
-    trio.lowlevel.add_instrument(instrument)
+    remove = _add_trio_instrument(cast("trio.abc.Instrument", flusher))
     flusher.hooked = True
 
     def unhook() -> None:
         flusher.hooked = False
-        with contextlib.suppress(KeyError):  # already removed (by trio, after an error)
-            trio.lowlevel.remove_instrument(instrument)
+        remove()
         flusher.flush()  # what the last turn left, if anything
 
     return unhook
+
+
+def _add_trio_instrument(instrument: Any) -> Callable[[], None]:
+    """Add a trio instrument; return the function that removes it."""
+    import trio
+
+    trio.lowlevel.add_instrument(instrument)
+
+    def remove() -> None:
+        with contextlib.suppress(KeyError):  # already removed (by trio, after an error)
+            trio.lowlevel.remove_instrument(instrument)
+
+    return remove
 
 
 def _trio_hook_after_io_wait(callback: Callable[[], None]) -> Callable[[], None]:
@@ -154,14 +165,7 @@ def _trio_hook_after_io_wait(callback: Callable[[], None]) -> Callable[[], None]
         def after_io_wait(self, timeout: float) -> None:
             callback()
 
-    instrument = AfterIOWait()
-    trio.lowlevel.add_instrument(instrument)
-
-    def unhook() -> None:
-        with contextlib.suppress(KeyError):  # already removed (by trio, after an error)
-            trio.lowlevel.remove_instrument(instrument)
-
-    return unhook
+    return _add_trio_instrument(AfterIOWait())
 
 
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:

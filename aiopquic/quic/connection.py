@@ -35,7 +35,7 @@ from .errors import (
     check_error_code,
     describe_transport_error,
 )
-from .._taskgroup import TaskSpawner, serve_each, serve_each_from_dispatch
+from .._taskgroup import TaskSpawner, serve_each_from_dispatch
 from .config import QUIC_VERSIONS
 from . import _fast
 from .stream import QuicReceiveStream, QuicSendStream, QuicStream
@@ -349,10 +349,7 @@ class QuicConnection:
         ``start_soon`` does, with the same cancellation and errors.  Each handler
         runs in a copy of the context this was called in.
         """
-        if task_group is None:
-            await serve_each_from_dispatch(self, handler, self._install_stream_starter)
-            return
-        await serve_each(self, handler, task_group)
+        await serve_each_from_dispatch(self, handler, self._install_stream_starter, task_group)
 
     def _install_stream_starter(self, start: Callable[[AnyQuicStream], bool] | None) -> None:
         self._stream_starter = start

@@ -179,7 +179,7 @@ class QuicEndpoint:
         that task delivers what comes later and announces new connections)."""
         if self.core.signalled():
             try:
-                _fast.endpoint_dispatch(self, True)
+                self.dispatch(True)
             except Exception:  # pragma: no cover - a bug: keep trio's loop going, say it loudly
                 logger.exception("aiopquic event dispatch failed")
 

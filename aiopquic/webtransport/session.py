@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._taskgroup import TaskSpawner, serve_each, serve_each_from_dispatch
+from .._taskgroup import TaskSpawner, serve_each_from_dispatch
 from ..h3._events import DataReceived, FrameReceived
 from ..h3._frames import ErrorCode, encode_varint
 from ..h3._headers import Headers
@@ -182,10 +182,7 @@ class WebTransportSession:
         opens in this session, until the session is over; as
         ``QuicConnection.serve_streams`` (the backend's own task group unless
         ``task_group`` is given; it returns once every handler has returned)."""
-        if task_group is None:
-            await serve_each_from_dispatch(self, handler, self._install_stream_starter)
-            return
-        await serve_each(self, handler, task_group)
+        await serve_each_from_dispatch(self, handler, self._install_stream_starter, task_group)
 
     def _install_stream_starter(self, start: Callable[[AnyWebTransportStream], bool] | None) -> None:
         self._streams_in.starter = start
