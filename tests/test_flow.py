@@ -315,6 +315,33 @@ async def test_send_cancelled_before_it_yields_sends_nothing(
                 assert await read_all(stream) == b"sent"
 
 
+async def test_the_end_of_a_stream_is_raised_without_a_yield_unless_cancelled(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    """receive() at the end raises EndOfStream at once (as trio's channels do), on
+    both backends; in a cancelled scope the cancellation wins."""
+    ran: list[str] = []
+
+    async def other_task() -> None:
+        ran.append("other task")
+
+    with anyio.fail_after(10):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"ping", eof=True)
+                data = await read_all(stream)  # to the end: the FIN is in
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.receive()
+                assert scope.cancelled_caught
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(other_task)
+                    with pytest.raises(anyio.EndOfStream):
+                        await stream.receive()
+                    assert ran == []  # it did not yield to the task above
+    assert data == b"ping" and ran == ["other task"]
+
 async def test_cancelled_connect_leaves_no_thread(server_config: QuicConfig, client_config: QuicConfig) -> None:
     with anyio.fail_after(10):
         async with running_server(echo_handler, server_config) as listener:

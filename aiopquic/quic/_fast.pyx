@@ -279,6 +279,12 @@ cdef class Half:
             self._spot.wake()
 
 
+#: What ``ReceiveHalf.answers_at_once`` finds.
+RECEIVE_WAITS = 0
+RECEIVE_TAKES = 1
+RECEIVE_ENDS = 2
+
+
 cdef class ReceiveHalf(Half):
     """The receiving side of a stream: reads its ring, raises what ended it."""
 
@@ -288,11 +294,18 @@ cdef class ReceiveHalf(Half):
     _activity = "receiving from"
 
     def answers_at_once(self, max_bytes):
-        """Check ``max_bytes``; True if a receive can hand out bytes (or raise) now."""
+        """Check ``max_bytes``; what a receive can do now: ``RECEIVE_WAITS`` (nothing
+        is in), ``RECEIVE_TAKES`` (bytes are) or ``RECEIVE_ENDS`` (only what ended
+        the stream is left to raise: its FIN, a reset, our own close)."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         cdef StreamHandle h = self._h
-        return h.c_readable() or h.s.rx_fin or h.s.rx_reset or self.closed
+        if self.closed or h.s.rx_reset:
+            return RECEIVE_ENDS
+        cdef bint fin = h.s.rx_fin  # before the ring: once FIN is seen, every byte is in
+        if h.c_readable():
+            return RECEIVE_TAKES
+        return RECEIVE_ENDS if fin else RECEIVE_WAITS
 
     cpdef bytes take(self, Py_ssize_t max_bytes):
         """Up to ``max_bytes`` of what is buffered, b"" if nothing is; raises what

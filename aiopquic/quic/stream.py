@@ -16,6 +16,8 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
 
 from .._core import StreamHandle
 from . import _fast
+from ._fast import RECEIVE_ENDS as _RECEIVE_ENDS
+from ._fast import RECEIVE_TAKES as _RECEIVE_TAKES
 from ._fast import ReceiveHalf as _ReceiveHalf
 from ._fast import SendHalf as _SendHalf
 from .errors import StreamReset
@@ -138,15 +140,22 @@ class _Receiving(_StreamBase):
         """Return up to ``max_bytes`` bytes as soon as any are available.
 
         Raises :class:`anyio.EndOfStream` after the peer's FIN and
-        :class:`StreamReset` if the peer reset the stream. A cancelled call
-        loses no bytes.
+        :class:`StreamReset` if the peer reset the stream: at once, after a check
+        for cancellation but without yielding to other tasks (as trio's memory
+        channels end). A cancelled call loses no bytes.
         """
         # One coroutine, this one, over the receive half's calls in Cython.
         rx = self._rx
         conn = self._conn
         ll = conn._ll
         try:
-            yielded, checkpoint = ll.first_checkpoint(rx.answers_at_once(max_bytes))
+            answer = rx.answers_at_once(max_bytes)
+            if answer == _RECEIVE_ENDS:
+                # Only the end is left (the FIN, a reset, our close): raise it after
+                # a check for cancellation, without a yield, as trio's channels do.
+                await ll.checkpoint_if_cancelled()
+                rx.take(max_bytes)  # raises
+            yielded, checkpoint = ll.first_checkpoint(answer == _RECEIVE_TAKES)
             await checkpoint
             while not (data := rx.take(max_bytes)):
                 spot = rx.spot_to_wait()
