@@ -1,4 +1,4 @@
-"""aiopquic benchmarks: one command, five peers, the same machine, the same run.
+"""aiopquic benchmarks: one command, six peers, the same machine, the same run.
 
     python benchmarks/run.py                 # full run, a few minutes
     python benchmarks/run.py --quick         # about a minute, smaller sizes
@@ -10,6 +10,10 @@ Peers (each one runs its own client *and* its own server, in two processes):
   aioquic                           benchmarks/peers/aioquic_peer.py (asyncio)
   qh3                               benchmarks/peers/qh3_peer.py (asyncio; aioquic's
                                     fork with a Rust core, the same driver)
+  qh3-streams                       benchmarks/peers/qh3_streams_peer.py (asyncio;
+                                    qh3 through its stream API, a task per
+                                    request on the server, as aiopquic's
+                                    serve_streams runs one; request/response only)
   picoquicdemo                      picoquic's own tool, built by Meson from the
                                     same fetched sources as aiopquic
                                     (``ninja -C build picoquicdemo``)
@@ -268,10 +272,15 @@ def relayed(port: int, workdir: Path, settings: Settings) -> Iterator[int]:
 
 
 class PythonPeer:
-    def __init__(self, name: str, script: str, backend: str | None) -> None:
+    def __init__(self, name: str, script: str, backend: str | None, workloads: tuple[str, ...] | None = None) -> None:
         self.name = name
         self.script = PEERS_DIR / script
         self.backend = backend
+        self.workloads = workloads  # None: every workload
+
+    def runs(self, workload: str) -> bool:
+        """Whether this peer has ``workload``."""
+        return self.workloads is None or workload in self.workloads
 
     def _base(self, mode: str, certs: Path, cc: str, settings: Settings, workload: str | None = None) -> list[str]:
         cmd = [sys.executable, str(self.script), mode] + ([workload] if workload else [])
@@ -345,6 +354,10 @@ class PicoquicDemoPeer:
     """picoquicdemo as server (-p) and client (-a perf), one client process per measurement."""
 
     name = "picoquicdemo"
+
+    def runs(self, workload: str) -> bool:
+        """Every workload."""
+        return True
 
     def __init__(self, binary: Path) -> None:
         self.binary = binary
@@ -609,9 +622,9 @@ def fmt(value: float | None) -> str:
 
 def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str], skipped: dict[str, str]) -> None:
     ours = [p for p in ("aiopquic/asyncio", "aiopquic/trio") if p in peer_names]
-    refs = [p for p in ("picoquicdemo", "aioquic", "qh3") if p in peer_names]
+    refs = [p for p in ("picoquicdemo", "aioquic", "qh3", "qh3-streams") if p in peer_names]
     short = {"aiopquic/asyncio": "asyncio", "aiopquic/trio": "trio", "picoquicdemo": "pqd", "aioquic": "aioquic",
-             "qh3": "qh3"}
+             "qh3": "qh3", "qh3-streams": "qh3-streams"}
     headers = ["workload", "unit", "target"] + peer_names + [f"{short[o]}/{short[r]}" for r in refs for o in ours]
     rows: list[list[str]] = []
     for m in metrics(s):
@@ -691,7 +704,10 @@ so read them with the arrow: ↑ higher is better, ↓ lower is better):
   picoquicdemo has no per-request timings: (mean) = (time of a chain of N+1 dependent requests
   - a chain of 1) / N. On a VM it swings between ~10 and ~80 us from run to run, depending on
   whether the scheduler puts its client and server on the same CPU (a cross-CPU wake-up costs
-  ~20 us on one VM seen, ~50 us on another: see "this machine" above).
+  ~20 us on one VM seen, ~50 us on another: see "this machine" above). aioquic and qh3 answer
+  inside the callback that delivers the request (their protocol level: no task per request);
+  qh3-streams is qh3 through its stream API (asyncio StreamReader/StreamWriter, a task per
+  request on the server), the way aiopquic's handlers run (serve_streams: a task per stream).
 - this machine (calibrate.py): the bare cost of the hand-offs every latency figure is made of.
   A 1 KiB request/response makes two process wake-ups for aioquic, qh3 and picoquicdemo (the UDP
   round trip is their floor in Python) and, for aiopquic, four more network-thread <-> Python
@@ -729,7 +745,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="aiopquic vs aioquic, qh3 and picoquicdemo, same machine, same run")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run with smaller sizes")
     parser.add_argument("--only", default=None, help="comma-separated workloads and/or peers: " + ", ".join(WORKLOADS)
-                        + ", asyncio, trio, aioquic, qh3, picoquicdemo")
+                        + ", asyncio, trio, aioquic, qh3, qh3-streams, picoquicdemo")
     parser.add_argument("--bulk-mib", type=int, default=None, help="bulk payload in MiB (default 256, quick 32)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per measurement, best-of (default 5, quick 1)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -748,7 +764,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
 
-    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aioquic", "qh3", "picoquicdemo"]
+    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aioquic", "qh3", "qh3-streams", "picoquicdemo"]
     workloads = list(WORKLOADS)
     peer_names = list(all_peers)
     if args.only:
@@ -794,9 +810,11 @@ def main() -> int:
         "aiopquic/trio": PythonPeer("aiopquic/trio", "aiopquic_peer.py", "trio"),
         "aioquic": PythonPeer("aioquic", "aioquic_peer.py", None),
         "qh3": PythonPeer("qh3", "qh3_peer.py", None),
+        "qh3-streams": PythonPeer("qh3-streams", "qh3_streams_peer.py", None, workloads=("rr",)),
     }
-    if "qh3" in peer_names and importlib.util.find_spec("qh3") is None:
-        skipped["qh3"] = "not installed (pip install qh3; `bash tools/run.sh bench` installs it)"
+    for name in ("qh3", "qh3-streams"):
+        if name in peer_names and importlib.util.find_spec("qh3") is None:
+            skipped[name] = "not installed (pip install qh3; `bash tools/run.sh bench` installs it)"
     if "picoquicdemo" in peer_names:
         binary, message = picoquicdemo(args.build_dir.resolve())
         if message:
@@ -823,6 +841,8 @@ def main() -> int:
                 for p in peer_names:
                     if p in skipped or (p in ("aioquic", "qh3") and w.endswith("-bbr")):
                         continue  # aioquic and qh3 have no bbr
+                    if not peers[p].runs(w):
+                        continue
                     log(f"  {prefix}{w:<10} {p:<17} ...")
                     outcome = peers[p].run(w, certdir, workdir, s)
                     merge(outcomes, (p, w), outcome)
