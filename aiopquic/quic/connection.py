@@ -167,6 +167,7 @@ class QuicConnection:
         self._h = handle
         self._endpoint = endpoint
         self._wake_soon = endpoint.wake_soon  # after every corked command (see QuicEndpoint.wake_soon)
+        self._wake_now = endpoint.wake_now  # after a stream's last one (see QuicEndpoint.wake_now)
         self._config = config
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
