@@ -139,12 +139,23 @@ cdef class Flusher:
     runnable tasks is done, before it waits for I/O: the flush costs no task
     switch, and trio's own ``run_sync_soon``, made for other threads, would cost
     a write to its wake-up socket, a read and a task step every time.
+
+    The end of a message (a stream's FIN) need not wait for the turn's end when
+    it is the only one: :meth:`wake_now` then wakes the network thread at once,
+    and a lone request is answered a loop pass sooner.  Where turns end several
+    messages (many requests in flight), a wake-up per message would cost a
+    packet and two thread switches each (HTTP/3 GETs with 100 in flight: a
+    third fewer per second); there the turn's end wakes it, once for them all.
+    Whether they do is judged from the last turn that ended any: if it ended
+    one, this turn's first goes at once.
     """
 
     cdef Endpoint _core
     cdef object _call_soon
     cdef unsigned long _loop_thread
     cdef bint _scheduled
+    cdef int _ends  # messages ended in this turn (wake_now calls that owed a wake-up)
+    cdef int _ends_before  # ... and in the last turn that ended any
     #: No more wake-ups: the endpoint is closed.
     cdef public bint closed
     #: True while trio calls :meth:`before_io_wait`: no call_soon needed.
@@ -168,16 +179,34 @@ cdef class Flusher:
         if not self.hooked:
             self._call_soon(self.flush)
 
+    def wake_now(self):
+        """After the end of a message was handed over (a stream's FIN): wake the
+        network thread now if it is this turn's first and the last turn ended at
+        most one, else once the turn is done (as :meth:`wake_soon`)."""
+        if self.closed or not self._core.c_wake_owed():
+            return  # it rides a wake-up already on its way
+        self._ends += 1
+        if self._ends > 1 or self._ends_before > 1:
+            self.wake_soon()
+            return
+        if not self._scheduled:  # the turn's end still comes, to count its ends
+            self._scheduled = True
+            if not self.hooked:
+                self._call_soon(self.flush)
+        self._core.c_flush()
+
     def flush(self):
         """Wake the network thread now if corked commands wait for it."""
         self._scheduled = False
+        if self._ends:
+            self._ends_before = self._ends
+            self._ends = 0
         self._core.c_flush()
 
     def before_io_wait(self, timeout):
         """trio's instrument hook: its runnable tasks are done for now; flush."""
         if self._scheduled:
-            self._scheduled = False
-            self._core.c_flush()
+            self.flush()
 
 
 # -- asyncio's checkpoint ----------------------------------------------------------------

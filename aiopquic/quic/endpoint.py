@@ -98,8 +98,9 @@ class QuicEndpoint:
         #: Call after every corked command: wakes the network thread once this turn is done.
         self.wake_soon = self._flusher.wake_soon
         #: Call after a stream's last command (its FIN, with the release of a stream
-        #: finished both ways): wakes the network thread now if commands wait for it.
-        self.wake_now = self._flusher.flush
+        #: finished both ways): wakes the network thread now if it ends the only
+        #: message of the turn, as far as can be told (see Flusher).
+        self.wake_now = self._flusher.wake_now
         core.set_corked(True)
 
     @property

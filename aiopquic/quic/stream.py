@@ -210,9 +210,9 @@ class _Sending(_StreamBase):
         With ``eof=True`` the stream is finished after ``item`` (as
         :meth:`send_eof` would), in the same hand-off to the network thread, so
         a short message and its FIN cost one wake-up and usually one packet;
-        and the call hands them over and wakes the network thread before it
-        yields to the event loop (after it, on asyncio, a cancellation finds
-        all of ``item`` sent).
+        and the call hands them over before it yields to the event loop (after
+        it, on asyncio, a cancellation finds all of ``item`` sent), waking the
+        network thread at once if they end the turn's only message.
 
         A cancelled call sends all of ``item`` or none of it, never a part:
         none if it is cancelled before its first byte went into the send buffer
@@ -246,7 +246,7 @@ class _Sending(_StreamBase):
         finally:
             conn._forget_if_finished(self)
         if handed_over:
-            conn._wake_now()  # nothing of this stream follows: no reason to wait for the turn's end
+            conn._wake_now()  # the end of a message: at once if it is the turn's only one
             await ll.checkpoint_after_handing_over()
 
     def send_nowait(self, item: bytes | bytearray | memoryview, *, eof: bool = False) -> None:
