@@ -295,12 +295,18 @@ def make_config(args, *, server: bool) -> QuicConfiguration:
 
 
 async def run_server(args) -> None:
+    await serve_until_signalled(args, create_protocol=PerfProtocol)
+
+
+async def serve_until_signalled(args, **options) -> None:
+    """Serve (``serve(..., **options)``) until SIGTERM/SIGINT, printing the
+    listening port first and the server's counters last."""
     config = make_config(args, server=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await serve(args.host, args.port, configuration=config, create_protocol=PerfProtocol)
+    server = await serve(args.host, args.port, configuration=config, **options)
     assert server._transport is not None
     port = server._transport.get_extra_info("sockname")[1]
     emit({"event": "listening", "port": port})

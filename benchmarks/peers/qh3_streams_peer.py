@@ -18,7 +18,6 @@ request/response workload (``rr``).
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from benchmarks.common import (  # noqa: E402
     request,
     summarize_rr,
 )
-from benchmarks.peers.aioquic_peer import STATS, connect, make_config, serve  # noqa: E402
+from benchmarks.peers.aioquic_peer import STATS, connect, make_config, serve_until_signalled  # noqa: E402
 
 WORKLOADS = ("rr",)
 
@@ -66,7 +65,6 @@ async def serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 async def run_server(args) -> None:
-    config = make_config(args, server=True)
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task] = set()
 
@@ -75,25 +73,7 @@ async def run_server(args) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await serve(args.host, args.port, configuration=config, stream_handler=on_stream)
-    assert server._transport is not None
-    emit({"event": "listening", "port": server._transport.get_extra_info("sockname")[1]})
-    await stop.wait()
-    server.close()
-    emit(
-        {
-            "event": "stopped",
-            "connections": STATS.connections,
-            "streams": STATS.streams,
-            "bad_streams": STATS.bad_streams,
-            "broken_streams": STATS.broken_streams,
-            "bytes_checked": STATS.bytes_checked,
-            "peak_rss_kib": peak_rss_kib(),
-        }
-    )
+    await serve_until_signalled(args, stream_handler=on_stream)
 
 
 # -- client ------------------------------------------------------------------
