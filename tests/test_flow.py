@@ -342,6 +342,7 @@ async def test_the_end_of_a_stream_is_raised_without_a_yield_unless_cancelled(
                     assert ran == []  # it did not yield to the task above
     assert data == b"ping" and ran == ["other task"]
 
+
 async def test_cancelled_connect_leaves_no_thread(server_config: QuicConfig, client_config: QuicConfig) -> None:
     with anyio.fail_after(10):
         async with running_server(echo_handler, server_config) as listener:
