@@ -420,3 +420,41 @@ async def test_serve_streams_handlers_run_in_a_copy_of_the_sessions_context(
                     assert await read_all(stream) == payload
     assert seen == ["the session's task"] * 3
 
+
+
+async def test_a_session_ends_with_its_connection_as_session_closed(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig
+) -> None:
+    """The peer closes the connection under a session: whatever the session's
+    operations were doing, they end with SessionClosed (its error code the
+    connection's), not the connection's own error, even before the session has
+    noticed on its own."""
+    raised: list[BaseException] = []
+    done = anyio.Event()
+    app = wt.WebTransportApp()
+
+    @app.route("/until-closed")
+    async def send_until_closed(session: wt.WebTransportSession) -> None:
+        # Shielded: the server cancels the handlers of a closed connection, and
+        # this one must meet the end in its own calls.
+        with anyio.CancelScope(shield=True):
+            try:
+                while True:
+                    await session.send_datagram(b"ping")
+            except Exception as exc:
+                raised.append(exc)
+            try:
+                await session.open_stream()
+            except Exception as exc:
+                raised.append(exc)
+            done.set()
+
+    with anyio.fail_after(20):
+        async with wt_server(app, h3_server_config) as port:
+            url = f"https://localhost:{port}/until-closed"
+            async with wt.open_webtransport_session(url, config=h3_client_config) as session:
+                assert await session.receive_datagram() == b"ping"
+                session.connection.close(0x77, "gone")
+            await done.wait()
+    assert [type(exc) for exc in raised] == [wt.SessionClosed, wt.SessionClosed]
+    assert all(exc.error_code == 0x77 and exc.by_peer for exc in raised)  # type: ignore[attr-defined]

@@ -148,7 +148,10 @@ class WebTransportSession:
     async def open_stream(self) -> WebTransportStream:
         """Open a bidirectional stream in this session (waits while the peer allows no more)."""
         await self._take_stream_credit(True)
-        quic = await self._router.conn.open_stream()
+        try:
+            quic = await self._router.conn.open_stream()
+        except ConnectionClosed as exc:
+            raise self._closed_with_connection(exc) from None
         quic.send_nowait(bidi_stream_header(self.session_id))
         stream = WebTransportStream(quic, session=self)
         self._ours.add(stream)
@@ -157,7 +160,10 @@ class WebTransportSession:
     async def open_uni_stream(self) -> WebTransportSendStream:
         """Open a unidirectional (send-only) stream in this session (waits while the peer allows no more)."""
         await self._take_stream_credit(False)
-        quic = await self._router.conn.open_uni_stream()
+        try:
+            quic = await self._router.conn.open_uni_stream()
+        except ConnectionClosed as exc:
+            raise self._closed_with_connection(exc) from None
         quic.send_nowait(uni_stream_header(self.session_id))
         stream = WebTransportSendStream(quic, session=self)
         self._ours.add(stream)
@@ -207,7 +213,10 @@ class WebTransportSession:
     async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
         """Send an unreliable datagram in this session."""
         self._raise_if_closed()
-        await self._router.conn.send_datagram(H3Protocol.encode_datagram(self.session_id, bytes(data)))
+        try:
+            await self._router.conn.send_datagram(H3Protocol.encode_datagram(self.session_id, bytes(data)))
+        except ConnectionClosed as exc:
+            raise self._closed_with_connection(exc) from None
 
     async def receive_datagram(self) -> bytes:
         """The next datagram of this session; :class:`SessionClosed` once it is over.
@@ -374,6 +383,16 @@ class WebTransportSession:
         assert self._closed is not None
         return self._closed.copy()
 
+    def _closed_with_connection(self, exc: ConnectionClosed) -> SessionClosed:
+        """The session ends with its connection (``exc``), if it has not ended
+        already; returns what its operations raise now. Operations that meet the
+        connection's end before the session's own task does raise this too."""
+        self._set_closed(SessionClosed(
+            f"session {self.session_id}: its connection closed ({exc})",
+            error_code=exc.error_code, reason=exc.reason, by_peer=exc.by_peer,
+        ))
+        return self._closed_error()
+
     def _set_closed(self, error: SessionClosed) -> None:
         if self._closed is not None:
             return
@@ -453,10 +472,7 @@ class WebTransportSession:
                     error_code=exc.error_code, reason="", by_peer=True,
                 ))
         except ConnectionClosed as exc:
-            self._set_closed(SessionClosed(
-                f"session {self.session_id}: its connection closed ({exc})",
-                error_code=exc.error_code, reason=exc.reason, by_peer=exc.by_peer,
-            ))
+            self._closed_with_connection(exc)
         except anyio.ClosedResourceError:  # we closed the connection (or the CONNECT stream)
             pass
         finally:
