@@ -196,6 +196,7 @@ cdef class Endpoint:
     cdef bint started
     cdef void c_flush(self) noexcept
     cdef bint c_wake_owed(self) noexcept
+    cdef bint c_signalled(self) noexcept
 
 
 cdef class ConnHandle:

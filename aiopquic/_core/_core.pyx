@@ -323,6 +323,9 @@ cdef class Endpoint:
 
     def signalled(self):
         """True while the wake fd has been written and no :meth:`drain` took it."""
+        return self.c_signalled()
+
+    cdef bint c_signalled(self) noexcept:
         return self.ep != NULL and aq_endpoint_signalled(self.ep) != 0
 
     def drain(self, bint early=False):

@@ -209,6 +209,26 @@ cdef class Flusher:
             self.flush()
 
 
+cdef class EarlyDispatch:
+    """A trio instrument: each time trio has waited for I/O, before it runs the
+    tasks that woke, ``dispatch()`` delivers what the network thread has
+    signalled, so that the tasks it wakes or starts join that batch (see
+    ``QuicEndpoint._dispatch_signalled``).  Called at every turn of trio's run
+    loop, so it looks at the core's signal without a Python frame."""
+
+    cdef Endpoint _core
+    cdef object _dispatch
+
+    def __cinit__(self, Endpoint core not None, dispatch):
+        self._core = core
+        self._dispatch = dispatch
+
+    def after_io_wait(self, timeout):
+        """trio's instrument hook: deliver the events, if any were signalled."""
+        if self._core.c_signalled():
+            self._dispatch()
+
+
 # -- asyncio's checkpoint ----------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol, cast
 
 import anyio.lowlevel
 
-from ._fast import NO_CHECKPOINT, AsyncioSpot, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
+from ._fast import NO_CHECKPOINT, AsyncioSpot, EarlyDispatch, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
@@ -70,11 +70,11 @@ class Lowlevel:
     #: Have a flusher flush whenever the loop has run its runnable tasks (trio:
     #: see ``Flusher``); returns the function that stops it.  None: call_soon does.
     hook_flusher: Callable[[Flusher], Callable[[], None]] | None = None
-    #: Have a function called each time the loop has waited for I/O, before it
-    #: runs the tasks that woke (trio: see ``_trio_hook_after_io_wait``); returns
-    #: the function that stops it.  None: nothing to gain (asyncio dispatches
-    #: from a reader callback already).
-    hook_after_io_wait: Callable[[Callable[[], None]], Callable[[], None]] | None = None
+    #: Have an endpoint's early dispatch run each time the loop has waited for
+    #: I/O, before it runs the tasks that woke (trio: see ``EarlyDispatch``);
+    #: returns the function that stops it.  None: nothing to gain (asyncio
+    #: dispatches from a reader callback already).
+    hook_after_io_wait: Callable[[EarlyDispatch], Callable[[], None]] | None = None
     #: For an operation that can finish at once: a cancellable ``checkpoint()``
     #: before it costs less than ``checkpoint_if_cancelled()`` and a
     #: ``cancel_shielded_checkpoint()`` after it (asyncio: anyio's shielded yield
@@ -152,20 +152,18 @@ def _add_trio_instrument(instrument: Any) -> Callable[[], None]:
     return remove
 
 
-def _trio_hook_after_io_wait(callback: Callable[[], None]) -> Callable[[], None]:
-    """Have trio call ``callback()`` each time it has waited for I/O, before it runs
-    the batch of tasks it then has; return the function that stops it.
+def _trio_hook_after_io_wait(instrument: EarlyDispatch) -> Callable[[], None]:
+    """Make ``instrument`` a trio instrument whose ``after_io_wait`` trio calls each
+    time it has waited for I/O, before it runs the batch of tasks it then has;
+    return the function that removes it.
 
-    Tasks that ``callback`` wakes or starts join that batch: an endpoint that
-    delivers its events there saves its dispatcher's pass through the run loop
-    before the tasks they are for run."""
+    Tasks that it wakes or starts join that batch: an endpoint that delivers its
+    events there saves its dispatcher's pass through the run loop before the
+    tasks they are for run."""
     import trio
 
-    class AfterIOWait(trio.abc.Instrument):
-        def after_io_wait(self, timeout: float) -> None:
-            callback()
-
-    return _add_trio_instrument(AfterIOWait())
+    trio.abc.Instrument.register(EarlyDispatch)  # its one hook is Instrument's
+    return _add_trio_instrument(cast("trio.abc.Instrument", instrument))
 
 
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:

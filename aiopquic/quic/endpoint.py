@@ -20,7 +20,7 @@ import sniffio
 
 from .._core import EV_READY, ConnHandle, Endpoint
 from . import _fast
-from ._fast import Flusher
+from ._fast import EarlyDispatch, Flusher
 from ._lowlevel import lowlevel_for
 from .config import QuicConfig
 from .connection import QuicConnection
@@ -132,7 +132,8 @@ class QuicEndpoint:
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
                     hook_early = self.lowlevel.hook_after_io_wait
-                    unhook_early = hook_early(self._dispatch_early) if hook_early is not None else None
+                    early = EarlyDispatch(self.core, self._dispatch_signalled)
+                    unhook_early = hook_early(early) if hook_early is not None else None
                     try:
                         fd = self.core.fileno()
                         wait_readable = self.lowlevel.wait_readable
@@ -176,16 +177,16 @@ class QuicEndpoint:
         if self._adopted:
             self._adopted_event.set()
 
-    def _dispatch_early(self) -> None:
-        """trio, each time it has waited for I/O: deliver what the network thread
-        signalled, so that the tasks it wakes run in the batch that follows, with
-        this endpoint's dispatcher task (woken by the fd, which stays readable:
-        that task delivers what comes later and announces new connections)."""
-        if self.core.signalled():
-            try:
-                self.dispatch(True)
-            except Exception:  # pragma: no cover - a bug: keep trio's loop going, say it loudly
-                logger.exception("aiopquic event dispatch failed")
+    def _dispatch_signalled(self) -> None:
+        """trio, after a wait for I/O that found the network thread's signal
+        (``EarlyDispatch``): deliver the events, so that the tasks they wake run
+        in the batch that follows, with this endpoint's dispatcher task (woken by
+        the fd, which stays readable: that task delivers what comes later and
+        announces new connections)."""
+        try:
+            self.dispatch(True)
+        except Exception:  # pragma: no cover - a bug: keep trio's loop going, say it loudly
+            logger.exception("aiopquic event dispatch failed")
 
     def _announce_connections(self) -> None:
         while self._adopted:
