@@ -167,7 +167,7 @@ class QuicConnection:
         self._h = handle
         self._endpoint = endpoint
         self._wake_soon = endpoint.wake_soon  # after every corked command (see QuicEndpoint.wake_soon)
-        self._wake_now = endpoint.wake_now  # after a stream's last one (see QuicEndpoint.wake_now)
+        self._wake_now = endpoint.wake_now  # after a message's last one (see QuicEndpoint.wake_now)
         self._config = config
         self._server_name = server_name  # a client's: what the certificate must match
         self._peer_label = peer_label  # who we connected to, for error messages
@@ -397,7 +397,7 @@ class QuicConnection:
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds max_datagram_size ({limit})")
         self._h.send_datagram(bytes(data))
-        self._wake_soon()
+        self._wake_now()  # a whole message: at once if it is the turn's only one
         self._datagrams_sent += 1
 
     async def receive_datagram(self) -> bytes:

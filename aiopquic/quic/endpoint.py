@@ -97,9 +97,9 @@ class QuicEndpoint:
         self._flusher = Flusher(core, self.lowlevel.current_call_soon())
         #: Call after every corked command: wakes the network thread once this turn is done.
         self.wake_soon = self._flusher.wake_soon
-        #: Call after a stream's last command (its FIN, with the release of a stream
-        #: finished both ways): wakes the network thread now if it ends the only
-        #: message of the turn, as far as can be told (see Flusher).
+        #: Call after a message's last command (a stream's FIN, with the release of
+        #: a stream finished both ways; a datagram): wakes the network thread now if
+        #: it ends the only message of the turn, as far as can be told (see Flusher).
         self.wake_now = self._flusher.wake_now
         core.set_corked(True)
 
