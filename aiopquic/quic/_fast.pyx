@@ -175,6 +175,10 @@ cdef class Flusher:
             # A stream's __del__, run by the garbage collector in another thread.
             self._core.c_flush()
             return
+        self._schedule()
+
+    cdef void _schedule(self):
+        """Have the turn's end flush (trio's hook calls it anyway)."""
         self._scheduled = True
         if not self.hooked:
             self._call_soon(self.flush)
@@ -190,9 +194,7 @@ cdef class Flusher:
             self.wake_soon()
             return
         if not self._scheduled:  # the turn's end still comes, to count its ends
-            self._scheduled = True
-            if not self.hooked:
-                self._call_soon(self.flush)
+            self._schedule()
         self._core.c_flush()
 
     def flush(self):

@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import anyio.lowlevel
 
@@ -127,8 +127,7 @@ def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
     time its runnable tasks are done; return the function that removes it."""
     import trio
 
-    trio.abc.Instrument.register(Flusher)  # its one hook is Instrument's
-    remove = _add_trio_instrument(cast("trio.abc.Instrument", flusher))
+    remove = _add_trio_instrument(flusher)
     flusher.hooked = True
 
     def unhook() -> None:
@@ -140,9 +139,11 @@ def _trio_hook_flusher(flusher: Flusher) -> Callable[[], None]:
 
 
 def _add_trio_instrument(instrument: Any) -> Callable[[], None]:
-    """Add a trio instrument; return the function that removes it."""
+    """Add a trio instrument (a Cython class of ours counts as one: its hooks
+    are Instrument's); return the function that removes it."""
     import trio
 
+    trio.abc.Instrument.register(type(instrument))
     trio.lowlevel.add_instrument(instrument)
 
     def remove() -> None:
@@ -160,10 +161,7 @@ def _trio_hook_after_io_wait(instrument: EarlyDispatch) -> Callable[[], None]:
     Tasks that it wakes or starts join that batch: an endpoint that delivers its
     events there saves its dispatcher's pass through the run loop before the
     tasks they are for run."""
-    import trio
-
-    trio.abc.Instrument.register(EarlyDispatch)  # its one hook is Instrument's
-    return _add_trio_instrument(cast("trio.abc.Instrument", instrument))
+    return _add_trio_instrument(instrument)
 
 
 def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:

@@ -132,8 +132,11 @@ class QuicEndpoint:
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
                     hook_early = self.lowlevel.hook_after_io_wait
-                    early = EarlyDispatch(self.core, self._dispatch_signalled)
-                    unhook_early = hook_early(early) if hook_early is not None else None
+                    unhook_early = (
+                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled))
+                        if hook_early is not None
+                        else None
+                    )
                     try:
                         fd = self.core.fileno()
                         wait_readable = self.lowlevel.wait_readable

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -148,10 +149,8 @@ class WebTransportSession:
     async def open_stream(self) -> WebTransportStream:
         """Open a bidirectional stream in this session (waits while the peer allows no more)."""
         await self._take_stream_credit(True)
-        try:
+        with self._ending_with_connection():
             quic = await self._router.conn.open_stream()
-        except ConnectionClosed as exc:
-            raise self._closed_with_connection(exc) from None
         quic.send_nowait(bidi_stream_header(self.session_id))
         stream = WebTransportStream(quic, session=self)
         self._ours.add(stream)
@@ -160,10 +159,8 @@ class WebTransportSession:
     async def open_uni_stream(self) -> WebTransportSendStream:
         """Open a unidirectional (send-only) stream in this session (waits while the peer allows no more)."""
         await self._take_stream_credit(False)
-        try:
+        with self._ending_with_connection():
             quic = await self._router.conn.open_uni_stream()
-        except ConnectionClosed as exc:
-            raise self._closed_with_connection(exc) from None
         quic.send_nowait(uni_stream_header(self.session_id))
         stream = WebTransportSendStream(quic, session=self)
         self._ours.add(stream)
@@ -213,10 +210,8 @@ class WebTransportSession:
     async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
         """Send an unreliable datagram in this session."""
         self._raise_if_closed()
-        try:
+        with self._ending_with_connection():
             await self._router.conn.send_datagram(H3Protocol.encode_datagram(self.session_id, bytes(data)))
-        except ConnectionClosed as exc:
-            raise self._closed_with_connection(exc) from None
 
     async def receive_datagram(self) -> bytes:
         """The next datagram of this session; :class:`SessionClosed` once it is over.
@@ -382,6 +377,15 @@ class WebTransportSession:
     def _closed_error(self) -> SessionClosed:
         assert self._closed is not None
         return self._closed.copy()
+
+    @contextmanager
+    def _ending_with_connection(self) -> Iterator[None]:
+        """Around a call on the connection: its end, met before the session's own
+        task has noticed it, ends the session and raises SessionClosed."""
+        try:
+            yield
+        except ConnectionClosed as exc:
+            raise self._closed_with_connection(exc) from None
 
     def _closed_with_connection(self, exc: ConnectionClosed) -> SessionClosed:
         """The session ends with its connection (``exc``), if it has not ended
