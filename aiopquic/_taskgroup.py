@@ -142,14 +142,16 @@ async def serve_each(
     task_group: TaskSpawner | None = None,
 ) -> None:
     """Run ``handler(item)`` in a task of its own for each of ``items``: in
-    ``task_group``, or in a group of :func:`open_task_group` that this waits for."""
+    ``task_group``, or in a group of :func:`open_task_group` that this waits for.
+    An error that ends ``items`` is raised as it is, after that group's tasks
+    have returned (an exception group, if one of them raised)."""
     if task_group is not None:
-        async for item in items:
-            task_group.start_soon(handler, item)
+        await _start_each(items, handler, task_group)
         return
     async with open_task_group() as group:
-        async for item in items:
-            group.start_soon(handler, item)
+        ended = await _start_each_until_an_error(items, handler, group)
+    if ended is not None:
+        raise ended
 
 
 async def serve_each_from_dispatch(
@@ -168,14 +170,36 @@ async def serve_each_from_dispatch(
     queueing it and waking the task that iterates: one scheduler pass less per
     item.  This task hands over the items queued before and waits for the end."""
     if task_group is not None:
-        await serve_each(items, handler, task_group)
+        await _start_each(items, handler, task_group)
         return
+    ended: Exception | None = None
     async with open_own_task_group() as group:
         if group is not None:
             install(starter(group, handler))
             try:
-                await serve_each(items, handler, group)
+                ended = await _start_each_until_an_error(items, handler, group)
             finally:
                 install(None)
-            return
-    await serve_each(items, handler)
+    if group is None:
+        await serve_each(items, handler)
+    elif ended is not None:
+        raise ended
+
+
+async def _start_each(
+    items: AsyncIterable[T], handler: Callable[[T], Coroutine[Any, Any, object]], group: TaskSpawner
+) -> None:
+    async for item in items:
+        group.start_soon(handler, item)
+
+
+async def _start_each_until_an_error(
+    items: AsyncIterable[T], handler: Callable[[T], Coroutine[Any, Any, object]], group: TaskSpawner
+) -> Exception | None:
+    """:func:`_start_each`, returning the error that ended ``items`` instead of
+    raising it inside ``group``, which would wrap it in an exception group."""
+    try:
+        await _start_each(items, handler, group)
+    except Exception as exc:
+        return exc
+    return None

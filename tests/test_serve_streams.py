@@ -8,7 +8,7 @@ import sys
 import anyio
 import pytest
 
-from aiopquic import AnyQuicStream, QuicConfig, QuicConnection, QuicStream, open_quic_connection
+from aiopquic import AnyQuicStream, ConnectionClosed, QuicConfig, QuicConnection, QuicStream, open_quic_connection
 
 from .helpers import echo_stream, read_all, running_server
 
@@ -105,6 +105,40 @@ async def test_a_failing_handler_cancels_the_others_and_raises(
     assert isinstance(group, BaseExceptionGroup)
     [error] = group.exceptions
     assert isinstance(error, RuntimeError) and str(error) == "handler failed"
+
+
+async def test_a_peer_that_closes_with_an_error_is_raised_as_connection_closed(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    """As the docstring says: the bare ConnectionClosed, once the handlers have
+    returned, not an exception group around it."""
+    handled = anyio.Event()
+    raised: list[BaseException] = []
+    done = anyio.Event()
+
+    async def handle(stream: AnyQuicStream) -> None:
+        await read_all(stream)
+        handled.set()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            try:
+                await conn.serve_streams(handle)
+            except BaseException as exc:  # what serve_streams raised, for the test to look at
+                raised.append(exc)
+        done.set()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"x", eof=True)
+                await handled.wait()
+                await conn.aclose(error_code=7, reason="giving up")
+            await done.wait()
+    [error] = raised
+    assert isinstance(error, ConnectionClosed), repr(error)
+    assert error.error_code == 7 and error.reason == "giving up"
 
 
 async def test_cancelling_the_caller_cancels_the_handlers(
