@@ -454,3 +454,51 @@ async def test_send_nowait_writes_past_a_full_buffer_and_keeps_the_order(
                 with anyio.fail_after(10):
                     await done.wait()
     assert received[0] == PAYLOAD + b"tail"
+
+
+async def test_waiting_for_an_answer_after_sending_wakes_the_network_thread(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    """A receive() that waits on a stream sent on (without a FIN) since its last
+    wait ends a message: it asks for the network thread's wake-up at once (the
+    turn's only one goes now). A wait with nothing sent before it does not."""
+    answer = anyio.Event()
+    more = anyio.Event()
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            stream = await conn.accept_stream()
+            async with stream:
+                request = await stream.receive()
+                await answer.wait()  # so the client's receive() surely waits
+                await stream.send(request)
+                await more.wait()
+                await stream.send(b"more")
+
+    async def set_soon(event: anyio.Event) -> None:
+        await anyio.sleep(0.05)
+        event.set()
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                woken = 0
+                wake_now = conn._wake_now
+
+                def counting_wake_now() -> None:
+                    nonlocal woken
+                    woken += 1
+                    wake_now()
+
+                conn._wake_now = counting_wake_now  # type: ignore[method-assign]
+                stream = await conn.open_stream()
+                await stream.send(b"question")
+                assert woken == 0  # a write alone waits for the turn's end
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(set_soon, answer)
+                    assert await stream.receive() == b"question"
+                assert woken == 1
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(set_soon, more)
+                    assert await stream.receive() == b"more"  # waits, with nothing sent before
+                assert woken == 1

@@ -140,8 +140,9 @@ cdef class Flusher:
     switch, and trio's own ``run_sync_soon``, made for other threads, would cost
     a write to its wake-up socket, a read and a task step every time.
 
-    The end of a message (a stream's FIN, a datagram) need not wait for the
-    turn's end when it is the only one: :meth:`wake_now` then wakes the network thread at once,
+    The end of a message (a stream's FIN, a datagram, a wait to receive on a
+    stream sent on since its last wait) need not wait for the turn's end when
+    it is the only one: :meth:`wake_now` then wakes the network thread at once,
     and a lone request is answered a loop pass sooner.  Where turns end several
     messages (many requests in flight), a wake-up per message would cost a
     packet and two thread switches each (HTTP/3 GETs with 100 in flight: a
@@ -184,7 +185,8 @@ cdef class Flusher:
             self._call_soon(self.flush)
 
     def wake_now(self):
-        """After the end of a message was handed over (a stream's FIN, a datagram):
+        """After the end of a message was handed over (a stream's FIN, a datagram,
+        bytes its sender now waits for an answer to):
         wake the network thread now if it is this turn's first and the last turn
         ended at most one, else once the turn is done (as :meth:`wake_soon`)."""
         if self.closed or not self._core.c_wake_owed():

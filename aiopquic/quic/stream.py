@@ -40,6 +40,7 @@ class _StreamBase:
         self._handle = handle
         self._conn = conn
         self._aborted: anyio.Event | None = None
+        self._wrote = False  # bytes sent since this stream's last wait to receive
 
     @property
     def stream_id(self) -> int:
@@ -160,6 +161,11 @@ class _Receiving(_StreamBase):
             while not (data := rx.take(max_bytes)):
                 spot = rx.spot_to_wait()
                 conn._check_running()
+                if self._wrote:
+                    # A task that waits for the peer after sending on this stream
+                    # has said its piece: that is the end of a message too.
+                    self._wrote = False
+                    conn._wake_now()
                 await spot.wait()
                 yielded = True
             if not yielded:  # bytes that landed just now: yield once, keeping them
@@ -212,7 +218,9 @@ class _Sending(_StreamBase):
         a short message and its FIN cost one wake-up and usually one packet;
         and the call hands them over before it yields to the event loop (after
         it, on asyncio, a cancellation finds all of ``item`` sent), waking the
-        network thread at once if they end the turn's only message.
+        network thread at once if they end the turn's only message.  Without
+        ``eof``, a :meth:`receive` that then waits on this stream counts as the
+        end of that message (see docs/guide.md).
 
         A cancelled call sends all of ``item`` or none of it, never a part:
         none if it is cancelled before its first byte went into the send buffer
@@ -233,6 +241,7 @@ class _Sending(_StreamBase):
             await ll.checkpoint()
             if not tx.send_start(item, False):  # the send ring is full: wait for room
                 await tx.send_rest(item, False)
+            self._wrote = True
             return
         # The stream's last bytes: nothing follows them, so hand them over first
         # and yield after (see Lowlevel.checkpoint_after_handing_over); a stream
@@ -263,6 +272,8 @@ class _Sending(_StreamBase):
         self._tx.send_nowait(item, eof)
         if eof:
             self._conn._forget_if_finished(self)
+        else:
+            self._wrote = True
 
     async def send_eof(self) -> None:
         """Finish the stream (FIN) after the bytes already sent.
