@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 import pytest
@@ -30,6 +32,24 @@ async def sleep_until_cancelled(cancelled: anyio.Event) -> None:
     except anyio.get_cancelled_exc_class():
         cancelled.set()
         raise
+
+
+def recording_handler(
+    handle: Callable[[AnyQuicStream], Coroutine[Any, Any, None]], raised: list[BaseException], done: anyio.Event | None = None
+) -> Callable[[QuicConnection], Awaitable[None]]:
+    """A server handler that serves ``handle`` and keeps what serve_streams
+    raised, for the test to look at; it sets ``done`` when it has returned."""
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            try:
+                await conn.serve_streams(handle)
+            except BaseException as exc:
+                raised.append(exc)
+        if done is not None:
+            done.set()
+
+    return handler
 
 
 async def test_each_stream_gets_a_task_of_its_own(server_config: QuicConfig, client_config: QuicConfig) -> None:
@@ -84,15 +104,8 @@ async def test_a_failing_handler_cancels_the_others_and_raises(
         waiting.set()
         await sleep_until_cancelled(cancelled)
 
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            try:
-                await conn.serve_streams(handle)
-            except BaseException as exc:  # what serve_streams raised, for the test to look at
-                raised.append(exc)
-
     with anyio.fail_after(10):
-        async with running_server(handler, server_config) as listener:
+        async with running_server(recording_handler(handle, raised), server_config) as listener:
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
                 other = await conn.open_stream()
                 await other.send(b"wait", eof=True)
@@ -120,16 +133,8 @@ async def test_a_peer_that_closes_with_an_error_is_raised_as_connection_closed(
         await read_all(stream)
         handled.set()
 
-    async def handler(conn: QuicConnection) -> None:
-        async with conn:
-            try:
-                await conn.serve_streams(handle)
-            except BaseException as exc:  # what serve_streams raised, for the test to look at
-                raised.append(exc)
-        done.set()
-
     with anyio.fail_after(10):
-        async with running_server(handler, server_config) as listener:
+        async with running_server(recording_handler(handle, raised, done), server_config) as listener:
             async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
                 stream = await conn.open_stream()
                 await stream.send(b"x", eof=True)
