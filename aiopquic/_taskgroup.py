@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     PosArgsT = TypeVarTuple("PosArgsT")
 
-__all__ = ["TaskSpawner", "from_dispatch", "open_own_task_group", "open_task_group", "serve_each", "serve_each_from_dispatch", "starter"]
+__all__ = ["TaskSpawner", "from_dispatch", "open_own_task_group", "open_task_group", "serve_each_from_dispatch", "starter"]
 
 T = TypeVar("T")
 
@@ -136,33 +136,17 @@ def starter(group: TaskSpawner, handler: Callable[[T], Coroutine[Any, Any, objec
     return from_dispatch(start)
 
 
-async def serve_each(
-    items: AsyncIterable[T],
-    handler: Callable[[T], Coroutine[Any, Any, object]],
-    task_group: TaskSpawner | None = None,
-) -> None:
-    """Run ``handler(item)`` in a task of its own for each of ``items``: in
-    ``task_group``, or in a group of :func:`open_task_group` that this waits for.
-    An error that ends ``items`` is raised as it is, after that group's tasks
-    have returned (an exception group, if one of them raised)."""
-    if task_group is not None:
-        await _start_each(items, handler, task_group)
-        return
-    async with open_task_group() as group:
-        ended = await _start_each_until_an_error(items, handler, group)
-    if ended is not None:
-        raise ended
-
-
 async def serve_each_from_dispatch(
     items: AsyncIterable[T],
     handler: Callable[[T], Coroutine[Any, Any, object]],
     install: Callable[[Callable[[T], bool] | None], None],
     task_group: TaskSpawner | None = None,
 ) -> None:
-    """:func:`serve_each`; without ``task_group``, in a group that this opens and
-    waits for, where the handlers of new items may start straight from the
-    event dispatch.
+    """Run ``handler(item)`` in a task of its own for each of ``items``: in
+    ``task_group``, or in a group that this opens and waits for, where the
+    handlers of new items may start straight from the event dispatch.  An error
+    that ends ``items`` is then raised as it is, after the group's tasks have
+    returned (an exception group, if one of them raised).
 
     While the group is the backend's own (trio, asyncio on 3.11 and later),
     ``install`` is given a :func:`starter` of it and, at the end, ``None``.  The
@@ -180,9 +164,10 @@ async def serve_each_from_dispatch(
                 ended = await _start_each_until_an_error(items, handler, group)
             finally:
                 install(None)
-    if group is None:
-        await serve_each(items, handler)
-    elif ended is not None:
+    if group is None:  # anyio's group (asyncio on Python 3.10)
+        async with anyio.create_task_group() as tg:
+            ended = await _start_each_until_an_error(items, handler, tg)
+    if ended is not None:
         raise ended
 
 
