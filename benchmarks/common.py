@@ -177,6 +177,8 @@ def peer_arguments(description: str, backends: tuple[str, ...]) -> Any:
     parser.add_argument("--cc", default=None, help="congestion control (default: the library's)")
     parser.add_argument("--fixed-window", action="store_true",
                         help="aiopquic: no receive window autotuning (max_stream_window = max_stream_data)")
+    parser.add_argument("--no-inline-io", action="store_true",
+                        help="aiopquic: all I/O on the network thread (QuicConfig.inline_io=False)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--size", type=int, default=256 << 20, help="bulk payload bytes")
     parser.add_argument("--iterations", type=int, default=2000, help="rr: timed iterations")

@@ -199,6 +199,14 @@ class AioquicPeer(LoopThread):
 
         return await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
 
+    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``func(*args, **kwargs)`` in the peer's loop ``delay`` seconds from
+        now, without waiting for it: callable from any thread, even while the
+        caller's event loop is blocked."""
+        assert self._loop is not None
+        loop = self._loop
+        loop.call_soon_threadsafe(lambda: loop.call_later(delay, lambda: func(*args, **kwargs)))
+
     # -- server -----------------------------------------------------------
 
     async def serve(

@@ -64,6 +64,14 @@ def peer() -> Iterator[AioquicPeer]:
 
 
 @pytest.fixture
+def aioquic_server_config(certs: CertificateSet) -> QuicConfiguration:
+    """An aioquic server configuration with the test certificate, ALPN "test"."""
+    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
+    config.load_cert_chain(certs.certfile, certs.keyfile)
+    return config
+
+
+@pytest.fixture
 def aioquic_client_config(certs: CertificateSet) -> QuicConfiguration:
     """An aioquic client configuration that verifies our test CA."""
     config = QuicConfiguration(is_client=True, alpn_protocols=["test"], server_name="localhost")

@@ -53,6 +53,7 @@ WRONG_TYPES = [
     ({"alpn": ["h3"], "verify": 0}, "verify"),
     ({"alpn": ["h3"], "verify": "yes"}, "verify"),
     ({"alpn": ["h3"], "resume_sessions": None}, "resume_sessions"),
+    ({"alpn": ["h3"], "inline_io": 1}, "inline_io"),
     ({"alpn": ["h3"], "server_name": b"example.org"}, "server_name"),
     ({"alpn": ["h3"], "idle_timeout": "30"}, "idle_timeout"),
     ({"alpn": ["h3"], "handshake_timeout": True}, "handshake_timeout"),

@@ -37,13 +37,6 @@ def our_server_config(certs: CertificateSet) -> QuicConfig:
     return QuicConfig(alpn=["test"], certfile=certs.certfile, keyfile=certs.keyfile)
 
 
-@pytest.fixture
-def aioquic_server_config(certs: CertificateSet) -> QuicConfiguration:
-    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
-    config.load_cert_chain(certs.certfile, certs.keyfile)
-    return config
-
-
 def assert_marking_stopped(marks: list[int]) -> None:
     """Marked ECT(0) at first, then never again once a datagram went out unmarked."""
     assert marks, "no datagram went through the relay"

@@ -25,13 +25,6 @@ V2 = 0x6B3343CF
 
 
 @pytest.fixture
-def aioquic_server_config(certs: CertificateSet) -> QuicConfiguration:
-    config = QuicConfiguration(is_client=False, alpn_protocols=["test"])
-    config.load_cert_chain(certs.certfile, certs.keyfile)
-    return config
-
-
-@pytest.fixture
 def our_client_config(certs: CertificateSet) -> QuicConfig:
     return QuicConfig(alpn=["test"], cafile=certs.cafile, server_name="localhost")
 

@@ -103,6 +103,7 @@ cdef extern from "bridge.h" nogil:
         size_t n_cipher_suites
         uint32_t version
         uint32_t desired_version
+        int inline_io
 
     enum:
         AQ_KIND_CONN
@@ -127,6 +128,9 @@ cdef extern from "bridge.h" nogil:
     int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code)
     void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
     void aq_endpoint_flush(aq_endpoint_t* ep)
+    int aq_inline_socket_fd(aq_endpoint_t* ep)
+    void aq_inline_take_sockets(aq_endpoint_t* ep, int take)
+    int aq_inline_receive(aq_endpoint_t* ep) nogil
     int aq_endpoint_wake_owed(aq_endpoint_t* ep)
     void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
     void aq_endpoint_stop(aq_endpoint_t* ep)
@@ -197,6 +201,7 @@ cdef class Endpoint:
     cdef void c_flush(self) noexcept
     cdef bint c_wake_owed(self) noexcept
     cdef bint c_signalled(self) noexcept
+    cdef int c_receive_inline(self) noexcept
 
 
 cdef class ConnHandle:

@@ -205,6 +205,7 @@ cdef class Endpoint:
         cipher_suites=(),
         uint32_t version=0,
         uint32_t desired_version=0,
+        bint inline_io=True,
     ):
         cdef aq_config_t cfg
         cdef char err[256]
@@ -256,6 +257,7 @@ cdef class Endpoint:
             cfg.n_cipher_suites = n_suites
             cfg.version = version
             cfg.desired_version = desired_version
+            cfg.inline_io = inline_io
             with nogil:  # reads the certificate and key files
                 self.ep = aq_endpoint_new(&cfg, err, sizeof(err))
         finally:
@@ -390,6 +392,30 @@ cdef class Endpoint:
         """Wake the network thread if corked commands are waiting for it."""
         self.c_flush()
 
+    def inline_socket_fd(self):
+        """The UDP socket to wait on for :meth:`receive_inline` (-1 if none): the
+        core's own descriptor of it, open until :meth:`close`."""
+        return -1 if self.closed else aq_inline_socket_fd(self.ep)
+
+    def take_sockets(self, bint take):
+        """Make the network thread leave its sockets to :meth:`receive_inline` (or take them back)."""
+        if not self.closed:
+            aq_inline_take_sockets(self.ep, take)
+
+    def receive_inline(self):
+        """Inline I/O: if the network thread sleeps, receive what waits on the
+        sockets and send what is due, on this thread.  0 if the network thread is
+        up (it takes them), 1 if nothing came, 2 if events are ready to dispatch."""
+        return self.c_receive_inline()
+
+    cdef int c_receive_inline(self) noexcept:
+        cdef int got
+        if self.closed:
+            return -1
+        with nogil:  # it may wait for the network thread to finish its pass
+            got = aq_inline_receive(self.ep)
+        return got
+
     cdef void c_flush(self) noexcept:
         if not self.closed:
             aq_endpoint_flush(self.ep)
@@ -406,8 +432,8 @@ cdef class Endpoint:
 
     def close(self):
         """Stop the thread (joining it), close the socket and the wake fd, free
-        picoquic.  Nobody may wait on :meth:`fileno` any more; the events left
-        can still be drained."""
+        picoquic.  Nobody may wait on :meth:`fileno` or :meth:`inline_socket_fd`
+        any more; the events left can still be drained."""
         if self.closed:
             return
         self.closed = True

@@ -228,6 +228,7 @@ typedef struct {
     size_t n_cipher_suites;
     uint32_t version;         /* client: the version of the first Initial; 0: picoquic's (v1) */
     uint32_t desired_version; /* client: offered in version_information (compatible negotiation); 0: none */
+    int inline_io; /* the Python thread may send for a sleeping network thread (inline.c) */
 } aq_config_t;
 
 /* Endpoint: created and configured on the Python thread, then started. */
@@ -244,6 +245,20 @@ int aq_endpoint_thread_exited(aq_endpoint_t* ep, int* return_code);
  * uncorking flushes. */
 void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked);
 void aq_endpoint_flush(aq_endpoint_t* ep);
+/* Inline I/O (inline.c), Python thread.  The UDP socket Python may wait on (-1
+ * if inline I/O is off or the loop is not running), open until
+ * aq_endpoint_close_fd: stop waiting on it before. */
+int aq_inline_socket_fd(aq_endpoint_t* ep);
+/* Python waits on that socket from now on (take), or no longer: the network
+ * thread's poll leaves the sockets out, or watches them again. */
+void aq_inline_take_sockets(aq_endpoint_t* ep, int take);
+/* The socket is readable: if the network thread sleeps, receive and process its
+ * datagrams and send what is due here.  0 if the network thread is up (it takes
+ * them), 1 if nothing came, 2 if events wait: drain them now (no wake fd signal). */
+int aq_inline_receive(aq_endpoint_t* ep);
+/* A flush's work done here if the network thread sleeps; 1 if done, 0 if the
+ * caller must wake the network thread instead. */
+int aq_inline_flush(aq_endpoint_t* ep);
 /* True if corked commands wait for aq_endpoint_flush (Python thread). */
 int aq_endpoint_wake_owed(aq_endpoint_t* ep);
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);

@@ -203,7 +203,8 @@ static void aq_stream_command(aq_stream_t* s, uint32_t flags)
     }
 }
 
-static void aq_process_commands(aq_endpoint_t* ep)
+/* Run the commands Python queued, oldest first. */
+void aq_process_commands(aq_endpoint_t* ep)
 {
     aq_node_t* n = aq_detach_fifo(&ep->net_head, 0);
     while (n != NULL) {
@@ -233,6 +234,32 @@ static void aq_check_close_sent(aq_endpoint_t* ep)
             aq_push_py(&c->node, AQ_EV_CLOSE_SENT);
         }
     }
+}
+
+/* After packets came in: what waited for them, then tell Python now, not after
+ * the sends (an immediate ACK, say) that follow; plain stream bytes wait for the
+ * end of the batch. */
+void aq_after_receive(aq_endpoint_t* ep)
+{
+    if (ep->deferred_stops > 0) {
+        aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
+    }
+    aq_signal_python(ep, AQ_SIGNAL_NOW);
+}
+
+/* After a batch of sends: what waited for packets to go out, then tell Python. */
+void aq_after_send(aq_endpoint_t* ep)
+{
+    if (ep->n_to_delete > 0) {
+        aq_run_deferred_deletes(ep);
+    }
+    if (ep->deferred_closes > 0) {
+        aq_run_deferred_closes(ep);
+    }
+    if (ep->close_waiters > 0) {
+        aq_check_close_sent(ep);
+    }
+    aq_signal_python(ep, AQ_SIGNAL_BATCH);
 }
 
 int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv)
@@ -272,25 +299,36 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         break;
     case picoquic_packet_loop_after_receive:
         atomic_store(&ep->net_idle, 0);
-        if (ep->deferred_stops > 0) {
-            aq_run_deferred_stops(ep); /* a MAX_STREAMS may have come */
+        aq_after_receive(ep);
+        break;
+    case picoquic_packet_loop_before_wait:
+        if (ep->inline_io) {
+            /* From here to after_wait this thread touches neither picoquic nor the
+             * bridge's network-thread state: the Python thread may (inline.c). */
+            picoquic_packet_loop_wait_arg_t* wait = (picoquic_packet_loop_wait_arg_t*)argv;
+            wait->sockets_elsewhere = atomic_load(&ep->sockets_to_python);
+            if (wait->sockets_elsewhere && wait->delta_t > AQ_HANDBACK_US &&
+                picoquic_get_first_cnx(quic) != NULL) {
+                wait->delta_t = AQ_HANDBACK_US; /* the event loop may be busy: look for it */
+            }
+            ep->wait_deadline = picoquic_current_time() + (uint64_t)(wait->delta_t > 0 ? wait->delta_t : 0);
+            atomic_store(&ep->net_sleeping, 1);
+            pthread_mutex_unlock(&ep->work_lock);
         }
-        /* Tell Python now, not after the sends (an immediate ACK, say) that follow;
-         * plain stream bytes wait for the end of the batch. */
-        aq_signal_python(ep, AQ_SIGNAL_NOW);
+        break;
+    case picoquic_packet_loop_after_wait:
+        if (ep->inline_io) {
+            picoquic_packet_loop_wait_arg_t* wait = (picoquic_packet_loop_wait_arg_t*)argv;
+            pthread_mutex_lock(&ep->work_lock);
+            atomic_store(&ep->net_sleeping, 0);
+            if (wait->sockets_elsewhere) {
+                aq_take_waiting(ep, wait->thread_ctx); /* what the event loop has not taken */
+            }
+        }
         break;
     case picoquic_packet_loop_after_send:
         atomic_store(&ep->net_idle, 0);
-        if (ep->n_to_delete > 0) {
-            aq_run_deferred_deletes(ep);
-        }
-        if (ep->deferred_closes > 0) {
-            aq_run_deferred_closes(ep);
-        }
-        if (ep->close_waiters > 0) {
-            aq_check_close_sent(ep);
-        }
-        aq_signal_python(ep, AQ_SIGNAL_BATCH);
+        aq_after_send(ep);
         /* Commands queued before the exit request (a CLOSE, say) are handled first. */
         if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&
             atomic_load(&ep->net_head) == NULL) {

@@ -30,6 +30,10 @@ static void aq_thread_exited(void* arg)
     atomic_store(&ep->thread_exited, 1);
     pthread_cond_broadcast(&ep->start_cond);
     pthread_mutex_unlock(&ep->start_lock);
+    if (ep->inline_io) {
+        atomic_store(&ep->net_sleeping, 0); /* nobody may work for it any more */
+        pthread_mutex_unlock(&ep->work_lock); /* held since aq_thread_main */
+    }
     atomic_store(&ep->py_wake_pending, 1);
     uint64_t one = 1;
     ssize_t r = write(ep->wake_fd, &one, sizeof(one));
@@ -41,6 +45,9 @@ static void* aq_thread_main(void* arg)
     aq_endpoint_t* ep = (aq_endpoint_t*)arg;
     /* picoquic's loop ends with pthread_exit(), so report the exit from a cleanup handler. */
     aq_on_network_thread = 1;
+    if (ep->inline_io) {
+        pthread_mutex_lock(&ep->work_lock); /* let go of only for the loop's waits */
+    }
     pthread_cleanup_push(aq_thread_exited, ep);
     ep->thread_fn(ep->thread_arg);
     pthread_cleanup_pop(1);
@@ -103,8 +110,11 @@ aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen)
     }
     aq_chunk_pool_init(&ep->chunk_pool, AQ_POOL_CHUNKS);
     ep->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ep->inline_fd = -1;
     pthread_mutex_init(&ep->start_lock, NULL);
     pthread_cond_init(&ep->start_cond, NULL);
+    pthread_mutex_init(&ep->work_lock, NULL);
+    ep->inline_io = cfg->inline_io;
     ep->stopped = 1; /* until started */
     if (ep->wake_fd < 0) {
         snprintf(err, errlen, "eventfd failed: %s", strerror(errno));
@@ -286,6 +296,9 @@ int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int t
         aq_endpoint_stop(ep);
         return -1;
     }
+    if (ep->inline_io) {
+        ep->inline_fd = aq_inline_dup_socket(ep);
+    }
     return atomic_load(&ep->port);
 }
 
@@ -324,6 +337,9 @@ void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
 void aq_endpoint_flush(aq_endpoint_t* ep)
 {
     if (atomic_exchange(&ep->wake_owed, 0) && !ep->stopped) {
+        if (ep->inline_io && aq_inline_flush(ep)) {
+            return;
+        }
         aq_wake_net(ep);
     }
 }
@@ -379,6 +395,10 @@ void aq_endpoint_close_fd(aq_endpoint_t* ep)
         close(ep->wake_fd);
         ep->wake_fd = -1;
     }
+    if (ep->inline_fd >= 0) {
+        close(ep->inline_fd);
+        ep->inline_fd = -1;
+    }
 }
 
 void aq_endpoint_free(aq_endpoint_t* ep)
@@ -395,6 +415,9 @@ void aq_endpoint_free(aq_endpoint_t* ep)
     if (ep->wake_fd >= 0) {
         close(ep->wake_fd);
     }
+    if (ep->inline_fd >= 0) {
+        close(ep->inline_fd);
+    }
     for (size_t i = 0; ep->alpns != NULL && i < ep->n_alpns; i++) {
         free(ep->alpns[i]);
     }
@@ -402,6 +425,7 @@ void aq_endpoint_free(aq_endpoint_t* ep)
     free(ep->to_delete);
     pthread_mutex_destroy(&ep->start_lock);
     pthread_cond_destroy(&ep->start_cond);
+    pthread_mutex_destroy(&ep->work_lock);
     aq_chunk_pool_clear(&ep->chunk_pool);
     free(ep);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 _Thread_local int aq_on_network_thread;
+_Thread_local int aq_python_drains_next;
 
 void aq_node_ref(aq_node_t* n)
 {
@@ -157,6 +158,9 @@ void aq_signal_python(aq_endpoint_t* ep, int when)
         return;
     }
     ep->py_signal_needed = 0;
+    if (aq_python_drains_next) {
+        return; /* an inline receive: the event loop's thread drains right after it */
+    }
     if (atomic_exchange(&ep->py_wake_pending, 1) == 0) {
         uint64_t one = 1;
         ssize_t r = write(ep->wake_fd, &one, sizeof(one));

@@ -7,6 +7,8 @@
  *               wake fd, the drain; flow-control accounting any thread may do
  *   net.c       the network thread's picoquic callbacks
  *   commands.c  the network thread working for Python: commands, the loop
+ *   inline.c    the Python thread doing that work itself while the network
+ *               thread sleeps (inline send)
  *   endpoint.c  creating, starting, stopping and freeing an endpoint
  *   api.c       what the Python thread calls on connections and streams
  */
@@ -24,6 +26,11 @@
 
 /* Our own local error for a client connection picoquic refused to start. */
 #define AQ_ERROR_START_FAILED 0x10000000ull
+
+#define AQ_INLINE_BUFFER 0x10000
+/* While Python holds the sockets, the network thread looks at them at least this
+ * often (microseconds) as long as a connection is open, in case the event loop is busy. */
+#define AQ_HANDBACK_US 2000
 
 struct aq_endpoint {
     picoquic_quic_t* quic;
@@ -44,6 +51,16 @@ struct aq_endpoint {
      * network thread; Python wakes it once per event-loop turn (aq_endpoint_flush). */
     int corked;
     _Atomic int wake_owed;
+    /* Inline send (inline.c): while the network thread sleeps in its poll, the
+     * Python thread may do its work for a flush itself.  work_lock is held by the
+     * network thread but for its poll; see the argument at the top of inline.c. */
+    int inline_io;          /* QuicConfig's switch (aq_config_t.inline_io) */
+    pthread_mutex_t work_lock;
+    _Atomic int net_sleeping; /* the network thread let go of work_lock for its poll */
+    uint64_t wait_deadline;   /* under work_lock: picoquic time that poll times out */
+    int inline_fd; /* Python thread: our descriptor of the UDP socket, for Python to wait on; -1 */
+    _Atomic int sockets_to_python; /* Python waits on the sockets: the network thread's poll leaves them out */
+    uint8_t inline_buffer[AQ_INLINE_BUFFER]; /* under work_lock: the datagrams of an inline receive */
     /* Python thread: the list being drained */
     aq_node_t* drain_cur;
     /* thread start/exit */
@@ -91,6 +108,8 @@ enum { AQ_SIGNAL_BATCH = 1, AQ_SIGNAL_NOW = 2 };
 /* Set on the network thread: there the bridge acts on picoquic directly instead
  * of queueing commands for itself. */
 extern _Thread_local int aq_on_network_thread;
+/* Set around an inline receive's signal to Python, which then needs no wake-up. */
+extern _Thread_local int aq_python_drains_next;
 
 /* events.c: nodes, dirty lists, the wake fd */
 aq_conn_t* aq_conn_alloc(aq_endpoint_t* ep, int is_client);
@@ -129,5 +148,15 @@ void aq_unlink_stream(aq_stream_t* s);
 /* commands.c: the network thread working for Python, and the packet loop */
 int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* ctx, void* argv);
 void aq_run_deferred_closes(aq_endpoint_t* ep);
+void aq_process_commands(aq_endpoint_t* ep);
+void aq_after_send(aq_endpoint_t* ep);
+void aq_after_receive(aq_endpoint_t* ep);
+
+/* inline.c: the Python thread doing the network thread's work while it sleeps
+ * (its Python-thread entry points are in bridge.h) */
+/* Network thread, while Python holds the sockets: receive what waits on them. */
+void aq_take_waiting(aq_endpoint_t* ep, picoquic_network_thread_ctx_t* thread_ctx);
+/* Python thread: our own descriptor of the loop's one UDP socket, or -1 (none yet). */
+int aq_inline_dup_socket(aq_endpoint_t* ep);
 
 #endif

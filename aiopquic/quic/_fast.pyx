@@ -222,14 +222,19 @@ cdef class EarlyDispatch:
 
     cdef Endpoint _core
     cdef object _dispatch
+    cdef bint _receive_inline
 
-    def __cinit__(self, Endpoint core not None, dispatch):
+    def __cinit__(self, Endpoint core not None, dispatch, bint receive_inline=False):
         self._core = core
         self._dispatch = dispatch
+        self._receive_inline = receive_inline
 
     def after_io_wait(self, timeout):
-        """trio's instrument hook: deliver the events, if any were signalled."""
-        if self._core.c_signalled():
+        """trio's instrument hook: with inline I/O, after a wait that slept, take
+        what waits on the UDP socket; deliver the events, if any."""
+        if self._receive_inline and timeout > 0 and self._core.c_receive_inline() == 2:
+            self._dispatch()
+        elif self._core.c_signalled():
             self._dispatch()
 
 

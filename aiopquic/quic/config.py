@@ -146,6 +146,13 @@ class QuicConfig:
     close_timeout: float = 2.0
     #: Connections a server endpoint accepts at once.
     max_connections: int = 1024
+    #: Inline I/O: while the network thread sleeps, the event loop's thread
+    #: receives the datagrams that arrive (it waits on the UDP socket itself),
+    #: processes them and sends what its turns queue, instead of waking the network
+    #: thread for each (about 10 % off a small request/response on loopback).  The
+    #: network thread keeps the timers and what comes while the event loop is
+    #: busy.  Off: every picoquic call and all I/O stay on the network thread.
+    inline_io: bool = True
     #: Client: resume TLS sessions with servers this config connected to before
     #: (1-RTT resumption: no certificate to send or verify; no early data).  Needs a
     #: single ``alpn`` entry.
@@ -231,10 +238,9 @@ class QuicConfig:
         self._check_int("max_connections", 1, 1 << 20)
         if not isinstance(self.congestion_control, str):
             raise TypeError(f"congestion_control: expected a str, got {self.congestion_control!r}")
-        if not isinstance(self.early_data, bool):
-            raise TypeError(f"early_data: expected True or False, got {self.early_data!r}")
-        if not isinstance(self.retry, bool):
-            raise TypeError(f"retry: expected True or False, got {self.retry!r}")
+        for name in ("early_data", "retry", "inline_io"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         if self.cipher_suites is not None:
             suites = self._check_names("cipher_suites", self.cipher_suites, CIPHER_SUITES)
             object.__setattr__(self, "cipher_suites", suites)
@@ -360,6 +366,7 @@ class QuicConfig:
             "max_connections": self.max_connections,
             "early_data": self.early_data,
             "retry": self.retry and is_server,
+            "inline_io": self.inline_io,
             "cipher_suites": [CIPHER_SUITES[name] for name in self.cipher_suites or ()],
             **self._version_options(is_server),
         }

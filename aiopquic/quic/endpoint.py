@@ -92,6 +92,11 @@ class QuicEndpoint:
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
+        # Inline I/O: the UDP socket (the core's descriptor of it) that the reader
+        # callback (asyncio) or the receiving task (trio, in _receive_scope) waits on.
+        self._socket_fd = -1
+        self._receive_scope: anyio.CancelScope | None = None
+        self._receive_done = anyio.Event()
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by the flusher.
         self._flusher = Flusher(core, self.lowlevel.current_call_soon())
@@ -117,33 +122,38 @@ class QuicEndpoint:
             self._scope = anyio.CancelScope(shield=True)
         try:
             with self._scope:
-                task_status.started()
                 if self._scope.cancel_called:
+                    task_status.started()
                     return  # stopped before it ran (a cancelled start)
+                # What it waits on is in place once it has started (a server's
+                # descriptors are all open once serve_quic reports it listens).
                 if sniffio.current_async_library() == "asyncio":
                     # Events are dispatched by the reader callback; this task only
                     # starts the handlers of new connections.
                     self._add_asyncio_reader()
+                    task_status.started()
                     while True:
                         await self._adopted_event.wait()
                         self._adopted_event = anyio.Event()
                         self._announce_connections()
                 else:
+                    socket_fd = self.core.inline_socket_fd()
+                    task_status.started()
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
                     hook_early = self.lowlevel.hook_after_io_wait
                     unhook_early = (
-                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled))
+                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled, socket_fd >= 0))
                         if hook_early is not None
                         else None
                     )
                     try:
-                        fd = self.core.fileno()
-                        wait_readable = self.lowlevel.wait_readable
-                        while True:
-                            await wait_readable(fd)
-                            self.dispatch()
-                            self._announce_connections()
+                        async with anyio.create_task_group() as tg:
+                            if socket_fd >= 0:
+                                self._receive_scope = anyio.CancelScope()
+                                tg.start_soon(self._receive_forever, socket_fd)
+                                self.core.take_sockets(True)
+                            await self._dispatch_forever()
                     finally:
                         if unhook_early is not None:
                             unhook_early()
@@ -152,6 +162,69 @@ class QuicEndpoint:
         finally:
             self._remove_asyncio_reader()
             self._dispatcher_done.set()
+
+    async def _dispatch_forever(self) -> None:
+        fd = self.core.fileno()
+        wait_readable = self.lowlevel.wait_readable
+        while True:
+            await wait_readable(fd)
+            self.dispatch()
+            self._announce_connections()
+
+    # -- inline I/O: the event loop's thread waits on the UDP socket too
+    # (QuicConfig.inline_io; the C side is aiopquic/_core/inline.c)
+
+    async def _receive_forever(self, socket_fd: int) -> None:
+        """trio: take the datagrams of the UDP socket whenever it is readable (and
+        trio's instrument, EarlyDispatch, has not already), and deliver their events."""
+        wait_readable = self.lowlevel.wait_readable
+        receive = self.core.receive_inline
+        assert self._receive_scope is not None
+        try:
+            with self._receive_scope:
+                while True:
+                    await wait_readable(socket_fd)
+                    got = receive()
+                    if got == 2:
+                        self.dispatch()
+                    elif got < 0:
+                        return  # the network thread is gone
+                    # Also what the instrument took and adopted just before.
+                    self._announce_connections()
+        finally:
+            self.core.take_sockets(False)
+            self._receive_done.set()
+
+    def _watch_socket(self, loop: asyncio.AbstractEventLoop) -> None:
+        """asyncio: take the UDP socket's datagrams from a reader callback."""
+        fd = self.core.inline_socket_fd()
+        if fd >= 0:
+            self._socket_fd = fd
+            loop.add_reader(fd, self._receive_from_reader)
+            self.core.take_sockets(True)
+
+    def _receive_from_reader(self) -> None:
+        got = self.core.receive_inline()
+        if got == 2:
+            self._dispatch_from_reader()
+        elif got < 0:
+            self._unwatch_socket()  # the network thread is gone
+
+    def _unwatch_socket(self) -> None:
+        fd, self._socket_fd = self._socket_fd, -1
+        if fd >= 0 and self._reader_loop is not None:
+            self._reader_loop.remove_reader(fd)
+            self.core.take_sockets(False)
+
+
+    async def _stop_receiving(self) -> None:
+        """Give the socket back to the network thread before it may end (and close
+        it): the close's packets need receiving too."""
+        self._unwatch_socket()
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await self._receive_done.wait()
 
     def _add_asyncio_reader(self) -> None:
         """On asyncio, dispatch straight from a reader callback: no task switch and no
@@ -163,12 +236,14 @@ class QuicEndpoint:
         self._reader_fd = self.core.fileno()
         try:
             loop.add_reader(self._reader_fd, self._dispatch_from_reader)
+            self._reader_loop = loop
+            self._watch_socket(loop)
         finally:
             sniffio.current_async_library_cvar.reset(token)
-        self._reader_loop = loop
 
     def _remove_asyncio_reader(self) -> None:
         if self._reader_loop is not None:
+            self._unwatch_socket()
             self._reader_loop.remove_reader(self._reader_fd)
             self._reader_loop = None
 
@@ -298,6 +373,7 @@ class QuicEndpoint:
         for conn in list(self._connections):
             conn.close(0, "endpoint shutting down")  # no-op for those already closing
         self._stopping = True
+        await self._stop_receiving()
         self.core.exit_when_closed()
         was_dispatching = self._scope is not None
         self.stop_dispatching()

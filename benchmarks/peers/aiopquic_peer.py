@@ -59,6 +59,8 @@ def make_config(args, *, server: bool) -> aiopquic.QuicConfig:
         options["congestion_control"] = args.cc
     if args.fixed_window:
         options["max_stream_window"] = MAX_STREAM_DATA
+    if args.no_inline_io:
+        options["inline_io"] = False
     if server:
         options.update(certfile=str(certs / "cert.pem"), keyfile=str(certs / "key.pem"))
     else:

@@ -1,0 +1,110 @@
+"""Inline I/O: while the network thread sleeps, the event loop's thread receives
+and sends the packets itself (QuicConfig.inline_io).  What it sends must be
+recovered like any other packet, on time; what arrives while the event loop is
+busy must still be taken; and both settings must talk to each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import anyio
+import pytest
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from aiopquic import QuicConfig, open_quic_connection
+
+from .aioquic_peer import AioquicPeer
+from .helpers import echo_handler, read_all, running_server
+from .lossy_relay import LossyRelay
+
+pytestmark = pytest.mark.anyio
+
+#: One packet, bigger than any ACK: with nothing after it, only a timer recovers it.
+REQUEST = bytes(range(256)) * 4 + bytes(100)
+FULL_PACKET = 1000
+#: The longest a lost request may take to come back: several probe timeouts on
+#: loopback, far less than the seconds an idle network thread sleeps.
+RECOVERY_BOUND = 2.0
+
+
+@pytest.mark.parametrize("inline_io", [True, False], ids=["inline", "network-thread"])
+async def test_a_lost_request_is_sent_again_within_a_probe_timeout(
+    server_config: QuicConfig, client_config: QuicConfig, inline_io: bool
+) -> None:
+    # The request leaves while the client's network thread sleeps until a timer set
+    # before it (seconds away on an idle connection); its packet is lost.  Unless
+    # that thread learns of the retransmission timer the send armed, the request
+    # waits for that old timer.
+    client = dataclasses.replace(client_config, inline_io=inline_io)
+    with anyio.fail_after(15):
+        async with running_server(echo_handler, server_config) as listener:
+            with LossyRelay(("127.0.0.1", listener.port)) as relay:
+                async with open_quic_connection("127.0.0.1", relay.port, config=client) as conn:
+                    stream = await conn.open_stream()
+                    await stream.send(b"warm-up", eof=True)
+                    assert await read_all(stream) == b"warm-up"
+                    await anyio.sleep(0.2)  # the ACKs settle; both network threads go idle
+                    lost_before = relay.to_server_stats.lost
+                    relay.drop_next(1, min_size=FULL_PACKET)
+                    started = time.monotonic()
+                    stream = await conn.open_stream()
+                    await stream.send(REQUEST, eof=True)
+                    with anyio.fail_after(RECOVERY_BOUND):
+                        assert await read_all(stream) == REQUEST
+                    assert relay.to_server_stats.lost == lost_before + 1, relay
+                    assert time.monotonic() - started < RECOVERY_BOUND
+
+
+@pytest.mark.parametrize(
+    ("server_inline", "client_inline"), [(True, False), (False, True), (False, False)]
+)
+async def test_either_setting_talks_to_the_other(
+    server_config: QuicConfig, client_config: QuicConfig, server_inline: bool, client_inline: bool
+) -> None:
+    server = dataclasses.replace(server_config, inline_io=server_inline)
+    client = dataclasses.replace(client_config, inline_io=client_inline)
+    payload = bytes(range(256)) * 4096  # 1 MiB: windows fill, the network threads stay busy
+    with anyio.fail_after(30):
+        async with running_server(echo_handler, server) as listener:
+            async with open_quic_connection("127.0.0.1", listener.port, config=client) as conn:
+                for i in range(50):
+                    stream = await conn.open_stream()
+                    await stream.send(f"request {i}".encode(), eof=True)
+                    assert await read_all(stream) == f"request {i}".encode()
+                stream = await conn.open_stream()
+
+                async def send_payload() -> None:
+                    await stream.send(payload, eof=True)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send_payload)
+                    assert await read_all(stream) == payload
+
+
+async def test_what_comes_while_the_event_loop_is_blocked_is_taken_meanwhile(
+    peer: AioquicPeer, aioquic_server_config: QuicConfiguration, client_config: QuicConfig
+) -> None:
+    # An idle connection; then the event loop blocks (a long computation, say)
+    # while the peer (aioquic, in a thread of its own) answers.  Nothing in the
+    # event loop reads the socket meanwhile: the network thread must (it looks at
+    # it every few ms while a connection is open), so that the answer is in the
+    # stream's buffer when the event loop comes back, not in the kernel's.
+    answer = bytes(range(256)) * 20
+    client = dataclasses.replace(client_config, alpn=["test"])
+    port = await peer.serve(aioquic_server_config, echo=False)
+    with anyio.fail_after(15):
+        async with open_quic_connection("127.0.0.1", port, config=client) as conn:
+            server = await peer.accepted()
+            stream = await conn.open_stream()
+            await stream.send(b"ask")
+            await peer.call(server.wait_bytes, stream.stream_id, 3)
+            await anyio.sleep(0.2)  # the ACKs settle: the connection is idle
+            peer.call_later(0.1, server.send, answer, stream_id=stream.stream_id)
+            time.sleep(0.6)  # the event loop is blocked: nothing in it reads the socket
+            received = bytearray()
+            with pytest.raises(anyio.EndOfStream):
+                while True:
+                    received += stream.receive_nowait()  # WouldBlock: nobody took it
+            assert received == answer
