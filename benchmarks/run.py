@@ -91,6 +91,7 @@ class Settings:
     cc: str
     rtt_ms: float  # > 0: every client reaches its server through benchmarks/relay.py
     fixed_window: bool  # aiopquic without receive window autotuning
+    no_inline_io: bool  # aiopquic with all I/O on the network thread (QuicConfig.inline_io=False)
     workloads: list[str]
     peers: list[str]
     rounds: int = 1  # > 1: every peer once per round, in turn; the table shows medians
@@ -287,6 +288,8 @@ class PythonPeer:
         cmd += ["--certs", str(certs), "--cc", cc]
         if settings.fixed_window and self.name.startswith("aiopquic"):
             cmd.append("--fixed-window")
+        if settings.no_inline_io and self.name.startswith("aiopquic"):
+            cmd.append("--no-inline-io")
         if self.backend:
             cmd += ["--backend", self.backend]
         return cmd
@@ -760,6 +763,8 @@ def main() -> int:
                         "(a Python relay: use the bulk workloads)")
     parser.add_argument("--fixed-window", action="store_true",
                         help="aiopquic peers without receive window autotuning (the window stays max_stream_data)")
+    parser.add_argument("--no-inline-io", action="store_true",
+                        help="aiopquic peers with all I/O on the network thread (QuicConfig.inline_io=False)")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="Meson build directory")
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
@@ -799,6 +804,7 @@ def main() -> int:
         cc=args.cc,
         rtt_ms=args.rtt_ms,
         fixed_window=args.fixed_window,
+        no_inline_io=args.no_inline_io,
         workloads=workloads,
         peers=peer_names,
         rounds=max(1, args.rounds),
@@ -866,6 +872,7 @@ def main() -> int:
         + f"(time budget {s.budget:g} s per cell), "
         f"cc {s.cc}{', --quick' if quick else ''}{f', RTT +{s.rtt_ms:g} ms (relay)' if s.rtt_ms > 0 else ''}"
         f"{', aiopquic --fixed-window' if s.fixed_window else ''}"
+        f"{', aiopquic --no-inline-io' if s.no_inline_io else ''}"
     )
     print(calibrate.describe(machine))
     print()

@@ -129,8 +129,9 @@ cdef extern from "bridge.h" nogil:
     void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
     void aq_endpoint_flush(aq_endpoint_t* ep)
     int aq_inline_socket_fd(aq_endpoint_t* ep)
-    void aq_inline_take_sockets(aq_endpoint_t* ep, int take)
-    int aq_inline_receive(aq_endpoint_t* ep) nogil
+    int aq_inline_take_sockets(aq_endpoint_t* ep, int take)
+    int aq_inline_receive(aq_endpoint_t* ep, int readable)
+    int aq_inline_sockets_held(aq_endpoint_t* ep)
     int aq_endpoint_wake_owed(aq_endpoint_t* ep)
     void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
     void aq_endpoint_stop(aq_endpoint_t* ep)
@@ -201,7 +202,7 @@ cdef class Endpoint:
     cdef void c_flush(self) noexcept
     cdef bint c_wake_owed(self) noexcept
     cdef bint c_signalled(self) noexcept
-    cdef int c_receive_inline(self) noexcept
+    cdef int c_receive_inline(self, bint readable) noexcept
 
 
 cdef class ConnHandle:

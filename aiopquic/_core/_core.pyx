@@ -398,23 +398,33 @@ cdef class Endpoint:
         return -1 if self.closed else aq_inline_socket_fd(self.ep)
 
     def take_sockets(self, bint take):
-        """Make the network thread leave its sockets to :meth:`receive_inline` (or take them back)."""
-        if not self.closed:
-            aq_inline_take_sockets(self.ep, take)
+        """Ask the network thread for the UDP socket (inline I/O: it hands it over
+        when it sees fit, see :meth:`sockets_held`), or give it back.  Taking,
+        False if inline I/O is off or the endpoint has more than one socket."""
+        if self.closed:
+            return False
+        return aq_inline_take_sockets(self.ep, take) != 0
 
-    def receive_inline(self):
+    def receive_inline(self, bint readable=True):
         """Inline I/O: if the network thread sleeps, receive what waits on the
-        sockets and send what is due, on this thread.  0 if the network thread is
-        up (it takes them), 1 if nothing came, 2 if events are ready to dispatch."""
-        return self.c_receive_inline()
+        sockets and send what is due, on this thread.  1 if nothing came, 2 if
+        events are ready to dispatch, 3: stop waiting on the socket until a drain
+        finds :meth:`sockets_held` (the network thread takes what came), 4 for
+        both (a burst came: the network thread takes the rest until the socket is
+        quiet), -1 if it is gone.
+        ``readable=False``: a mere look (trio's instrument), which returns 0 and
+        changes nothing if the network thread is busy."""
+        return self.c_receive_inline(readable)
 
-    cdef int c_receive_inline(self) noexcept:
-        cdef int got
+    cdef int c_receive_inline(self, bint readable) noexcept:
         if self.closed:
             return -1
-        with nogil:  # it may wait for the network thread to finish its pass
-            got = aq_inline_receive(self.ep)
-        return got
+        return aq_inline_receive(self.ep, readable)
+
+    def sockets_held(self):
+        """Python holds the sockets: after :meth:`receive_inline` returned 3 or 4,
+        wait on the socket again once a drain finds this true."""
+        return not self.closed and aq_inline_sockets_held(self.ep) != 0
 
     cdef void c_flush(self) noexcept:
         if not self.closed:

@@ -165,6 +165,7 @@ ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int al
             return -1;
         }
         atomic_fetch_add(&s->conn->tx_buffered, (int64_t)n);
+        s->node.ep->written_since_flush += n;
     }
     if (fin && n == len) {
         /* Before the activation: bytes and FIN reach the network thread in one

@@ -249,13 +249,20 @@ void aq_endpoint_flush(aq_endpoint_t* ep);
  * if inline I/O is off or the loop is not running), open until
  * aq_endpoint_close_fd: stop waiting on it before. */
 int aq_inline_socket_fd(aq_endpoint_t* ep);
-/* Python waits on that socket from now on (take), or no longer: the network
- * thread's poll leaves the sockets out, or watches them again. */
-void aq_inline_take_sockets(aq_endpoint_t* ep, int take);
-/* The socket is readable: if the network thread sleeps, receive and process its
- * datagrams and send what is due here.  0 if the network thread is up (it takes
- * them), 1 if nothing came, 2 if events wait: drain them now (no wake fd signal). */
-int aq_inline_receive(aq_endpoint_t* ep);
+/* Python wants to wait on that socket (take), or no longer.  Wanting, it waits
+ * on it once a drain finds aq_inline_sockets_held true: the network thread
+ * hands it over once the endpoint has lived a while and traffic is light. */
+int aq_inline_take_sockets(aq_endpoint_t* ep, int take); /* 1 if it may be had */
+/* The socket is readable (or, readable = 0, may be): if the network thread
+ * sleeps, receive and process its datagrams and send what is due here.  1 if
+ * nothing came, 2 if events wait: drain them now (no wake fd signal); 3: stop
+ * waiting on the socket until a drain finds aq_inline_sockets_held true again
+ * (the network thread is awake and takes them, or holds the sockets for a
+ * burst); 4: both 2 and 3 (a burst came: the network thread takes the rest
+ * until the socket is quiet); 0 if it was busy at a mere look; -1 if it is gone. */
+int aq_inline_receive(aq_endpoint_t* ep, int readable);
+/* Python holds the sockets: after a 3 or 4, wait on the socket again. */
+int aq_inline_sockets_held(aq_endpoint_t* ep);
 /* A flush's work done here if the network thread sleeps; 1 if done, 0 if the
  * caller must wake the network thread instead. */
 int aq_inline_flush(aq_endpoint_t* ep);

@@ -299,6 +299,7 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         break;
     case picoquic_packet_loop_after_receive:
         atomic_store(&ep->net_idle, 0);
+        ep->window_bytes += *(size_t*)argv;
         aq_after_receive(ep);
         break;
     case picoquic_packet_loop_before_wait:
@@ -306,11 +307,7 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
             /* From here to after_wait this thread touches neither picoquic nor the
              * bridge's network-thread state: the Python thread may (inline.c). */
             picoquic_packet_loop_wait_arg_t* wait = (picoquic_packet_loop_wait_arg_t*)argv;
-            wait->sockets_elsewhere = atomic_load(&ep->sockets_to_python);
-            if (wait->sockets_elsewhere && wait->delta_t > AQ_HANDBACK_US &&
-                picoquic_get_first_cnx(quic) != NULL) {
-                wait->delta_t = AQ_HANDBACK_US; /* the event loop may be busy: look for it */
-            }
+            wait->sockets_elsewhere = aq_sockets_elsewhere(ep, wait);
             ep->wait_deadline = picoquic_current_time() + (uint64_t)(wait->delta_t > 0 ? wait->delta_t : 0);
             atomic_store(&ep->net_sleeping, 1);
             pthread_mutex_unlock(&ep->work_lock);
@@ -328,6 +325,7 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         break;
     case picoquic_packet_loop_after_send:
         atomic_store(&ep->net_idle, 0);
+        ep->window_bytes += *(size_t*)argv;
         aq_after_send(ep);
         /* Commands queued before the exit request (a CLOSE, say) are handled first. */
         if (atomic_load(&ep->exit_when_closed) && ep->close_waiters == 0 &&

@@ -336,8 +336,12 @@ void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
 
 void aq_endpoint_flush(aq_endpoint_t* ep)
 {
+    size_t written = ep->written_since_flush;
+    ep->written_since_flush = 0;
     if (atomic_exchange(&ep->wake_owed, 0) && !ep->stopped) {
-        if (ep->inline_io && aq_inline_flush(ep)) {
+        /* A message or two goes out from here; a burst from the network thread,
+         * beside the event loop. */
+        if (ep->inline_io && written <= AQ_INLINE_FLUSH_MAX && aq_inline_flush(ep)) {
             return;
         }
         aq_wake_net(ep);

@@ -28,9 +28,29 @@
 #define AQ_ERROR_START_FAILED 0x10000000ull
 
 #define AQ_INLINE_BUFFER 0x10000
-/* While Python holds the sockets, the network thread looks at them at least this
- * often (microseconds) as long as a connection is open, in case the event loop is busy. */
+/* While Python holds the sockets, the network thread looks at them (in case the
+ * event loop is busy) at least every AQ_HANDBACK_US microseconds as long as a
+ * connection is open, backing off to AQ_HANDBACK_MAX_US while it finds nothing. */
 #define AQ_HANDBACK_US 2000
+#define AQ_HANDBACK_MAX_US 64000
+/* The network thread, holding the sockets for a burst, hands them back to Python
+ * once less than a burst (AQ_INLINE_BURST_BYTES) came and went, and no handshake
+ * began, in this long (microseconds). */
+#define AQ_QUIET_US 1000
+/* ... and hands them over at all only this long (microseconds) after Python asked. */
+#define AQ_SETTLE_US 20000
+/* An inline receive stops after this many bytes: a burst, which the network
+ * thread takes from there. */
+#define AQ_INLINE_BURST_BYTES (16 * 1024)
+/* So many readable sockets in a row with the network thread awake are a transfer
+ * too: it takes the sockets until they are quiet. */
+#define AQ_BUSY_IN_A_ROW 3
+/* Most packets the event loop's thread sends at once: a message or two.  More is
+ * a burst, which the network thread sends beside the event loop (it is woken: its
+ * next timer is now). */
+#define AQ_INLINE_SEND_MAX 2
+/* A flush sends inline only if the turn wrote at most this many stream bytes. */
+#define AQ_INLINE_FLUSH_MAX 4096
 
 struct aq_endpoint {
     picoquic_quic_t* quic;
@@ -51,6 +71,7 @@ struct aq_endpoint {
      * network thread; Python wakes it once per event-loop turn (aq_endpoint_flush). */
     int corked;
     _Atomic int wake_owed;
+    size_t written_since_flush; /* Python thread: stream bytes written since the last flush */
     /* Inline send (inline.c): while the network thread sleeps in its poll, the
      * Python thread may do its work for a flush itself.  work_lock is held by the
      * network thread but for its poll; see the argument at the top of inline.c. */
@@ -59,7 +80,19 @@ struct aq_endpoint {
     _Atomic int net_sleeping; /* the network thread let go of work_lock for its poll */
     uint64_t wait_deadline;   /* under work_lock: picoquic time that poll times out */
     int inline_fd; /* Python thread: our descriptor of the UDP socket, for Python to wait on; -1 */
-    _Atomic int sockets_to_python; /* Python waits on the sockets: the network thread's poll leaves them out */
+    /* Who reads the sockets (inline.c).  Python wants them (python_wants) and holds
+     * them (sockets_to_python: the network thread's poll leaves them out) but for
+     * bursts, which the network thread takes until the socket is quiet again.
+     * python_paused: Python stopped waiting on the socket until the next drain. */
+    _Atomic int python_wants;
+    _Atomic uint64_t python_wants_since; /* picoquic time Python asked for them */
+    _Atomic int sockets_to_python;
+    _Atomic int python_paused;
+    int busy_in_a_row; /* Python thread: inline receives in a row that found the network thread awake */
+    uint64_t window_start; /* network thread: bytes it received and sent since then (AQ_QUIET_US windows) */
+    size_t window_bytes;
+    unsigned window_handshakes; /* under work_lock: server handshakes begun since window_start */
+    uint64_t handback_us; /* network thread: how often it looks at Python's sockets now */
     uint8_t inline_buffer[AQ_INLINE_BUFFER]; /* under work_lock: the datagrams of an inline receive */
     /* Python thread: the list being drained */
     aq_node_t* drain_cur;
@@ -155,7 +188,11 @@ void aq_after_receive(aq_endpoint_t* ep);
 /* inline.c: the Python thread doing the network thread's work while it sleeps
  * (its Python-thread entry points are in bridge.h) */
 /* Network thread, while Python holds the sockets: receive what waits on them. */
-void aq_take_waiting(aq_endpoint_t* ep, picoquic_network_thread_ctx_t* thread_ctx);
+int aq_take_waiting(aq_endpoint_t* ep, picoquic_network_thread_ctx_t* thread_ctx);
+/* Network thread, before a wait: whether this wait leaves the sockets to Python
+ * (taking what waits on them first, and giving them back to Python once a burst
+ * is over); the wait may be shortened. */
+int aq_sockets_elsewhere(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait);
 /* Python thread: our own descriptor of the loop's one UDP socket, or -1 (none yet). */
 int aq_inline_dup_socket(aq_endpoint_t* ep);
 

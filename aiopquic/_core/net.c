@@ -634,6 +634,7 @@ static aq_conn_t* aq_attach_server_cnx(aq_endpoint_t* ep, picoquic_cnx_t* cnx)
     if (c == NULL) {
         return NULL;
     }
+    ep->window_handshakes++; /* its handshake's crypto is work for the network thread (inline.c) */
     /* The allocation's reference becomes picoquic's. */
     c->cnx = cnx;
     picoquic_set_callback(cnx, aq_conn_cb, c);

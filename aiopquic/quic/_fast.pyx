@@ -232,10 +232,11 @@ cdef class EarlyDispatch:
     def after_io_wait(self, timeout):
         """trio's instrument hook: with inline I/O, after a wait that slept, take
         what waits on the UDP socket; deliver the events, if any."""
-        if self._receive_inline and timeout > 0 and self._core.c_receive_inline() == 2:
-            self._dispatch()
-        elif self._core.c_signalled():
-            self._dispatch()
+        cdef int got = 0
+        if self._receive_inline and timeout > 0:
+            got = self._core.c_receive_inline(False)
+        if got == 2 or got == 4 or self._core.c_signalled():
+            self._dispatch()  # (the receiving task, woken too, sees a 3 or 4 itself)
 
 
 # -- asyncio's checkpoint ----------------------------------------------------------------

@@ -148,10 +148,11 @@ class QuicConfig:
     max_connections: int = 1024
     #: Inline I/O: while the network thread sleeps, the event loop's thread
     #: receives the datagrams that arrive (it waits on the UDP socket itself),
-    #: processes them and sends what its turns queue, instead of waking the network
-    #: thread for each (about 10 % off a small request/response on loopback).  The
-    #: network thread keeps the timers and what comes while the event loop is
-    #: busy.  Off: every picoquic call and all I/O stay on the network thread.
+    #: processes them and sends small answers and messages, instead of waking the
+    #: network thread for each (about 10 % off a small request/response on
+    #: loopback).  The network thread keeps the timers, bursts, handshakes and what
+    #: comes while the event loop is busy (docs/guide.md).  Off: every picoquic
+    #: call and all I/O stay on the network thread.
     inline_io: bool = True
     #: Client: resume TLS sessions with servers this config connected to before
     #: (1-RTT resumption: no certificate to send or verify; no early data).  Needs a

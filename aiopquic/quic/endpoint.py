@@ -92,11 +92,14 @@ class QuicEndpoint:
         self._dispatcher_done = anyio.Event()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd = -1
-        # Inline I/O: the UDP socket (the core's descriptor of it) that the reader
-        # callback (asyncio) or the receiving task (trio, in _receive_scope) waits on.
+        # Inline I/O (see the section below): we want the UDP socket, and wait
+        # on it (_socket_fd: the core's descriptor of it) while it is ours.
+        self._socket_wanted = False
         self._socket_fd = -1
+        self._socket_paused = True  # not waiting on it now
+        self._receive_group: anyio.abc.TaskGroup | None = None  # trio: hosts the receiving task
         self._receive_scope: anyio.CancelScope | None = None
-        self._receive_done = anyio.Event()
+        self._socket_ours_again = anyio.Event()  # trio: set when a dispatch finds it ours
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by the flusher.
         self._flusher = Flusher(core, self.lowlevel.current_call_soon())
@@ -137,22 +140,19 @@ class QuicEndpoint:
                         self._adopted_event = anyio.Event()
                         self._announce_connections()
                 else:
-                    socket_fd = self.core.inline_socket_fd()
                     task_status.started()
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
                     hook_early = self.lowlevel.hook_after_io_wait
                     unhook_early = (
-                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled, socket_fd >= 0))
+                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled, self.config.inline_io))
                         if hook_early is not None
                         else None
                     )
                     try:
                         async with anyio.create_task_group() as tg:
-                            if socket_fd >= 0:
-                                self._receive_scope = anyio.CancelScope()
-                                tg.start_soon(self._receive_forever, socket_fd)
-                                self.core.take_sockets(True)
+                            self._receive_group = tg
+                            self._want_socket()
                             await self._dispatch_forever()
                     finally:
                         if unhook_early is not None:
@@ -170,9 +170,36 @@ class QuicEndpoint:
             await wait_readable(fd)
             self.dispatch()
             self._announce_connections()
+            if self._socket_paused:
+                self._resume_if_held()
 
     # -- inline I/O: the event loop's thread waits on the UDP socket too
-    # (QuicConfig.inline_io; the C side is aiopquic/_core/inline.c)
+    # (QuicConfig.inline_io; the C side, and who reads the socket when, is in
+    # aiopquic/_core/inline.c).  We ask for the socket; the network thread hands
+    # it over once the endpoint has lived a while and traffic is light.  A
+    # receive that finds the network thread awake, or a burst, leaves it the
+    # socket: we stop waiting on it until a dispatch (which the network thread
+    # causes when it is done) finds it ours again.
+
+    def _want_socket(self) -> None:
+        if self.config.inline_io:
+            self._socket_wanted = self.core.take_sockets(True)
+
+    def _resume_if_held(self) -> None:
+        """After a dispatch (or a pause): wait on the socket again if it is ours."""
+        if not (self._socket_paused and self._socket_wanted and self.core.sockets_held()):
+            return
+        self._socket_paused = False
+        if self._reader_loop is not None:  # asyncio
+            self._socket_fd = self.core.inline_socket_fd()
+            self._reader_loop.add_reader(self._socket_fd, self._receive_from_reader)
+        elif self._receive_scope is None:  # trio, the first time
+            assert self._receive_group is not None
+            self._socket_fd = self.core.inline_socket_fd()
+            self._receive_scope = anyio.CancelScope()
+            self._receive_group.start_soon(self._receive_forever, self._socket_fd)
+        else:
+            self._socket_ours_again.set()
 
     async def _receive_forever(self, socket_fd: int) -> None:
         """trio: take the datagrams of the UDP socket whenever it is readable (and
@@ -183,48 +210,51 @@ class QuicEndpoint:
         try:
             with self._receive_scope:
                 while True:
+                    if self._socket_paused:
+                        await self._socket_ours_again.wait()
                     await wait_readable(socket_fd)
                     got = receive()
-                    if got == 2:
+                    if got in (2, 4):
                         self.dispatch()
+                    if got in (3, 4):
+                        self._socket_paused = True
+                        self._socket_ours_again = anyio.Event()
+                        self._resume_if_held()
                     elif got < 0:
                         return  # the network thread is gone
                     # Also what the instrument took and adopted just before.
                     self._announce_connections()
         finally:
-            self.core.take_sockets(False)
-            self._receive_done.set()
-
-    def _watch_socket(self, loop: asyncio.AbstractEventLoop) -> None:
-        """asyncio: take the UDP socket's datagrams from a reader callback."""
-        fd = self.core.inline_socket_fd()
-        if fd >= 0:
-            self._socket_fd = fd
-            loop.add_reader(fd, self._receive_from_reader)
-            self.core.take_sockets(True)
+            self._stop_receiving()
 
     def _receive_from_reader(self) -> None:
+        """asyncio: the UDP socket is readable."""
         got = self.core.receive_inline()
-        if got == 2:
-            self._dispatch_from_reader()
+        if got in (3, 4):
+            assert self._reader_loop is not None
+            self._reader_loop.remove_reader(self._socket_fd)
+            self._socket_paused = True
+        if got in (2, 4):
+            self._dispatch_from_reader()  # (which resumes waiting on the socket if it is ours)
+        elif got == 3:
+            self._resume_if_held()
         elif got < 0:
-            self._unwatch_socket()  # the network thread is gone
+            self._stop_receiving()  # the network thread is gone
 
-    def _unwatch_socket(self) -> None:
-        fd, self._socket_fd = self._socket_fd, -1
-        if fd >= 0 and self._reader_loop is not None:
-            self._reader_loop.remove_reader(fd)
-            self.core.take_sockets(False)
-
-
-    async def _stop_receiving(self) -> None:
-        """Give the socket back to the network thread before it may end (and close
-        it): the close's packets need receiving too."""
-        self._unwatch_socket()
+    def _stop_receiving(self) -> None:
+        """Give the socket back to the network thread (before it may end: the
+        close's packets need receiving too) and stop waiting on it.  The trio
+        task, cancelled here, ends before the dispatcher does, and so before the
+        core closes the socket."""
+        if not self._socket_wanted:
+            return
+        self._socket_wanted = False
+        if not self._socket_paused and self._reader_loop is not None:
+            self._reader_loop.remove_reader(self._socket_fd)
+        self._socket_paused = True
         if self._receive_scope is not None:
             self._receive_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await self._receive_done.wait()
+        self.core.take_sockets(False)
 
     def _add_asyncio_reader(self) -> None:
         """On asyncio, dispatch straight from a reader callback: no task switch and no
@@ -237,13 +267,13 @@ class QuicEndpoint:
         try:
             loop.add_reader(self._reader_fd, self._dispatch_from_reader)
             self._reader_loop = loop
-            self._watch_socket(loop)
+            self._want_socket()
         finally:
             sniffio.current_async_library_cvar.reset(token)
 
     def _remove_asyncio_reader(self) -> None:
         if self._reader_loop is not None:
-            self._unwatch_socket()
+            self._stop_receiving()
             self._reader_loop.remove_reader(self._reader_fd)
             self._reader_loop = None
 
@@ -252,6 +282,8 @@ class QuicEndpoint:
             self.dispatch()
         except Exception:  # pragma: no cover - a bug: keep the loop alive, say it loudly
             logger.exception("aiopquic event dispatch failed")
+        if self._socket_paused:
+            self._resume_if_held()
         if self._adopted:
             self._adopted_event.set()
 
@@ -373,7 +405,7 @@ class QuicEndpoint:
         for conn in list(self._connections):
             conn.close(0, "endpoint shutting down")  # no-op for those already closing
         self._stopping = True
-        await self._stop_receiving()
+        self._stop_receiving()
         self.core.exit_when_closed()
         was_dispatching = self._scope is not None
         self.stop_dispatching()
