@@ -187,9 +187,9 @@ int aq_inline_dup_socket(aq_endpoint_t* ep)
 {
     int fds[2];
     int fd = -1;
-    /* No lock: the loop writes its socket list before it reports its port or
-     * sends a packet, and never again (it opens no socket later); Python calls
-     * this after learning either, through start_lock or the event queue. */
+    /* The network thread holds work_lock from its start to its first wait, by
+     * which time the loop has written its socket list (never to change it again). */
+    pthread_mutex_lock(&ep->work_lock);
     /* One socket (one address family), or the loop keeps receiving: Python would
      * otherwise leave the second to the network thread's periodic look. */
     if (picoquic_packet_loop_socket_fds(ep->thread, fds, 2) == 1) {
@@ -197,6 +197,7 @@ int aq_inline_dup_socket(aq_endpoint_t* ep)
          * of its own until Python has stopped waiting on it (aq_endpoint_close_fd). */
         fd = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
     }
+    pthread_mutex_unlock(&ep->work_lock);
     return fd;
 }
 
