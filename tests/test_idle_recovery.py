@@ -1,9 +1,11 @@
 """A request lost after the connection went idle is sent again within a probe
 timeout: the network thread, asleep until a timer seconds away, learns of the
-retransmission timer the new packet armed."""
+retransmission timer the new packet armed, whether it sent the packet or the
+event loop's thread did (inline I/O)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import anyio
@@ -24,13 +26,15 @@ FULL_PACKET = 1000
 RECOVERY_BOUND = 2.0
 
 
+@pytest.mark.parametrize("inline_io", [True, False], ids=["inline", "network-thread"])
 async def test_a_request_lost_after_idle_is_sent_again_within_a_probe_timeout(
-    server_config: QuicConfig, client_config: QuicConfig
+    server_config: QuicConfig, client_config: QuicConfig, inline_io: bool
 ) -> None:
+    client = dataclasses.replace(client_config, inline_io=inline_io)
     with anyio.fail_after(15):
         async with running_server(echo_handler, server_config) as listener:
             with LossyRelay(("127.0.0.1", listener.port)) as relay:
-                async with open_quic_connection("127.0.0.1", relay.port, config=client_config) as conn:
+                async with open_quic_connection("127.0.0.1", relay.port, config=client) as conn:
                     stream = await conn.open_stream()
                     await stream.send(b"warm-up", eof=True)
                     assert await read_all(stream) == b"warm-up"

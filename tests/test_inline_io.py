@@ -1,7 +1,8 @@
 """Inline I/O: while the network thread sleeps, the event loop's thread receives
-and sends the packets itself (QuicConfig.inline_io).  What it sends must be
-recovered like any other packet, on time; what arrives while the event loop is
-busy must still be taken; and both settings must talk to each other."""
+and sends the packets itself (QuicConfig.inline_io).  What arrives while the
+event loop is busy must still be taken, and both settings must talk to each
+other.  (What it sends is recovered like any other packet, on time:
+test_idle_recovery.py.)"""
 
 from __future__ import annotations
 
@@ -10,51 +11,14 @@ import time
 
 import anyio
 import pytest
-
 from aioquic.quic.configuration import QuicConfiguration
 
 from aiopquic import QuicConfig, open_quic_connection
 
 from .aioquic_peer import AioquicPeer
 from .helpers import echo_handler, read_all, running_server
-from .lossy_relay import LossyRelay
 
 pytestmark = pytest.mark.anyio
-
-#: One packet, bigger than any ACK: with nothing after it, only a timer recovers it.
-REQUEST = bytes(range(256)) * 4 + bytes(100)
-FULL_PACKET = 1000
-#: The longest a lost request may take to come back: several probe timeouts on
-#: loopback, far less than the seconds an idle network thread sleeps.
-RECOVERY_BOUND = 2.0
-
-
-@pytest.mark.parametrize("inline_io", [True, False], ids=["inline", "network-thread"])
-async def test_a_lost_request_is_sent_again_within_a_probe_timeout(
-    server_config: QuicConfig, client_config: QuicConfig, inline_io: bool
-) -> None:
-    # The request leaves while the client's network thread sleeps until a timer set
-    # before it (seconds away on an idle connection); its packet is lost.  Unless
-    # that thread learns of the retransmission timer the send armed, the request
-    # waits for that old timer.
-    client = dataclasses.replace(client_config, inline_io=inline_io)
-    with anyio.fail_after(15):
-        async with running_server(echo_handler, server_config) as listener:
-            with LossyRelay(("127.0.0.1", listener.port)) as relay:
-                async with open_quic_connection("127.0.0.1", relay.port, config=client) as conn:
-                    stream = await conn.open_stream()
-                    await stream.send(b"warm-up", eof=True)
-                    assert await read_all(stream) == b"warm-up"
-                    await anyio.sleep(0.2)  # the ACKs settle; both network threads go idle
-                    lost_before = relay.to_server_stats.lost
-                    relay.drop_next(1, min_size=FULL_PACKET)
-                    started = time.monotonic()
-                    stream = await conn.open_stream()
-                    await stream.send(REQUEST, eof=True)
-                    with anyio.fail_after(RECOVERY_BOUND):
-                        assert await read_all(stream) == REQUEST
-                    assert relay.to_server_stats.lost == lost_before + 1, relay
-                    assert time.monotonic() - started < RECOVERY_BOUND
 
 
 @pytest.mark.parametrize(

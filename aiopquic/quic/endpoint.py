@@ -217,9 +217,9 @@ class QuicEndpoint:
                     if got in (2, 4):
                         self.dispatch()
                     if got in (3, 4):
+                        # Until the network thread, done, causes a dispatch.
                         self._socket_paused = True
                         self._socket_ours_again = anyio.Event()
-                        self._resume_if_held()
                     elif got < 0:
                         return  # the network thread is gone
                     # Also what the instrument took and adopted just before.
@@ -231,13 +231,12 @@ class QuicEndpoint:
         """asyncio: the UDP socket is readable."""
         got = self.core.receive_inline()
         if got in (3, 4):
+            # Until the network thread, done, causes a dispatch.
             assert self._reader_loop is not None
             self._reader_loop.remove_reader(self._socket_fd)
             self._socket_paused = True
         if got in (2, 4):
-            self._dispatch_from_reader()  # (which resumes waiting on the socket if it is ours)
-        elif got == 3:
-            self._resume_if_held()
+            self._dispatch_from_reader()
         elif got < 0:
             self._stop_receiving()  # the network thread is gone
 
