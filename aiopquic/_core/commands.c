@@ -315,12 +315,9 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         break;
     case picoquic_packet_loop_after_wait:
         if (ep->inline_io) {
-            picoquic_packet_loop_wait_arg_t* wait = (picoquic_packet_loop_wait_arg_t*)argv;
+            /* What waits on a socket Python holds is taken before the next wait. */
             pthread_mutex_lock(&ep->work_lock);
             atomic_store(&ep->net_sleeping, 0);
-            if (wait->sockets_elsewhere) {
-                aq_take_waiting(ep, wait->thread_ctx); /* what the event loop has not taken */
-            }
         }
         break;
     case picoquic_packet_loop_after_send:

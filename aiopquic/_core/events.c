@@ -161,6 +161,11 @@ void aq_signal_python(aq_endpoint_t* ep, int when)
     if (aq_python_drains_next) {
         return; /* an inline receive: the event loop's thread drains right after it */
     }
+    aq_wake_python(ep);
+}
+
+void aq_wake_python(aq_endpoint_t* ep)
+{
     if (atomic_exchange(&ep->py_wake_pending, 1) == 0) {
         uint64_t one = 1;
         ssize_t r = write(ep->wake_fd, &one, sizeof(one));

@@ -213,15 +213,6 @@ int aq_inline_socket_fd(aq_endpoint_t* ep)
 }
 
 /* Network thread: have Python look at the socket again (a drain follows). */
-static void aq_poke_python(aq_endpoint_t* ep)
-{
-    if (atomic_exchange(&ep->py_wake_pending, 1) == 0) {
-        uint64_t one = 1;
-        ssize_t r = write(ep->wake_fd, &one, sizeof(one));
-        (void)r;
-    }
-}
-
 int aq_sockets_elsewhere(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait)
 {
     int to_python = atomic_load(&ep->sockets_to_python);
@@ -250,7 +241,7 @@ int aq_sockets_elsewhere(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wai
             ep->handback_us = ep->handback_us == 0 ? AQ_HANDBACK_US : 2 * ep->handback_us;
         }
         if (atomic_exchange(&ep->python_paused, 0)) {
-            aq_poke_python(ep);
+            aq_wake_python(ep); /* its next drain finds the socket its own */
         }
         if (wait->delta_t > (int64_t)ep->handback_us && picoquic_get_first_cnx(ep->quic) != NULL) {
             wait->delta_t = (int64_t)ep->handback_us; /* the event loop may be busy: look */
