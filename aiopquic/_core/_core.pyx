@@ -407,7 +407,9 @@ cdef class Endpoint:
 
     def receive_inline(self, bint readable=True):
         """Inline I/O: if the network thread sleeps, receive what waits on the
-        sockets and send what is due, on this thread.  1 if nothing came, 2 if
+        sockets, on this thread.  What that makes due (an ACK) waits for
+        :meth:`flush` (``wake_owed`` turns true), so that it leaves with the
+        answers the events call for.  1 if nothing came, 2 if
         events are ready to dispatch, 3: stop waiting on the socket until a drain
         finds :meth:`sockets_held` (the network thread takes what came), 4 for
         both (a burst came: the network thread takes the rest until the socket is

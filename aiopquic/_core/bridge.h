@@ -254,7 +254,9 @@ int aq_inline_socket_fd(aq_endpoint_t* ep);
  * hands it over once the endpoint has lived a while and traffic is light. */
 int aq_inline_take_sockets(aq_endpoint_t* ep, int take); /* 1 if it may be had */
 /* The socket is readable (or, readable = 0, may be): if the network thread
- * sleeps, receive and process its datagrams and send what is due here.  1 if
+ * sleeps, receive and process its datagrams.  What they make due now (an ACK,
+ * say) is left to aq_endpoint_flush (aq_endpoint_wake_owed turns true): call it
+ * once the events' handlers have had their turn, to send it with their answers.  1 if
  * nothing came, 2 if events wait: drain them now (no wake fd signal); 3: stop
  * waiting on the socket until a drain finds aq_inline_sockets_held true again
  * (the network thread is awake and takes them, or holds the sockets for a
@@ -264,8 +266,10 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable);
 /* Python holds the sockets: after a 3 or 4, wait on the socket again. */
 int aq_inline_sockets_held(aq_endpoint_t* ep);
 /* A flush's work done here if the network thread sleeps; 1 if done, 0 if the
- * caller must wake the network thread instead. */
-int aq_inline_flush(aq_endpoint_t* ep);
+ * caller must wake the network thread instead.  after_receive: it sends what an
+ * inline receive left (if that is more than a message or two, the network
+ * thread takes the sockets: a transfer). */
+int aq_inline_flush(aq_endpoint_t* ep, int after_receive);
 /* True if corked commands wait for aq_endpoint_flush (Python thread). */
 int aq_endpoint_wake_owed(aq_endpoint_t* ep);
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep);

@@ -337,11 +337,13 @@ void aq_endpoint_set_corked(aq_endpoint_t* ep, int corked)
 void aq_endpoint_flush(aq_endpoint_t* ep)
 {
     size_t written = ep->written_since_flush;
+    int after_receive = ep->send_owed_by_receive;
     ep->written_since_flush = 0;
+    ep->send_owed_by_receive = 0;
     if (atomic_exchange(&ep->wake_owed, 0) && !ep->stopped) {
         /* A message or two goes out from here; a burst from the network thread,
          * beside the event loop. */
-        if (ep->inline_io && written <= AQ_INLINE_FLUSH_MAX && aq_inline_flush(ep)) {
+        if (ep->inline_io && written <= AQ_INLINE_FLUSH_MAX && aq_inline_flush(ep, after_receive)) {
             return;
         }
         aq_wake_net(ep);

@@ -84,37 +84,61 @@ static int aq_inline_enter(aq_endpoint_t* ep)
     return 0;
 }
 
-/* Send what is due, then let go of work_lock; wake the network thread if
- * picoquic's next timer is now earlier than the one it sleeps until. */
-static int aq_inline_leave(aq_endpoint_t* ep, int wake)
+/* Send what is due (if `send`), then let go of work_lock; wake the network
+ * thread if picoquic's next timer is now earlier than the one it sleeps until.
+ * Without `send`, what is due now is owed to the turn's flush (wake_owed).
+ * Returns 1 if more is due than a message or two (a burst). */
+static int aq_inline_leave(aq_endpoint_t* ep, int wake, int send)
 {
     size_t bytes_sent = 0;
     int needs_loop = 0;
+    int owed = 0;
     uint64_t now;
     uint64_t next;
-    if (picoquic_packet_loop_send_inline(ep->thread, AQ_INLINE_SEND_MAX, &bytes_sent, &needs_loop) != 0) {
-        needs_loop = 1; /* a send error: the loop's own pass reports and handles it */
+    if (send) {
+        if (picoquic_packet_loop_send_inline(ep->thread, AQ_INLINE_SEND_MAX, &bytes_sent, &needs_loop) != 0) {
+            needs_loop = 1; /* a send error: the loop's own pass reports and handles it */
+        }
+        aq_after_send(ep);
     }
-    aq_after_send(ep);
     now = picoquic_current_time();
     next = picoquic_get_next_wake_time(ep->quic, now);
+    if (!send && next <= now) {
+        /* The flush at the end of the turn sends it, in one packet with the
+         * answer the events just received call for, if any. */
+        owed = 1;
+        atomic_store(&ep->wake_owed, 1);
+        ep->send_owed_by_receive = 1;
+    }
     wake = wake || needs_loop || ep->deferred_stops > 0 || atomic_load(&ep->exit_when_closed) ||
-        next < ep->wait_deadline;
+        (next < ep->wait_deadline && !owed);
     aq_on_network_thread = 0;
     pthread_mutex_unlock(&ep->work_lock);
     if (wake) {
         aq_wake_net(ep);
     }
-    return next <= now; /* more to send than a message or two: a burst */
+    return send && next <= now;
 }
 
-int aq_inline_flush(aq_endpoint_t* ep)
+/* The network thread takes the sockets until they are quiet again
+ * (aq_sockets_elsewhere), beside the event loop. */
+static void aq_sockets_to_network_thread(aq_endpoint_t* ep)
+{
+    atomic_store(&ep->sockets_to_python, 0);
+    aq_wake_net(ep);
+}
+
+int aq_inline_flush(aq_endpoint_t* ep, int after_receive)
 {
     if (aq_inline_enter(ep) != 0) {
         return 0;
     }
     aq_process_commands(ep);
-    (void)aq_inline_leave(ep, 0);
+    if (aq_inline_leave(ep, 0, 1) && after_receive) {
+        /* What came lets more out than a message or two (a sender's ACKs): a
+         * transfer. */
+        aq_sockets_to_network_thread(ep);
+    }
     return 1;
 }
 
@@ -159,14 +183,10 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable)
     /* A burst, or a handshake begun: its crypto goes to the network thread, beside
      * the event loop, as do those that follow it. */
     burst = bytes_received >= AQ_INLINE_BURST_BYTES || ep->window_handshakes != handshakes;
-    if (aq_inline_leave(ep, failed || burst)) {
-        burst = 1; /* what came let more out (ACKs of a transfer): a burst too */
-    }
+    /* What is due now (an ACK of a FIN, say) waits for the turn's flush. */
+    (void)aq_inline_leave(ep, failed || burst, burst);
     if (burst) {
-        /* The network thread takes the rest, beside the event loop, until the
-         * socket has been quiet a while (aq_sockets_elsewhere). */
-        atomic_store(&ep->sockets_to_python, 0);
-        aq_wake_net(ep);
+        aq_sockets_to_network_thread(ep);
     }
     return burst ? (bytes_received > 0 ? 4 : 3) : bytes_received > 0 ? 2 : 1;
 }

@@ -72,6 +72,7 @@ struct aq_endpoint {
     int corked;
     _Atomic int wake_owed;
     size_t written_since_flush; /* Python thread: stream bytes written since the last flush */
+    int send_owed_by_receive; /* Python thread: an inline receive left what is due to the flush */
     /* Inline send (inline.c): while the network thread sleeps in its poll, the
      * Python thread may do its work for a flush itself.  work_lock is held by the
      * network thread but for its poll; see the argument at the top of inline.c. */

@@ -149,10 +149,19 @@ cdef class Flusher:
     third fewer per second); there the turn's end wakes it, once for them all.
     Whether they do is judged from the last turn that ended any: if it ended
     one, this turn's first goes at once.
+
+    What an inline receive makes due (:meth:`after_receive`: the ACK of a
+    request's FIN, say) waits for the flush of the answer the request calls
+    for, to leave in one packet with it; if no answer comes, it goes once the
+    loop has nothing left to run (trio's ``before_io_wait`` with a timeout) or,
+    on asyncio, which has no such hook, after ``RECEIVE_FLUSH_DELAY`` at most
+    (picoquic's own shortest ACK delay).
     """
 
     cdef Endpoint _core
     cdef object _call_soon
+    cdef object _call_later
+    cdef object _receive_timer  # asyncio: the pending flush of what a receive left
     cdef unsigned long _loop_thread
     cdef bint _scheduled
     cdef int _ends  # messages ended in this turn (wake_now calls that owed a wake-up)
@@ -162,9 +171,10 @@ cdef class Flusher:
     #: True while trio calls :meth:`before_io_wait`: no call_soon needed.
     cdef public bint hooked
 
-    def __cinit__(self, Endpoint core not None, call_soon):
+    def __cinit__(self, Endpoint core not None, call_soon, call_later=None):
         self._core = core
         self._call_soon = call_soon
+        self._call_later = call_later
         self._loop_thread = PyThread_get_thread_ident()
 
     def wake_soon(self):
@@ -199,6 +209,20 @@ cdef class Flusher:
             self._schedule()
         self._core.c_flush()
 
+    def after_receive(self):
+        """After an inline receive: send what it made due with the next flush, or
+        once the loop is idle (see the class)."""
+        if self.closed or self.hooked or not self._core.c_wake_owed():
+            return  # (trio's before_io_wait looks itself)
+        if self._call_later is None:
+            self._schedule()
+        elif self._receive_timer is None:
+            self._receive_timer = self._call_later(RECEIVE_FLUSH_DELAY, self._flush_after_receive)
+
+    def _flush_after_receive(self):
+        self._receive_timer = None
+        self.flush()
+
     def flush(self):
         """Wake the network thread now if corked commands wait for it."""
         self._scheduled = False
@@ -208,8 +232,9 @@ cdef class Flusher:
         self._core.c_flush()
 
     def before_io_wait(self, timeout):
-        """trio's instrument hook: its runnable tasks are done for now; flush."""
-        if self._scheduled:
+        """trio's instrument hook: its runnable tasks are done for now; flush (what
+        an inline receive made due only when nothing is left to run)."""
+        if self._scheduled or (timeout > 0 and self._core.c_wake_owed()):
             self.flush()
 
 
@@ -218,7 +243,10 @@ cdef class EarlyDispatch:
     tasks that woke, ``dispatch()`` delivers what the network thread has
     signalled, so that the tasks it wakes or starts join that batch (see
     ``QuicEndpoint._dispatch_signalled``).  Called at every turn of trio's run
-    loop, so it looks at the core's signal without a Python frame."""
+    loop, so it looks at the core's signal without a Python frame.
+
+    With ``receive_inline`` (inline I/O), it first takes what waits on the UDP
+    socket (what that makes due, the endpoint's hooked ``Flusher`` sends)."""
 
     cdef Endpoint _core
     cdef object _dispatch
@@ -339,6 +367,10 @@ cdef class Half:
 
 
 #: What ``ReceiveHalf.answers_at_once`` finds.
+#: Seconds at most that what an inline receive made due waits for an answer to
+#: go with, on asyncio (picoquic's shortest ACK delay).
+RECEIVE_FLUSH_DELAY = 0.001
+
 RECEIVE_WAITS = 0
 RECEIVE_TAKES = 1
 RECEIVE_ENDS = 2

@@ -52,6 +52,10 @@ class Spot(Protocol):
         """Wake the waiting task, if any."""
 
 
+def _no_call_later() -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Lowlevel:
     """The spot class and checkpoints of one async library."""
@@ -75,6 +79,9 @@ class Lowlevel:
     #: returns the function that stops it.  None: nothing to gain (asyncio
     #: dispatches from a reader callback already).
     hook_after_io_wait: Callable[[EarlyDispatch], Callable[[], None]] | None = None
+    #: The running loop's ``call_later`` (asyncio; call it inside that loop), or
+    #: None where ``hook_flusher`` makes it needless.
+    current_call_later: Callable[[], Callable[..., object] | None] = _no_call_later
     #: For an operation that can finish at once: a cancellable ``checkpoint()``
     #: before it costs less than ``checkpoint_if_cancelled()`` and a
     #: ``cancel_shielded_checkpoint()`` after it (asyncio: anyio's shielded yield
@@ -168,6 +175,10 @@ def _asyncio_call_soon() -> Callable[[Callable[[], object]], object]:
     return asyncio.get_running_loop().call_soon
 
 
+def _asyncio_call_later() -> Callable[..., object]:
+    return asyncio.get_running_loop().call_later
+
+
 @functools.cache
 def lowlevel_for(library: str) -> Lowlevel:
     """The operations for the async library ``library`` (sniffio's name for it)."""
@@ -200,6 +211,7 @@ def lowlevel_for(library: str) -> Lowlevel:
             backend.cancel_shielded_checkpoint,
             _asyncio_call_soon,
             anyio.wait_readable,
+            current_call_later=_asyncio_call_later,
             yield_first=True,
         )
     except (ImportError, AttributeError, TypeError):
@@ -210,5 +222,6 @@ def lowlevel_for(library: str) -> Lowlevel:
             anyio.lowlevel.cancel_shielded_checkpoint,
             _asyncio_call_soon,
             anyio.wait_readable,
+            current_call_later=_asyncio_call_later,
             yield_first=True,
         )

@@ -102,7 +102,7 @@ class QuicEndpoint:
         self._socket_ours_again = anyio.Event()  # trio: set when a dispatch finds it ours
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by the flusher.
-        self._flusher = Flusher(core, self.lowlevel.current_call_soon())
+        self._flusher = Flusher(core, self.lowlevel.current_call_soon(), self.lowlevel.current_call_later())
         #: Call after every corked command: wakes the network thread once this turn is done.
         self.wake_soon = self._flusher.wake_soon
         #: Call after a message's last command (a stream's FIN, with the release of
@@ -216,6 +216,7 @@ class QuicEndpoint:
                     got = receive()
                     if got in (2, 4):
                         self.dispatch()
+                    self._flusher.after_receive()  # what the datagrams made due
                     if got in (3, 4):
                         # Until the network thread, done, causes a dispatch.
                         self._socket_paused = True
@@ -230,6 +231,7 @@ class QuicEndpoint:
     def _receive_from_reader(self) -> None:
         """asyncio: the UDP socket is readable."""
         got = self.core.receive_inline()
+        self._flusher.after_receive()  # what the datagrams made due
         if got in (3, 4):
             # Until the network thread, done, causes a dispatch.
             assert self._reader_loop is not None
