@@ -111,7 +111,7 @@ static int aq_inline_leave(aq_endpoint_t* ep, int wake, int send)
         ep->send_owed_by_receive = 1;
     }
     wake = wake || needs_loop || ep->deferred_stops > 0 || atomic_load(&ep->exit_when_closed) ||
-        (next < ep->wait_deadline && !owed);
+        (next + AQ_TIMER_SLACK_US < ep->wait_deadline && !owed);
     aq_on_network_thread = 0;
     pthread_mutex_unlock(&ep->work_lock);
     if (wake) {

@@ -49,6 +49,13 @@
  * a burst, which the network thread sends beside the event loop (it is woken: its
  * next timer is now). */
 #define AQ_INLINE_SEND_MAX 2
+/* The Python thread wakes the sleeping network thread for a timer that is due
+ * this much sooner than its wait ends, not for less: the deadline it noted
+ * (wait_deadline) runs a microsecond or two behind the timer it was computed
+ * from, and a sleeping thread's wake-up is only this precise anyway (the
+ * kernel's default timer slack). */
+#define AQ_TIMER_SLACK_US 50
+
 /* A flush sends inline only if the turn wrote at most this many stream bytes. */
 #define AQ_INLINE_FLUSH_MAX 4096
 
