@@ -8,6 +8,7 @@ import sys
 import anyio
 import anyio.lowlevel
 import pytest
+import sniffio
 
 from aiopquic import QuicConfig, QuicConnection, open_quic_connection
 from aiopquic.quic._lowlevel import AsyncioSpot, lowlevel_for
@@ -63,3 +64,45 @@ def test_asyncio_checkpoints_fall_back_to_anyio_public_functions(monkeypatch: py
 def test_only_asyncio_and_trio() -> None:
     with pytest.raises(RuntimeError, match="asyncio or trio"):
         lowlevel_for("curio")
+
+
+async def test_checkpoint_if_cancelled_follows_cancel_scopes() -> None:
+    """An endpoint's checkpoint_if_cancelled (on asyncio our Cython reading of
+    anyio's state) raises in a cancelled scope, also from an outer one, but not
+    through a shielded scope, and does nothing otherwise."""
+    library = sniffio.current_async_library()
+    check = lowlevel_for(library).bind().checkpoint_if_cancelled
+    if library == "asyncio":
+        from aiopquic.quic._fast import AsyncioCheckpointIfCancelled
+
+        assert isinstance(check, AsyncioCheckpointIfCancelled)
+    with anyio.fail_after(5):
+        await check()  # nothing cancelled: returns
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await check()
+            pytest.fail("a cancelled scope's checkpoint_if_cancelled() returned")
+        assert scope.cancelled_caught
+        with anyio.CancelScope() as outer:
+            with anyio.CancelScope():
+                outer.cancel()
+                await check()
+                pytest.fail("an outer cancelled scope's checkpoint_if_cancelled() returned")
+        assert outer.cancelled_caught
+        with anyio.CancelScope() as outer:
+            outer.cancel()
+            with anyio.CancelScope(shield=True):
+                await check()  # shielded: returns
+            await check()
+            pytest.fail("unshielded again, it returned")
+        assert outer.cancelled_caught
+
+
+def test_asyncio_checkpoint_if_cancelled_falls_back_to_anyio(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Should anyio keep its task states elsewhere, its own function serves.
+    import anyio._backends._asyncio as anyio_asyncio
+
+    from aiopquic.quic._fast import asyncio_checkpoint_if_cancelled_for
+
+    monkeypatch.delattr(anyio_asyncio, "_task_states")
+    assert asyncio_checkpoint_if_cancelled_for(object()) is None

@@ -27,6 +27,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from aiopquic._core._core cimport ConnHandle, Endpoint, StreamHandle
 
 import asyncio
+import weakref
 
 import anyio
 
@@ -311,6 +312,66 @@ cdef class _NoYield:
 
 #: ``await NO_CHECKPOINT`` does nothing (one object, shared: it keeps no state).
 NO_CHECKPOINT = _NoYield()
+
+
+cdef class AsyncioCheckpointIfCancelled:
+    """anyio's ``checkpoint_if_cancelled()`` on asyncio for one event loop, in one
+    call without a coroutine: it yields (where the cancellation is delivered)
+    only if the current task's cancel scope, or one it is nested in up to a
+    shielded one, is cancelled.
+
+    anyio's own looks the task up through ``asyncio.current_task()`` (a getpid on
+    Python 3.11), its state in a weak dictionary through a Python method, and
+    the scopes through properties, in a coroutine: a few microseconds, several
+    times per request.  This reads the same state directly: anyio's
+    ``_task_states`` and its cancel scopes' private attributes, checked by
+    :func:`asyncio_checkpoint_if_cancelled_for` before it is used.
+    """
+
+    cdef object _loop
+    cdef object _current_task
+    cdef dict _states  # WeakKeyDictionary.data: weakref(task) -> TaskState
+    cdef object _ref
+
+    def __cinit__(self, loop, current_task, dict states):
+        self._loop = loop
+        self._current_task = current_task
+        self._states = states
+        self._ref = weakref.ref
+
+    def __call__(self):
+        task = self._current_task(self._loop)
+        if task is None:
+            return NO_CHECKPOINT
+        state = self._states.get(self._ref(task))
+        if state is None:
+            return NO_CHECKPOINT
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope._cancel_called:
+                return _YieldOnce()
+            if scope._shield:
+                break
+            scope = scope._parent_scope
+        return NO_CHECKPOINT
+
+
+def asyncio_checkpoint_if_cancelled_for(loop):
+    """An :class:`AsyncioCheckpointIfCancelled` for ``loop``, or None if this anyio
+    keeps its task states or cancel scopes otherwise than it expects."""
+    try:
+        from anyio._backends._asyncio import CancelScope as _Scope
+        from anyio._backends._asyncio import _task_states
+
+        states = _task_states.data
+        scope = _Scope()
+        if not isinstance(states, dict) or not all(
+            hasattr(scope, name) for name in ("_cancel_called", "_shield", "_parent_scope")
+        ):
+            return None
+    except (ImportError, AttributeError):
+        return None
+    return AsyncioCheckpointIfCancelled(loop, asyncio.current_task, states)
 
 
 # -- stream halves ----------------------------------------------------------------

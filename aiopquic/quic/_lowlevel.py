@@ -33,7 +33,16 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
-from ._fast import NO_CHECKPOINT, AsyncioSpot, EarlyDispatch, Flusher, SpotBase, TrioSpot, asyncio_checkpoint
+from ._fast import (
+    NO_CHECKPOINT,
+    AsyncioSpot,
+    EarlyDispatch,
+    Flusher,
+    SpotBase,
+    TrioSpot,
+    asyncio_checkpoint,
+    asyncio_checkpoint_if_cancelled_for,
+)
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
 
@@ -91,10 +100,17 @@ class Lowlevel:
     def bind(self) -> Lowlevel:
         """These operations for one endpoint, in the running event loop: on asyncio,
         spots that make their futures with this loop, not the running loop's, and
-        this loop's clock."""
+        this loop's clock, and anyio's ``checkpoint_if_cancelled()`` for this
+        loop in one Cython call (``_fast.AsyncioCheckpointIfCancelled``)."""
         if self.spot is AsyncioSpot:
             loop = asyncio.get_running_loop()
-            return dataclasses.replace(self, spot=functools.partial(AsyncioSpot, loop), current_time=loop.time)
+            check = asyncio_checkpoint_if_cancelled_for(loop) or self.checkpoint_if_cancelled
+            return dataclasses.replace(
+                self,
+                spot=functools.partial(AsyncioSpot, loop),
+                current_time=loop.time,
+                checkpoint_if_cancelled=check,
+            )
         return self
 
     def first_checkpoint(self, ready: bool) -> tuple[bool, Awaitable[None]]:
