@@ -155,6 +155,7 @@ struct aq_conn {
     char* remote_reason;
     int verify_error; /* why the server's chain was refused: X509_V_ERR_*, AQ_VERIFY_CHAIN_ORDER; 0 */
     int was_ready;
+    int in_handshake; /* network thread: counted in the endpoint's handshaking */
     int resumed; /* the handshake resumed a TLS session */
     int early;   /* client: alpn and peer_addr written before AQ_EV_EARLY */
     /* close request, written by Python before AQ_CMD_CLOSE */

@@ -11,9 +11,13 @@
  *
  *   - receive: it waits on the UDP socket (aq_inline_socket_fd, our own dup of
  *     the loop's one socket) like on any other fd; when it is readable,
- *     aq_inline_receive reads and processes the datagrams, sends what is due (at
- *     most AQ_INLINE_SEND_MAX packets) and the caller dispatches the events at
- *     once (no wake fd write, aq_python_drains_next);
+ *     aq_inline_receive reads and processes the datagrams and the caller
+ *     dispatches the events at once (no wake fd write, aq_python_drains_next).
+ *     What they make due now (picoquic ACKs a FIN at once) is left to the flush
+ *     that ends the turn (wake_owed), so that it leaves in one packet with the
+ *     answer the events call for; but while a connection's handshake is not
+ *     done (ep->handshaking) the next flight goes at once, at most
+ *     AQ_INLINE_SEND_MAX packets;
  *   - send: at the end of a turn that wrote at most AQ_INLINE_FLUSH_MAX bytes,
  *     aq_inline_flush runs the commands and sends their packets.
  *
@@ -147,6 +151,7 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable)
     size_t bytes_received = 0;
     int failed;
     int burst;
+    int send_now;
     unsigned handshakes;
     if (!atomic_load(&ep->sockets_to_python)) {
         return 3; /* the network thread has them */
@@ -173,6 +178,9 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable)
     atomic_store(&ep->wake_owed, 0); /* the commands run here */
     aq_process_commands(ep);
     handshakes = ep->window_handshakes;
+    /* A handshake's next flight (a client's Finished, a server's HANDSHAKE_DONE
+     * and ticket) goes at once: the peer waits for it. */
+    send_now = ep->handshaking > 0;
     failed = picoquic_packet_loop_receive_inline(ep->thread, ep->inline_buffer, sizeof(ep->inline_buffer),
         AQ_INLINE_RECEIVE_MAX, AQ_INLINE_BURST_BYTES, &bytes_received) != 0;
     if (bytes_received > 0) {
@@ -183,8 +191,10 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable)
     /* A burst, or a handshake begun: its crypto goes to the network thread, beside
      * the event loop, as do those that follow it. */
     burst = bytes_received >= AQ_INLINE_BURST_BYTES || ep->window_handshakes != handshakes;
-    /* What is due now (an ACK of a FIN, say) waits for the turn's flush. */
-    (void)aq_inline_leave(ep, failed || burst, burst);
+    /* Else what is due now (an ACK of a FIN, say) waits for the turn's flush. */
+    if (aq_inline_leave(ep, failed || burst, burst || send_now)) {
+        burst = 1; /* what came let more out than a message or two */
+    }
     if (burst) {
         aq_sockets_to_network_thread(ep);
     }

@@ -100,6 +100,7 @@ struct aq_endpoint {
     uint64_t window_start; /* network thread: bytes it received and sent since then (AQ_QUIET_US windows) */
     size_t window_bytes;
     unsigned window_handshakes; /* under work_lock: server handshakes begun since window_start */
+    unsigned handshaking; /* under work_lock: linked connections whose handshake is not done */
     uint64_t handback_us; /* network thread: how often it looks at Python's sockets now */
     uint8_t inline_buffer[AQ_INLINE_BUFFER]; /* under work_lock: the datagrams of an inline receive */
     /* Python thread: the list being drained */

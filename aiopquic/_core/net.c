@@ -98,8 +98,21 @@ static aq_stream_t* aq_peer_stream(aq_conn_t* c, picoquic_cnx_t* cnx, uint64_t s
     return s;
 }
 
+/* A connection's handshake is done, or it is gone before it was. */
+static void aq_handshake_over(aq_endpoint_t* ep, aq_conn_t* c)
+{
+    if (c->in_handshake) {
+        c->in_handshake = 0;
+        ep->handshaking--;
+    }
+}
+
 void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c)
 {
+    if (!c->was_ready) {
+        c->in_handshake = 1; /* what its packets make due goes at once (inline.c) */
+        ep->handshaking++;
+    }
     c->prev = NULL;
     c->next = ep->conns;
     if (ep->conns != NULL) {
@@ -110,6 +123,7 @@ void aq_link_conn(aq_endpoint_t* ep, aq_conn_t* c)
 
 void aq_unlink_conn(aq_endpoint_t* ep, aq_conn_t* c)
 {
+    aq_handshake_over(ep, c);
     if (c->prev != NULL) {
         c->prev->next = c->next;
     }
@@ -584,6 +598,7 @@ int aq_conn_cb(picoquic_cnx_t* cnx, uint64_t stream_id, uint8_t* bytes, size_t l
             return 0;
         }
         if (!c->was_ready) {
+            aq_handshake_over(c->node.ep, c);
             aq_snapshot_ready(c, cnx);
             aq_push_py(&c->node, AQ_EV_READY);
         }
