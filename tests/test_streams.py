@@ -215,3 +215,53 @@ async def test_receive_nowait_takes_only_what_is_buffered(server_config: QuicCon
                 assert stream.receive_nowait() == b"ello"
                 with pytest.raises(anyio.EndOfStream):
                     stream.receive_nowait()
+
+
+async def test_first_receive_on_an_arrived_stream_returns_bytes_without_yielding(
+    server_config: QuicConfig, client_config: QuicConfig
+) -> None:
+    """The first receive() on a stream the peer opened returns bytes already
+    there without letting another task run first (its arrival started the
+    handler); a cancelled scope still stops it."""
+    seen: list[str] = []
+    cancelled_first = anyio.Event()
+
+    async def other() -> None:
+        seen.append("other task")
+
+    async def serve(stream: QuicStream) -> None:
+        async with anyio.create_task_group() as tg:
+            if stream.stream_id == 0:
+                await anyio.sleep(0.2)  # the whole request is there by now
+                tg.start_soon(other)
+                seen.append(bytes(await stream.receive(5)).decode())
+                tg.start_soon(other)
+                seen.append(bytes(await stream.receive(5)).decode())
+                await stream.send(b"done", eof=True)
+            else:
+                with anyio.CancelScope() as scope:
+                    await anyio.sleep(0.2)
+                    scope.cancel()
+                    await stream.receive()
+                if scope.cancelled_caught:
+                    cancelled_first.set()
+                await stream.send(b"", eof=True)
+
+    async def handler(conn: QuicConnection) -> None:
+        async with conn:
+            await conn.serve_streams(serve)
+
+    with anyio.fail_after(10):
+        async with running_server(handler, server_config) as listener:
+            async with open_quic_connection("localhost", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"firstlater", eof=True)
+                assert await read_all(stream) == b"done"
+                stream = await conn.open_stream()
+                await stream.send(b"cancel me", eof=True)
+                assert await read_all(stream) == b""
+                await cancelled_first.wait()
+    # No other task ran before the first receive() returned.  (The second
+    # yields, but trio may then run its batch in either order.)
+    assert seen[0] == "first"
+    assert sorted(seen[1:]) == ["later", "other task", "other task"]

@@ -547,6 +547,7 @@ class QuicConnection:
             new = QuicReceiveStream(handle, self)
         else:
             new = QuicStream(handle, self)
+        new._arrived = True
         self._streams[handle.stream_id] = weakref.ref(new)
         start = self._stream_starter
         if start is not None and not self._incoming and start(new):
