@@ -215,7 +215,7 @@ class QuicEndpoint:
                     await wait_readable(socket_fd)
                     got = receive()
                     if got in (2, 4):
-                        self.dispatch(True)  # no wake fd to read: nothing wrote it
+                        self.dispatch()
                     self._flusher.after_receive()  # what the datagrams made due
                     if got in (3, 4):
                         # Until the network thread, done, causes a dispatch.
@@ -238,7 +238,7 @@ class QuicEndpoint:
             self._reader_loop.remove_reader(self._socket_fd)
             self._socket_paused = True
         if got in (2, 4):
-            self._dispatch_from_reader(True)  # no wake fd to read: nothing wrote it
+            self._dispatch_from_reader()
         elif got < 0:
             self._stop_receiving()  # the network thread is gone
 
@@ -278,11 +278,9 @@ class QuicEndpoint:
             self._reader_loop.remove_reader(self._reader_fd)
             self._reader_loop = None
 
-    def _dispatch_from_reader(self, early: bool = False) -> None:
-        """asyncio: the wake fd is readable (or, ``early``, an inline receive
-        brought events, and the wake fd is left alone: see ``Endpoint.drain``)."""
+    def _dispatch_from_reader(self) -> None:
         try:
-            self.dispatch(early)
+            self.dispatch()
         except Exception:  # pragma: no cover - a bug: keep the loop alive, say it loudly
             logger.exception("aiopquic event dispatch failed")
         if self._socket_paused:
