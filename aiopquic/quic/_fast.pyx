@@ -129,6 +129,10 @@ cdef class TrioSpot(SpotBase):
 
 # -- waking the network thread ------------------------------------------------------------
 
+#: Seconds at most that what an inline receive made due waits for an answer to
+#: go with, on asyncio (picoquic's shortest ACK delay).
+RECEIVE_FLUSH_DELAY = 0.001
+
 
 cdef class Flusher:
     """Corked commands (stream bytes, a FIN, a reset, a datagram...) owe the network
@@ -428,10 +432,6 @@ cdef class Half:
 
 
 #: What ``ReceiveHalf.answers_at_once`` finds.
-#: Seconds at most that what an inline receive made due waits for an answer to
-#: go with, on asyncio (picoquic's shortest ACK delay).
-RECEIVE_FLUSH_DELAY = 0.001
-
 RECEIVE_WAITS = 0
 RECEIVE_TAKES = 1
 RECEIVE_ENDS = 2
