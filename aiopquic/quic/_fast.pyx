@@ -360,20 +360,25 @@ cdef class AsyncioCheckpointIfCancelled:
         return NO_CHECKPOINT
 
 
+cdef int _scopes_readable = -1  # anyio's cancel scopes have the flags read: 1, 0; -1 not looked yet
+
+
 def asyncio_checkpoint_if_cancelled_for(loop):
     """An :class:`AsyncioCheckpointIfCancelled` for ``loop``, or None if this anyio
-    keeps its task states or cancel scopes otherwise than it expects."""
+    keeps its task states or cancel scopes otherwise than it expects (the
+    scopes are looked at once per process)."""
+    global _scopes_readable
     try:
         from anyio._backends._asyncio import CancelScope as _Scope
         from anyio._backends._asyncio import _task_states
 
         states = _task_states.data
-        scope = _Scope()
-        if not isinstance(states, dict) or not all(
-            hasattr(scope, name) for name in ("_cancel_called", "_shield", "_parent_scope")
-        ):
-            return None
+        if _scopes_readable < 0:
+            scope = _Scope()
+            _scopes_readable = all(hasattr(scope, name) for name in ("_cancel_called", "_shield", "_parent_scope"))
     except (ImportError, AttributeError):
+        return None
+    if not isinstance(states, dict) or not _scopes_readable:
         return None
     return AsyncioCheckpointIfCancelled(loop, asyncio.current_task, states)
 
