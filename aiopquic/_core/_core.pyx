@@ -330,11 +330,13 @@ cdef class Endpoint:
     cdef bint c_signalled(self) noexcept:
         return self.ep != NULL and aq_endpoint_signalled(self.ep) != 0
 
-    def drain(self, bint early=False):
+    def drain(self, bint early=False, bint after_receive=False):
         """Return the ``(handle, flags)`` pairs raised since the last call.
 
         ``early``: leave the signal pending (the wake fd readable), for a look
-        before the event loop runs its tasks; the waiter on the fd drains again."""
+        before the event loop runs its tasks; the waiter on the fd drains again.
+        ``after_receive``: after :meth:`receive_inline`, not because the wake fd
+        was readable: take the signal only if there is one (no failing read)."""
         cdef list out = []
         cdef aq_node_t* n
         cdef uint32_t flags = 0
@@ -343,6 +345,8 @@ cdef class Endpoint:
             return out
         if early:
             aq_drain_collect(self.ep)
+        elif after_receive:
+            aq_drain_if_signalled(self.ep)
         else:
             aq_drain_begin(self.ep)
         while True:

@@ -286,6 +286,11 @@ size_t aq_drain_begin(aq_endpoint_t* ep);
 /* Python thread: true from the network thread's signal (the wake fd written)
  * until the next aq_drain_begin takes it. */
 int aq_endpoint_signalled(aq_endpoint_t* ep);
+/* Python thread: what aq_drain_begin does, but the wake fd is read only if the
+ * network thread signalled (after an inline receive, which signals nothing: no
+ * read system call that would fail); a signal whose write is still on its way
+ * then leaves the fd readable, for the fd's reader. */
+size_t aq_drain_if_signalled(aq_endpoint_t* ep);
 /* Python thread: what aq_drain_begin does but for the signal, which stays
  * pending (the wake fd readable): an event loop that looks for events before it
  * runs its tasks drains them early, and the task that waits for the fd still

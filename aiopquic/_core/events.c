@@ -289,14 +289,28 @@ void aq_release_list(_Atomic(aq_node_t*)* head, int for_py)
     }
 }
 
-size_t aq_drain_begin(aq_endpoint_t* ep)
+static void aq_read_wake_fd(aq_endpoint_t* ep)
 {
     uint64_t counter;
     if (ep->wake_fd >= 0) {
         ssize_t r = read(ep->wake_fd, &counter, sizeof(counter));
         (void)r; /* EAGAIN when nothing was signalled */
     }
+}
+
+size_t aq_drain_begin(aq_endpoint_t* ep)
+{
+    aq_read_wake_fd(ep);
     atomic_store(&ep->py_wake_pending, 0);
+    return aq_drain_collect(ep);
+}
+
+size_t aq_drain_if_signalled(aq_endpoint_t* ep)
+{
+    /* A signal whose write is still to come is read by the fd's own reader. */
+    if (atomic_exchange(&ep->py_wake_pending, 0)) {
+        aq_read_wake_fd(ep);
+    }
     return aq_drain_collect(ep);
 }
 

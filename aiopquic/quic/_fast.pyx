@@ -256,6 +256,9 @@ cdef class EarlyDispatch:
     cdef Endpoint _core
     cdef object _dispatch
     cdef bint _receive_inline
+    #: This turn's hook emptied the UDP socket, which is still ours: the task
+    #: waiting on it, woken by the same readiness, need not look again.
+    cdef public bint drained
 
     def __cinit__(self, Endpoint core not None, dispatch, bint receive_inline=False):
         self._core = core
@@ -268,6 +271,7 @@ cdef class EarlyDispatch:
         cdef int got = 0
         if self._receive_inline and timeout > 0:
             got = self._core.c_receive_inline(False)
+        self.drained = got == 1 or got == 2
         if got == 2 or got == 4 or self._core.c_signalled():
             self._dispatch()  # (the receiving task, woken too, sees a 3 or 4 itself)
 
@@ -656,15 +660,16 @@ cdef class SendHalf(Half):
 # -- delivering the core's events ------------------------------------------------------------
 
 
-def endpoint_dispatch(endpoint, bint early=False):
+def endpoint_dispatch(endpoint, bint early=False, bint after_receive=False):
     """``QuicEndpoint.dispatch``: drain the core once and deliver every event.
 
     A stream event wakes the task waiting on the stream's half concerned, here;
     the rest (a new stream, a connection's events, an abort) goes to Python.
-    ``early``: leave the core's signal pending (see ``Endpoint.drain``).
+    ``early``: leave the core's signal pending; ``after_receive``: take it only
+    if there is one (see ``Endpoint.drain``).
     """
     core = endpoint.core
-    for handle, flags in core.drain(early):
+    for handle, flags in core.drain(early, after_receive):
         if type(handle) is StreamHandle:
             conn = (<StreamHandle>handle).conn.owner
             if conn is None:

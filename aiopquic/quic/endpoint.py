@@ -100,6 +100,7 @@ class QuicEndpoint:
         self._receive_group: anyio.abc.TaskGroup | None = None  # trio: hosts the receiving task
         self._receive_scope: anyio.CancelScope | None = None
         self._socket_ours_again = anyio.Event()  # trio: set when a dispatch finds it ours
+        self._early_dispatch: EarlyDispatch | None = None  # trio: the instrument
         # Corked: stream writes and datagrams owe the network thread a wake-up, paid once per
         # event-loop turn by the flusher.
         self._flusher = Flusher(core, self.lowlevel.current_call_soon(), self.lowlevel.current_call_later())
@@ -144,11 +145,10 @@ class QuicEndpoint:
                     hook = self.lowlevel.hook_flusher
                     unhook = hook(self._flusher) if hook is not None else None
                     hook_early = self.lowlevel.hook_after_io_wait
-                    unhook_early = (
-                        hook_early(EarlyDispatch(self.core, self._dispatch_signalled, self.config.inline_io))
-                        if hook_early is not None
-                        else None
-                    )
+                    unhook_early = None
+                    if hook_early is not None:
+                        self._early_dispatch = EarlyDispatch(self.core, self._dispatch_signalled, self.config.inline_io)
+                        unhook_early = hook_early(self._early_dispatch)
                     try:
                         async with anyio.create_task_group() as tg:
                             self._receive_group = tg
@@ -206,6 +206,7 @@ class QuicEndpoint:
         trio's instrument, EarlyDispatch, has not already), and deliver their events."""
         wait_readable = self.lowlevel.wait_readable
         receive = self.core.receive_inline
+        early = self._early_dispatch
         assert self._receive_scope is not None
         try:
             with self._receive_scope:
@@ -213,9 +214,16 @@ class QuicEndpoint:
                     if self._socket_paused:
                         await self._socket_ours_again.wait()
                     await wait_readable(socket_fd)
+                    if early is not None and early.drained:
+                        # trio's instrument took what woke us, in this same turn (after
+                        # the wait that woke us, before the tasks it woke run): a look
+                        # would find the socket empty.  What came since, the next wait
+                        # finds (the socket is level-triggered).
+                        self._announce_connections()
+                        continue
                     got = receive()
                     if got in (2, 4):
-                        self.dispatch()
+                        self.dispatch(False, True)
                     self._flusher.after_receive()  # what the datagrams made due
                     if got in (3, 4):
                         # Until the network thread, done, causes a dispatch.
@@ -238,7 +246,7 @@ class QuicEndpoint:
             self._reader_loop.remove_reader(self._socket_fd)
             self._socket_paused = True
         if got in (2, 4):
-            self._dispatch_from_reader()
+            self._dispatch_from_reader(True)
         elif got < 0:
             self._stop_receiving()  # the network thread is gone
 
@@ -278,9 +286,11 @@ class QuicEndpoint:
             self._reader_loop.remove_reader(self._reader_fd)
             self._reader_loop = None
 
-    def _dispatch_from_reader(self) -> None:
+    def _dispatch_from_reader(self, after_receive: bool = False) -> None:
+        """asyncio: the wake fd is readable, or (``after_receive``) an inline
+        receive brought events."""
         try:
-            self.dispatch()
+            self.dispatch(False, after_receive)
         except Exception:  # pragma: no cover - a bug: keep the loop alive, say it loudly
             logger.exception("aiopquic event dispatch failed")
         if self._socket_paused:
