@@ -13,6 +13,8 @@ EV_TX_ROOM: int
 EV_EARLY: int
 ERROR_START_FAILED: int
 
+def aes_gcm_engine() -> str: ...
+
 class TrustStore:
     def __init__(self, cafile: str) -> None: ...
     @property

@@ -129,6 +129,13 @@ cdef bytes _opt(object value):
     return None if value is None else str(value).encode()
 
 
+def aes_gcm_engine():
+    """Which AES-GCM implementation the connections use: ``"fusion"`` (picotls'
+    engine for CPUs with AES-NI, PCLMUL and AVX2, built on x86_64), else
+    ``"openssl"`` (or ``"minicrypto"``)."""
+    return aq_aes_gcm_engine().decode()
+
+
 cdef class TrustStore:
     """A CA bundle, read once and shared by every endpoint that verifies with it."""
 

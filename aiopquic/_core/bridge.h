@@ -232,6 +232,11 @@ typedef struct {
     int inline_io; /* the Python thread may send for a sleeping network thread (inline.c) */
 } aq_config_t;
 
+/* Which AES-GCM implementation picoquic's connections use: "fusion" (picotls'
+ * AES-NI engine, on a CPU that has the instructions and in a build with it),
+ * "openssl" or "minicrypto". */
+const char* aq_aes_gcm_engine(void);
+
 /* Endpoint: created and configured on the Python thread, then started. */
 aq_endpoint_t* aq_endpoint_new(const aq_config_t* cfg, char* err, size_t errlen);
 int aq_endpoint_start(aq_endpoint_t* ep, const struct sockaddr* bind_addr, int timeout_ms,

@@ -5,7 +5,11 @@
 
 #include "picoquic_internal.h"
 #include "picotls.h"
+#include "picotls/minicrypto.h"
+#include "picotls/openssl.h"
 #include "picoquic_crypto_provider_api.h"
+#include "tls_api.h"
+#include "bridge.h"
 
 static int aq_is_stream_frame(uint8_t type)
 {
@@ -88,7 +92,23 @@ const char* aq_cnx_cipher(picoquic_cnx_t* cnx)
 {
     picoquic_tls_ctx_t* tls = (picoquic_tls_ctx_t*)cnx->tls_ctx;
     ptls_cipher_suite_t* suite = tls != NULL && tls->tls != NULL ? ptls_get_cipher(tls->tls) : NULL;
-    return suite != NULL ? suite->name : NULL;
+    if (suite == NULL) {
+        return NULL;
+    }
+    if (suite->name != NULL) {
+        return suite->name;
+    }
+    /* picoquic's fusion suites leave the name out. */
+    switch (suite->id) {
+    case PTLS_CIPHER_SUITE_AES_128_GCM_SHA256:
+        return PTLS_CIPHER_SUITE_NAME_AES_128_GCM_SHA256;
+    case PTLS_CIPHER_SUITE_AES_256_GCM_SHA384:
+        return PTLS_CIPHER_SUITE_NAME_AES_256_GCM_SHA384;
+    case PTLS_CIPHER_SUITE_CHACHA20_POLY1305_SHA256:
+        return PTLS_CIPHER_SUITE_NAME_CHACHA20_POLY1305_SHA256;
+    default:
+        return NULL;
+    }
 }
 
 uint64_t aq_cnx_retransmissions(picoquic_cnx_t* cnx)
@@ -120,4 +140,21 @@ int aq_set_cipher_suites(picoquic_quic_t* quic, const uint16_t* ids, size_t n)
     free((void*)ctx->cipher_suites); /* picoquic's own malloc'ed list, freed the same way */
     ctx->cipher_suites = chosen;
     return 0;
+}
+
+const char* aq_aes_gcm_engine(void)
+{
+    ptls_cipher_suite_t const* suite;
+    picoquic_tls_api_init(); /* the providers register once, at the first context */
+    suite = (ptls_cipher_suite_t const*)picoquic_get_cipher_suite_by_id_v(PTLS_CIPHER_SUITE_AES_128_GCM_SHA256, 0);
+    if (suite == NULL) {
+        return "none";
+    }
+    if (suite->aead == &ptls_openssl_aes128gcm) {
+        return "openssl";
+    }
+    if (suite->aead == &ptls_minicrypto_aes128gcm) {
+        return "minicrypto";
+    }
+    return "fusion"; /* the only other provider this build registers */
 }
