@@ -57,6 +57,16 @@ from benchmarks.common import WORKLOADS as PEER_WORKLOADS  # noqa: E402
 WORKLOADS = PEER_WORKLOADS[:2] + ("bulk-down-bbr",) + PEER_WORKLOADS[2:]
 
 
+def aes_gcm_engine() -> str:
+    """The AES-GCM implementation of this build (picoquicdemo's too, on this CPU):
+    picotls' "fusion" or OpenSSL's (see tests/test_crypto_engine.py)."""
+    try:
+        from aiopquic._core import _core
+    except ImportError:
+        return "? (aiopquic not importable)"
+    return _core.aes_gcm_engine()
+
+
 def peer_workload(workload: str, settings: Settings) -> tuple[str, str]:
     """(the workload the peer runs, its congestion control)."""
     if workload.endswith("-bbr"):
@@ -873,6 +883,7 @@ def main() -> int:
         f"cc {s.cc}{', --quick' if quick else ''}{f', RTT +{s.rtt_ms:g} ms (relay)' if s.rtt_ms > 0 else ''}"
         f"{', aiopquic --fixed-window' if s.fixed_window else ''}"
         f"{', aiopquic --no-inline-io' if s.no_inline_io else ''}"
+        f", AES-GCM by {aes_gcm_engine()} (aiopquic and picoquicdemo)"
     )
     print(calibrate.describe(machine))
     print()

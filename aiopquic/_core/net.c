@@ -303,7 +303,7 @@ static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx)
     picoquic_path_quality_t q;
     struct sockaddr* addr = NULL;
     struct sockaddr_storage peer;
-    char const* cipher = aq_cnx_cipher(cnx);
+    char const* cipher = c->stats.cipher[0] == 0 ? aq_cnx_cipher(cnx) : NULL; /* fixed once known */
     picoquic_get_default_path_quality(cnx, &q);
     picoquic_get_peer_addr(cnx, &addr);
     aq_copy_addr(&peer, addr);
