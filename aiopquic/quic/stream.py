@@ -102,7 +102,8 @@ class _StreamBase:
         # peer waiting on a stream nobody can finish (it holds its stream credit).
         try:
             conn = self._conn
-            conn._streams.pop(self._handle.stream_id, None)
+            if conn._streams.pop(self._handle.stream_id, None) is None:
+                return  # finished and released already (_forget_if_finished)
         except AttributeError:  # half constructed
             return
         if conn.closed:
