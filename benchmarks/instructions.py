@@ -10,7 +10,9 @@ exchange is split by where it ran: the Python interpreter, aiopquic's core
 (picoquic, picotls and the bridge, one shared object), OpenSSL, the C library.
 Both ends are in the one process, so a figure covers a whole exchange, client
 and server.  Kernel time (system calls, wake-ups) is not counted: see run.py
-for wall-clock figures.  Repeated runs agree to within ~0.5 %.
+for wall-clock figures.  Repeated runs agree to within ~1 % on asyncio and
+~4 % on trio (inline I/O makes the turns depend on where the network thread
+is): compare the means of a few runs.
 
     python benchmarks/instructions.py                 # asyncio and trio
     python benchmarks/instructions.py --backend trio --long 1000
@@ -26,6 +28,12 @@ app, ``open_h3_connection``'s ``request``).
 once (a task each, in an anyio task group, as run.py's "streams" row does), each
 sending 16 KiB and FIN and reading the server's answer (its first 1 KiB back);
 ``--short`` and ``--long`` then count streams, and the figure is per stream.
+
+``--workload streams`` counts run.py's "streams" row as its peers run it: the
+client opens a batch of 100 streams from one task, sending each 16 KiB and its
+FIN in one ``send(..., eof=True)``, then reads the answers in order; the server
+runs a task per stream with ``conn.serve_streams()`` and answers 8 bytes with
+their FIN.  Figures per stream, like ``fanout``'s.
 
 Needs valgrind (``apt-get install valgrind``); takes about a minute per backend.
 """
@@ -46,6 +54,8 @@ WARMUP = 50
 #: Fan-out: streams opened at once, and what each sends.
 BATCH = 100
 FANOUT_REQUEST = 16 * 1024
+#: The server's answer on each of the "streams" workload's streams (run.py's header).
+STREAMS_ANSWER = 8
 #: What each shared object counts as (matched against its file name).
 OBJECTS = [  # first match wins
     ("aiopquic core", re.compile(r"/_core\.cpython")),
@@ -85,7 +95,7 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
 
     server = aiopquic.QuicConfig(alpn=["rr"], certfile=certs / "cert.pem", keyfile=certs / "key.pem")
     client = aiopquic.QuicConfig(alpn=["rr"], cafile=certs / "ca.pem")
-    payload = bytes(FANOUT_REQUEST if workload == "fanout" else 1024)
+    payload = bytes(FANOUT_REQUEST if workload in ("fanout", "streams") else 1024)
 
     async def exchange(conn: aiopquic.QuicConnection) -> None:
         stream = await conn.open_stream()
@@ -94,10 +104,33 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
         if await _read_all(stream) != payload[:1024]:
             raise RuntimeError("the echo differs from the request")
 
+    async def answer(stream: aiopquic.AnyQuicStream) -> None:
+        await _read_all(stream)
+        if isinstance(stream, aiopquic.QuicStream):
+            await stream.send(bytes(STREAMS_ANSWER), eof=True)
+
+    async def serve_each(conn: aiopquic.QuicConnection) -> None:
+        async with conn:
+            await conn.serve_streams(answer)
+
+    async def pipelined(conn: aiopquic.QuicConnection) -> None:
+        streams = []
+        for _ in range(BATCH):
+            stream = await conn.open_stream()
+            await stream.send(payload, eof=True)
+            streams.append(stream)
+        for stream in streams:
+            if len(await _read_all(stream)) != STREAMS_ANSWER:
+                raise RuntimeError("the answer has the wrong size")
+
+    serve = serve_each if workload == "streams" else handler
     async with anyio.create_task_group() as tg:
-        listener = await tg.start(aiopquic.serve_quic, handler, "127.0.0.1", 0, server)
+        listener = await tg.start(aiopquic.serve_quic, serve, "127.0.0.1", 0, server)
         async with aiopquic.open_quic_connection("localhost", listener.port, config=client) as conn:
-            if workload == "fanout":
+            if workload == "streams":
+                for _ in range(count // BATCH + 1):  # a batch of warm-up first
+                    await pipelined(conn)
+            elif workload == "fanout":
                 for _ in range(count // BATCH + 1):  # a batch of warm-up first
                     async with anyio.create_task_group() as batch:
                         for _ in range(BATCH):
@@ -210,11 +243,11 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description="instructions per request/response, counted by valgrind")
     parser.add_argument("--backend", choices=("asyncio", "trio"), action="append")
-    parser.add_argument("--workload", choices=("rr", "wt-rr", "h3-rr", "fanout"), default="rr")
+    parser.add_argument("--workload", choices=("rr", "wt-rr", "h3-rr", "fanout", "streams"), default="rr")
     parser.add_argument("--short", type=int, default=200, help="exchanges (streams) in the first run")
     parser.add_argument("--long", type=int, default=600, help="exchanges (streams) in the second run")
     args = parser.parse_args()
-    if args.workload == "fanout" and (args.short % BATCH or args.long % BATCH):
+    if args.workload in ("fanout", "streams") and (args.short % BATCH or args.long % BATCH):
         parser.error(f"--short and --long count streams in batches of {BATCH}")
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         sys.exit("instructions.py needs valgrind: apt-get install valgrind")
@@ -235,6 +268,7 @@ def main() -> None:
             parts = ", ".join(f"{k} {v / 1000:.0f}k" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 500)
             what = {
                 "fanout": "fan-out stream (16 KiB up, 1 KiB back)",
+                "streams": "pipelined stream (16 KiB up, 8 bytes back)",
                 "wt-rr": "1 KiB request/response on a WebTransport stream",
                 "h3-rr": "HTTP/3 GET of 1 KiB",
             }.get(args.workload, "1 KiB request/response")
