@@ -7,6 +7,10 @@
 
 Peers (each one runs its own client *and* its own server, in two processes):
   aiopquic/asyncio, aiopquic/trio   benchmarks/peers/aiopquic_peer.py
+  aiopquic/uvloop                   the same on asyncio with uvloop's loop; only
+                                    when named (``--only rr,asyncio,uvloop``),
+                                    compared with picoquicdemo only (the Python
+                                    peers run asyncio's own loop)
   aioquic                           benchmarks/peers/aioquic_peer.py (asyncio)
   qh3                               benchmarks/peers/qh3_peer.py (asyncio; aioquic's
                                     fork with a Rust core, the same driver)
@@ -634,11 +638,13 @@ def fmt(value: float | None) -> str:
 
 
 def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str], skipped: dict[str, str]) -> None:
-    ours = [p for p in ("aiopquic/asyncio", "aiopquic/trio") if p in peer_names]
+    ours = [p for p in ("aiopquic/asyncio", "aiopquic/trio", "aiopquic/uvloop") if p in peer_names]
     refs = [p for p in ("picoquicdemo", "aioquic", "qh3", "qh3-streams") if p in peer_names]
-    short = {"aiopquic/asyncio": "asyncio", "aiopquic/trio": "trio", "picoquicdemo": "pqd", "aioquic": "aioquic",
-             "qh3": "qh3", "qh3-streams": "qh3-streams"}
-    headers = ["workload", "unit", "target"] + peer_names + [f"{short[o]}/{short[r]}" for r in refs for o in ours]
+    short = {"aiopquic/asyncio": "asyncio", "aiopquic/trio": "trio", "aiopquic/uvloop": "uvloop",
+             "picoquicdemo": "pqd", "aioquic": "aioquic", "qh3": "qh3", "qh3-streams": "qh3-streams"}
+    # uvloop against the Python peers' default asyncio loop would not be like for like.
+    pairs = [(o, r) for r in refs for o in ours if o != "aiopquic/uvloop" or r == "picoquicdemo"]
+    headers = ["workload", "unit", "target"] + peer_names + [f"{short[o]}/{short[r]}" for o, r in pairs]
     rows: list[list[str]] = []
     for m in metrics(s):
         if m.workload not in s.workloads:
@@ -667,10 +673,9 @@ def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_name
                 if p in ("aioquic", "qh3") and m.key == "handshake":
                     cell += " ‡"
             cells.append(cell)
-        for r in refs:
-            for mine in ours:
-                a, b = values.get(mine), values.get(r)
-                cells.append(f"{a / b:.2f}x" if a and b else "-")
+        for mine, r in pairs:
+            a, b = values.get(mine), values.get(r)
+            cells.append(f"{a / b:.2f}x" if a and b else "-")
         rows.append(cells)
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -758,7 +763,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="aiopquic vs aioquic, qh3 and picoquicdemo, same machine, same run")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run with smaller sizes")
     parser.add_argument("--only", default=None, help="comma-separated workloads and/or peers: " + ", ".join(WORKLOADS)
-                        + ", asyncio, trio, aioquic, qh3, qh3-streams, picoquicdemo")
+                        + ", asyncio, trio, uvloop (asyncio on uvloop: only when named), aioquic, qh3, qh3-streams, picoquicdemo")
     parser.add_argument("--bulk-mib", type=int, default=None, help="bulk payload in MiB (default 256, quick 32)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per measurement, best-of (default 5, quick 1)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -779,11 +784,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
     args = parser.parse_args()
 
-    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aioquic", "qh3", "qh3-streams", "picoquicdemo"]
+    all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aiopquic/uvloop", "aioquic", "qh3", "qh3-streams", "picoquicdemo"]
     workloads = list(WORKLOADS)
-    peer_names = list(all_peers)
+    peer_names = [p for p in all_peers if p != "aiopquic/uvloop"]  # uvloop: when named in --only
     if args.only:
-        aliases = {"asyncio": "aiopquic/asyncio", "trio": "aiopquic/trio", "pqd": "picoquicdemo", "bulk": "bulk-*"}
+        aliases = {"asyncio": "aiopquic/asyncio", "trio": "aiopquic/trio", "uvloop": "aiopquic/uvloop",
+                   "pqd": "picoquicdemo", "bulk": "bulk-*"}
         wanted_w, wanted_p = [], []
         for name in (n.strip() for n in args.only.split(",") if n.strip()):
             name = aliases.get(name, name)
@@ -824,6 +830,7 @@ def main() -> int:
     peers: dict[str, Any] = {
         "aiopquic/asyncio": PythonPeer("aiopquic/asyncio", "aiopquic_peer.py", "asyncio"),
         "aiopquic/trio": PythonPeer("aiopquic/trio", "aiopquic_peer.py", "trio"),
+        "aiopquic/uvloop": PythonPeer("aiopquic/uvloop", "aiopquic_peer.py", "uvloop"),
         "aioquic": PythonPeer("aioquic", "aioquic_peer.py", None),
         "qh3": PythonPeer("qh3", "qh3_peer.py", None),
         "qh3-streams": PythonPeer("qh3-streams", "qh3_streams_peer.py", None, workloads=("rr",)),
@@ -831,6 +838,8 @@ def main() -> int:
     for name in ("qh3", "qh3-streams"):
         if name in peer_names and importlib.util.find_spec("qh3") is None:
             skipped[name] = "not installed (pip install qh3; `bash tools/run.sh bench` installs it)"
+    if "aiopquic/uvloop" in peer_names and importlib.util.find_spec("uvloop") is None:
+        skipped["aiopquic/uvloop"] = "not installed (pip install uvloop; `bash tools/run.sh` installs it)"
     if "picoquicdemo" in peer_names:
         binary, message = picoquicdemo(args.build_dir.resolve())
         if message:

@@ -1,7 +1,8 @@
-"""Shared fixtures: both anyio backends, throwaway certificates, configs."""
+"""Shared fixtures: the anyio backends, throwaway certificates, configs."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -15,10 +16,18 @@ from .aioquic_peer import AioquicPeer
 from .hypercorn_peer import HypercornH3Server
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every async test runs once on asyncio and once on trio."""
-    return str(request.param)
+#: asyncio, trio, and asyncio on uvloop's event loop (libuv), which many asyncio
+#: applications run: aiopquic's asyncio side (readers on its fds, futures, its
+#: cancellation check) must work on it too.  uvloop has no Windows build.
+BACKENDS: list[object] = ["asyncio", "trio"]
+if sys.platform != "win32":
+    BACKENDS.append(pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"))
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Every async test runs on asyncio, on trio and on asyncio with uvloop."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,7 @@ SERVER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.anyio
-async def test_peer_that_vanishes_is_detected(certs: CertificateSet, anyio_backend: str) -> None:
+async def test_peer_that_vanishes_is_detected(certs: CertificateSet, anyio_backend: object) -> None:
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER_SCRIPT, str(certs.certfile), str(certs.keyfile)],

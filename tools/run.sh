@@ -40,11 +40,12 @@ py=.venv/bin/python
 # HTTP/3: pylsqpack (runtime), httpx (the optional extra), and the tests'
 # independent HTTP/3 peers (hypercorn, curl_cffi, Starlette/FastAPI apps);
 # msgpack for webtransport.MessageStream's optional codec; pywebtransport 0.8
-# (draft-13) as the tests' independent WebTransport peer.
+# (draft-13) as the tests' independent WebTransport peer; uvloop, the third
+# event loop every async test runs on.
 $py -m pip install -q --disable-pip-version-check \
   "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" \
   "anyio>=4.7" certifi "sniffio>=1.3" "trio>=0.27" "pytest>=8" "aioquic>=1.2" cryptography mypy \
-  "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7" "msgpack>=1.0" "pywebtransport==0.8.1"
+  "pylsqpack>=1.0,<2" "httpx>=0.27" "hypercorn>=0.17" starlette fastapi "curl_cffi>=0.7" "msgpack>=1.0" "pywebtransport==0.8.1" "uvloop>=0.19"
 $py -m pip install -q --disable-pip-version-check --no-build-isolation \
   -Cbuild-dir=build -e .
 

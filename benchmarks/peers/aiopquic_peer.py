@@ -1,4 +1,5 @@
-"""aiopquic benchmark peer: ``server`` or ``client WORKLOAD``, on asyncio or trio.
+"""aiopquic benchmark peer: ``server`` or ``client WORKLOAD``, on asyncio, trio, or
+asyncio on uvloop (``--backend uvloop``: anyio's ``use_uvloop``).
 
     python benchmarks/peers/aiopquic_peer.py server --certs DIR [--backend trio]
     python benchmarks/peers/aiopquic_peer.py client rr --certs DIR --port N [--backend trio]
@@ -320,11 +321,12 @@ async def run_client(args) -> None:
 
 
 def main() -> None:
-    args = peer_arguments("aiopquic benchmark peer", ("asyncio", "trio"))
-    if args.mode == "server":
-        anyio.run(run_server, args, backend=args.backend)
+    args = peer_arguments("aiopquic benchmark peer", ("asyncio", "trio", "uvloop"))
+    run = run_server if args.mode == "server" else run_client
+    if args.backend == "uvloop":
+        anyio.run(run, args, backend="asyncio", backend_options={"use_uvloop": True})
     else:
-        anyio.run(run_client, args, backend=args.backend)
+        anyio.run(run, args, backend=args.backend)
 
 
 if __name__ == "__main__":
