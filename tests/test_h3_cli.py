@@ -36,7 +36,7 @@ class Server:
         self.url = f"https://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module", params=["asyncio", "trio"])
+@pytest.fixture(scope="module", params=["asyncio", "trio", "uvloop"])
 def server(request: pytest.FixtureRequest, certs: CertificateSet) -> Iterator[Server]:
     process = subprocess.Popen(
         [sys.executable, "-m", "aiopquic", "serve", "tests.h3_starlette_app:app",
@@ -58,7 +58,7 @@ def server(request: pytest.FixtureRequest, certs: CertificateSet) -> Iterator[Se
         process.stderr.close()
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", ["asyncio", "trio", "uvloop"])
 def test_get_a_large_body_to_a_file(server: Server, certs: CertificateSet, tmp_path: Path, backend: str) -> None:
     size = 5 * 1024 * 1024 + 3
     out = tmp_path / "body.bin"

@@ -10,6 +10,7 @@ import anyio
 
 from .. import QuicConfig, QuicConnection, QuicStream, open_quic_connection, serve_quic
 from .certs import make_certificates
+from ._backend import run as run_on
 
 __all__ = ["run"]
 
@@ -65,8 +66,8 @@ async def _main(certdir: Path) -> None:
 
 
 def run(backend: str) -> int:
-    """Run the demo on ``backend`` ("asyncio" or "trio"); return the exit status."""
+    """Run the demo on ``backend`` ("asyncio", "trio" or "uvloop"); return the exit status."""
     print(f"aiopquic demo on {backend}")
     with tempfile.TemporaryDirectory() as tmp:
-        anyio.run(_main, Path(tmp), backend=backend)
+        run_on(_main, Path(tmp), backend=backend)
     return 0

@@ -12,6 +12,7 @@ import anyio
 
 from ..quic.config import QuicConfig
 from ..quic.errors import HandshakeError, QuicError
+from ._backend import run as run_on
 
 __all__ = ["run"]
 
@@ -218,7 +219,7 @@ def run(
             )
 
     try:
-        return anyio.run(main, backend=backend)
+        return run_on(main, backend=backend)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line, no traceback, for what can go wrong on the network

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 
 from ..quic.config import QuicConfig
+from ._backend import run as run_on
 
 __all__ = ["load_app", "run"]
 
@@ -89,7 +90,7 @@ def run(
         print(f"aiopquic serve: error: {exc}", file=sys.stderr)
         return 2
     try:
-        anyio.run(_serve, app, host, port, config, root_path, shutdown_timeout, backend=backend)
+        run_on(_serve, app, host, port, config, root_path, shutdown_timeout, backend=backend)
     except KeyboardInterrupt:
         pass
     except Exception as exc:

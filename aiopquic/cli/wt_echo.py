@@ -41,6 +41,7 @@ from ..webtransport import (
     serve_webtransport,
 )
 from .certs import make_pinned_certificate
+from ._backend import run as run_on
 
 __all__ = ["echo_app", "run", "serve_echo"]
 
@@ -210,6 +211,6 @@ def run(*, port: int, page_port: int, certfile: str | None, keyfile: str | None,
                         break
                     tg.cancel_scope.cancel()
 
-        anyio.run(main, backend=backend)
+        run_on(main, backend=backend)
     return 0
 
