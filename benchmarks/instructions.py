@@ -33,7 +33,8 @@ sending 16 KiB and FIN and reading the server's answer (its first 1 KiB back);
 client opens a batch of 100 streams from one task, sending each 16 KiB and its
 FIN in one ``send(..., eof=True)``, then reads the answers in order; the server
 runs a task per stream with ``conn.serve_streams()`` and answers 8 bytes with
-their FIN.  Figures per stream, like ``fanout``'s.
+their FIN: the benchmark peer's own functions (``exchange_pipelined``,
+``serve_stream``, which check every byte).  Figures per stream, like ``fanout``'s.
 
 Needs valgrind (``apt-get install valgrind``); takes about a minute per backend.
 """
@@ -54,8 +55,6 @@ WARMUP = 50
 #: Fan-out: streams opened at once, and what each sends.
 BATCH = 100
 FANOUT_REQUEST = 16 * 1024
-#: The server's answer on each of the "streams" workload's streams (run.py's header).
-STREAMS_ANSWER = 8
 #: What each shared object counts as (matched against its file name).
 OBJECTS = [  # first match wins
     ("aiopquic core", re.compile(r"/_core\.cpython")),
@@ -104,32 +103,29 @@ async def _exchanges(certs: Path, count: int, workload: str = "rr") -> None:
         if await _read_all(stream) != payload[:1024]:
             raise RuntimeError("the echo differs from the request")
 
-    async def answer(stream: aiopquic.AnyQuicStream) -> None:
-        await _read_all(stream)
-        if isinstance(stream, aiopquic.QuicStream):
-            await stream.send(bytes(STREAMS_ANSWER), eof=True)
+    serve = handler
+    if workload == "streams":
+        # run.py's streams row is the benchmark peer's own code: count that.
+        import functools
 
-    async def serve_each(conn: aiopquic.QuicConnection) -> None:
-        async with conn:
-            await conn.serve_streams(answer)
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from benchmarks.common import HEADER_SIZE, request
+        from benchmarks.peers.aiopquic_peer import ServerStats, exchange_pipelined, serve_stream
 
-    async def pipelined(conn: aiopquic.QuicConnection) -> None:
-        streams = []
-        for _ in range(BATCH):
-            stream = await conn.open_stream()
-            await stream.send(payload, eof=True)
-            streams.append(stream)
-        for stream in streams:
-            if len(await _read_all(stream)) != STREAMS_ANSWER:
-                raise RuntimeError("the answer has the wrong size")
+        handle_stream = functools.partial(serve_stream, stats=ServerStats())
+        payload = request(HEADER_SIZE + FANOUT_REQUEST, HEADER_SIZE)
 
-    serve = serve_each if workload == "streams" else handler
+        async def serve_each(conn: aiopquic.QuicConnection) -> None:
+            async with conn:
+                await conn.serve_streams(handle_stream)
+
+        serve = serve_each
     async with anyio.create_task_group() as tg:
         listener = await tg.start(aiopquic.serve_quic, serve, "127.0.0.1", 0, server)
         async with aiopquic.open_quic_connection("localhost", listener.port, config=client) as conn:
             if workload == "streams":
                 for _ in range(count // BATCH + 1):  # a batch of warm-up first
-                    await pipelined(conn)
+                    await exchange_pipelined(conn, payload, HEADER_SIZE, BATCH)
             elif workload == "fanout":
                 for _ in range(count // BATCH + 1):  # a batch of warm-up first
                     async with anyio.create_task_group() as batch:
