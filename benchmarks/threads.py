@@ -12,10 +12,11 @@ was put on a CPU.  Throughput and latency cannot say which of the peers' four
 threads holds a workload back on a small machine; these figures can.
 
 What it showed first (issue 11, stop 28, 2 vCPUs): in a bulk download the
-sender's network thread runs ~75 % of the transfer and waits for a CPU ~18 %,
-while the other three threads share the other CPU.  It is never short of bytes
-to send (its send ring never emptied) nor of congestion window, so it is bound
-by its CPU and by the CPU time the other threads take from it.
+sender's network thread runs 76-80 % of the transfer and waits for a CPU
+another 18-21 %, and the other three threads together run more than one CPU's
+worth: all four fill both vCPUs.  The sender is never short of bytes to send nor
+of congestion window (see benchmarks/README.md), so the rate is set by the CPU
+time all four threads need together.
 
 Both peers' figures cover the client process's whole life: its imports and
 handshake too (a few hundred ms of its Python thread), so compare like with like.
