@@ -17,6 +17,10 @@ from ._backend import BACKENDS, missing
 __all__ = ["main"]
 
 
+def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="asyncio", help="asyncio, trio, or asyncio on uvloop")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aiopquic``."""
     parser = argparse.ArgumentParser(
@@ -25,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="server + client on loopback, printing what happens")
-    demo.add_argument("--backend", choices=BACKENDS, default="asyncio", help="asyncio, trio, or asyncio on uvloop")
+    _add_backend_argument(demo)
     demo.add_argument("--verbose", "-v", action="store_true", help="log aiopquic's debug messages")
 
     serve = sub.add_parser("serve", help="serve an ASGI application over HTTP/3 (like hypercorn app:app)")
@@ -34,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--keyfile", required=True, help="private key (PEM)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; '::' for every address)")
     serve.add_argument("--port", type=int, default=4433, help="UDP port (default 4433; 0 picks a free one)")
-    serve.add_argument("--backend", choices=BACKENDS, default="asyncio", help="asyncio, trio, or asyncio on uvloop")
+    _add_backend_argument(serve)
     serve.add_argument("--root-path", default="", help="the ASGI root_path (mount point behind a proxy)")
     serve.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="on SIGINT/SIGTERM, how long requests in flight may finish (default 5)")
@@ -55,14 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("-s", "--silent", action="store_true", help="no progress display")
     get.add_argument("-f", "--fail", action="store_true", help="exit 22, writing no body, when the status is 400 or more")
     get.add_argument("-m", "--max-time", dest="timeout", type=float, metavar="SECONDS", help="give up after this long")
-    get.add_argument("--backend", choices=BACKENDS, default="asyncio", help="asyncio, trio, or asyncio on uvloop")
+    _add_backend_argument(get)
 
     echo = sub.add_parser("webtransport-echo", help="a WebTransport echo server and a page to try it in a browser")
     echo.add_argument("--port", type=int, default=4433, help="UDP port of the WebTransport server (default 4433)")
     echo.add_argument("--page-port", type=int, default=8080, help="TCP port of the page (default 8080)")
     echo.add_argument("--certfile", help="certificate (PEM; default: a throw-away one a browser pins by its hash)")
     echo.add_argument("--keyfile", help="its private key (PEM)")
-    echo.add_argument("--backend", choices=BACKENDS, default="asyncio", help="asyncio, trio, or asyncio on uvloop")
+    _add_backend_argument(echo)
     echo.add_argument("--verbose", "-v", action="store_true", help="log aiopquic's debug messages")
 
     args = parser.parse_args(argv)

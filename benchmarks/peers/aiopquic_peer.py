@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 import anyio
 
 import aiopquic
+from aiopquic.cli._backend import run as run_on
 from benchmarks.common import (
     ALPN,
     BULK_READ_SIZE,
@@ -322,11 +323,7 @@ async def run_client(args) -> None:
 
 def main() -> None:
     args = peer_arguments("aiopquic benchmark peer", ("asyncio", "trio", "uvloop"))
-    run = run_server if args.mode == "server" else run_client
-    if args.backend == "uvloop":
-        anyio.run(run, args, backend="asyncio", backend_options={"use_uvloop": True})
-    else:
-        anyio.run(run, args, backend=args.backend)
+    run_on(run_server if args.mode == "server" else run_client, args, backend=args.backend)
 
 
 if __name__ == "__main__":
