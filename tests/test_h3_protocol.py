@@ -25,9 +25,11 @@ CLIENT_CONTROL, CLIENT_ENCODER, CLIENT_DECODER = 2, 6, 10
 SERVER_CONTROL, SERVER_ENCODER, SERVER_DECODER = 3, 7, 11
 
 
-def connected_pair(server_settings: H3Settings | None = None) -> tuple[H3Protocol, H3Protocol]:
+def connected_pair(
+    server_settings: H3Settings | None = None, client_settings: H3Settings | None = None
+) -> tuple[H3Protocol, H3Protocol]:
     """A client and a server that exchanged their control and QPACK streams."""
-    client = H3Protocol(is_client=True)
+    client = H3Protocol(is_client=True, settings=client_settings)
     server = H3Protocol(is_client=False, settings=server_settings)
     server.receive_uni_data(CLIENT_CONTROL, client.control_stream_data(), False)
     client.receive_uni_data(SERVER_CONTROL, server.control_stream_data(), False)
@@ -76,8 +78,53 @@ def test_request_and_response_round_trip_with_trailers() -> None:
     ]
 
 
-def test_a_header_block_waiting_for_the_encoder_stream_resumes_when_it_arrives() -> None:
+#: A client whose encoder uses up to 4096 bytes of the server's dynamic table.
+INDEXING = H3Settings(qpack_encoder_table_capacity=4096)
+
+
+def test_our_encoder_leaves_the_dynamic_table_alone_by_default() -> None:
+    """By default no field goes into the peer's table, even one that repeats: no
+    encoder stream bytes, and sections the peer decodes at once and never
+    acknowledges; our decoder still offers its table to the peer."""
     client, server = connected_pair()
+    headers = REQUEST + [(b"authorization", b"Bearer a long token that repeats on every request")]
+    for stream_id in (0, 4, 8):
+        data = request_bytes(client, headers, stream_id=stream_id)
+        assert data[2:4] == b"\x00\x00"  # HEADERS frame; Required Insert Count 0, Base 0
+        assert server.receive_request_data(stream_id, data, True)[0] == HeadersReceived(stream_id, headers, True)
+        assert client.take_encoder_data() == b""
+        assert server.take_decoder_data() == b""
+    assert client.peer_settings is not None and server.peer_settings is not None
+    assert client.peer_settings[0x01] == server.peer_settings[0x01] == 4096  # QPACK_MAX_TABLE_CAPACITY offered
+
+
+def test_the_encoder_uses_no_more_of_the_table_than_both_sides_allow() -> None:
+    """With qpack_encoder_table_capacity set, repeated fields are inserted and referred to."""
+    client, server = connected_pair(client_settings=INDEXING)
+    headers = REQUEST + [(b"authorization", b"Bearer a long token that repeats on every request")]
+    sizes = []
+    for stream_id in (0, 4):
+        data = request_bytes(client, headers, stream_id=stream_id)
+        server.receive_uni_data(CLIENT_ENCODER, client.take_encoder_data(), False)
+        assert server.receive_request_data(stream_id, data, True)[0] == HeadersReceived(stream_id, headers, True)
+        client.receive_uni_data(SERVER_DECODER, server.take_decoder_data(), False)
+        sizes.append(len(data))
+    assert sizes[1] < sizes[0] - 20  # the token is a reference the second time
+    # A server that offers no table gets none, whatever the client would use.
+    client, server = connected_pair(server_settings=H3Settings(qpack_max_table_capacity=0), client_settings=INDEXING)
+    request_bytes(client, headers)
+    request_bytes(client, headers, stream_id=4)
+    assert client.take_encoder_data() == b""
+
+
+@pytest.mark.parametrize("capacity", [-1, 1.5, "4096", True, None])
+def test_a_bad_encoder_table_capacity_is_refused(capacity: object) -> None:
+    with pytest.raises(ValueError, match="qpack_encoder_table_capacity must be a whole number of bytes >= 0"):
+        H3Settings(qpack_encoder_table_capacity=capacity)  # type: ignore[arg-type]
+
+
+def test_a_header_block_waiting_for_the_encoder_stream_resumes_when_it_arrives() -> None:
+    client, server = connected_pair(client_settings=INDEXING)
     # Encoding into the dynamic table: the block refers to entries sent on the encoder stream.
     headers = REQUEST + [(b"x-custom", b"a value worth indexing")]
     first = request_bytes(client, headers)

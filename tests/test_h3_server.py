@@ -279,7 +279,7 @@ async def test_qpack_acknowledgements_leave_with_the_next_request(
 
     monkeypatch.setattr(H3Protocol, "receive_uni_data", spy)
     with anyio.fail_after(10):
-        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, _):
+        async with served(TestApp(), h3_server_config, h3_client_config, qpack_encoder_table_capacity=4096) as (conn, _):
             held: list[bool] = []
             for _ in range(8):
                 assert (await conn.request("GET", "/missing")).status == 404
@@ -290,3 +290,47 @@ async def test_qpack_acknowledgements_leave_with_the_next_request(
             # ... which goes with the next request: the server's encoder gets them.
             while not acknowledgements:
                 await anyio.sleep(0.01)
+
+
+async def test_qpack_dynamic_table_use_is_opt_in_on_each_side(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default neither encoder inserts into the peer's table, so no decoder
+    acknowledges anything; ``qpack_encoder_table_capacity`` on
+    ``open_h3_connection`` turns it on for the client's requests alone."""
+    from aiopquic.h3._frames import StreamType
+    from aiopquic.h3._protocol import H3Protocol
+
+    qpack_bytes: dict[tuple[bool, StreamType], int] = {}  # (is_client, stream type) -> bytes received
+    receive_uni_data = H3Protocol.receive_uni_data
+
+    def spy(self: H3Protocol, stream_id: int, data: bytes, fin: bool) -> list[object]:
+        for kind in (StreamType.QPACK_ENCODER, StreamType.QPACK_DECODER):
+            if self._critical.get(kind) == stream_id:
+                qpack_bytes[self.is_client, kind] = qpack_bytes.get((self.is_client, kind), 0) + len(data)
+        return receive_uni_data(self, stream_id, data, fin)  # type: ignore[return-value]
+
+    monkeypatch.setattr(H3Protocol, "receive_uni_data", spy)
+    headers = [("authorization", "Bearer a long token that repeats on every request")]
+    with anyio.fail_after(10):
+        async with served(TestApp(), h3_server_config, h3_client_config) as (conn, port):
+            for _ in range(4):
+                assert (await conn.request("GET", "/missing", headers=headers)).status == 404
+            assert not conn.session.protocol.qpack_data_pending
+            assert not any(qpack_bytes.values()), qpack_bytes  # the streams' type bytes come before the spy sees data
+            async with open_h3_connection(
+                "localhost", port, config=h3_client_config, qpack_encoder_table_capacity=4096
+            ) as indexing:
+                for _ in range(4):
+                    assert (await indexing.request("GET", "/missing", headers=headers)).status == 404
+                while not qpack_bytes.get((True, StreamType.QPACK_DECODER)):  # the server's acknowledgements
+                    await anyio.sleep(0.01)
+            assert qpack_bytes.get((False, StreamType.QPACK_ENCODER))  # the client's insertions
+            assert not qpack_bytes.get((True, StreamType.QPACK_ENCODER))  # the server still inserts nothing
+
+
+async def test_a_bad_qpack_encoder_table_capacity_is_refused_before_anything_opens(h3_server_config: QuicConfig, h3_client_config: QuicConfig) -> None:
+    with pytest.raises(ValueError, match="qpack_encoder_table_capacity"):
+        open_h3_connection("localhost", 4433, config=h3_client_config, qpack_encoder_table_capacity=-1)
+    with anyio.fail_after(10), pytest.raises(ValueError, match="qpack_encoder_table_capacity"):
+        await serve_h3(TestApp(), "127.0.0.1", 0, h3_server_config, qpack_encoder_table_capacity=-1)  # type: ignore[arg-type]

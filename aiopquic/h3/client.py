@@ -322,16 +322,16 @@ class H3Connection:
 class _OpenH3Connection:
     """What :func:`open_h3_connection` returns: awaitable, and an async context manager."""
 
-    def __init__(self, host: str, port: int, config: QuicConfig) -> None:
-        self._args = (host, port, config)
+    def __init__(self, host: str, port: int, config: QuicConfig, settings: H3Settings) -> None:
+        self._args = (host, port, config, settings)
         self._conn: H3Connection | None = None
 
     async def _connect(self) -> H3Connection:
-        host, port, config = self._args
+        host, port, config, settings = self._args
         if "h3" not in config.alpn:
             raise ValueError(f"HTTP/3 needs 'h3' in QuicConfig.alpn (it is {list(config.alpn)!r})")
         quic = await open_quic_connection(host, port, config=config)
-        return H3Connection(quic, _authority(host, port))
+        return H3Connection(quic, _authority(host, port), settings=settings)
 
     def __await__(self) -> Generator[Any, None, H3Connection]:
         return self._connect().__await__()
@@ -352,11 +352,19 @@ def _authority(host: str, port: int) -> str:
     return name if port == 443 else f"{name}:{port}"
 
 
-def open_h3_connection(host: str, port: int, *, config: QuicConfig) -> _OpenH3Connection:
+def open_h3_connection(
+    host: str, port: int, *, config: QuicConfig, qpack_encoder_table_capacity: int = 0
+) -> _OpenH3Connection:
     """Connect to an HTTP/3 server (``config.alpn`` must offer ``"h3"``).
 
     Use it as ``async with open_h3_connection(...) as conn:``, or as
     ``conn = await open_h3_connection(...)`` followed by ``async with conn:``.
     Leaving the block closes the connection.
+
+    ``qpack_encoder_table_capacity``: how many bytes of the dynamic table the
+    server offers our QPACK encoder may use; 0 (the default) sends every
+    request's fields without it (see :class:`aiopquic.h3.H3Settings`).  Set it
+    (4096, say) when the requests repeat long fields, such as a token.
     """
-    return _OpenH3Connection(host, port, config)
+    settings = H3Settings(qpack_encoder_table_capacity=qpack_encoder_table_capacity)
+    return _OpenH3Connection(host, port, config, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -45,11 +46,12 @@ class _Server:
         root_path: str,
         state: dict[str, Any] | None,
         webtransport: WebTransportServer | None,
+        settings: H3Settings,
     ) -> None:
         self.app = app
         self.root_path = root_path
         self.state = state
-        self.settings = H3Settings(h3_datagram=config.max_datagram_frame_size > 0)
+        self.settings = dataclasses.replace(settings, h3_datagram=config.max_datagram_frame_size > 0)
         #: WebTransport sessions served beside the app (its CONNECTs, streams, datagrams).
         self.webtransport = webtransport
         if webtransport is not None:
@@ -260,6 +262,7 @@ async def serve_h3(
     root_path: str = "",
     shutdown_timeout: float = 5.0,
     alt_svc: bool = True,
+    qpack_encoder_table_capacity: int = 0,
     task_status: TaskStatus[QuicListener] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI 3 application ``app`` over HTTP/3 on ``host``:``port`` until cancelled.
@@ -270,6 +273,9 @@ async def serve_h3(
     GOAWAY on every connection and lets the requests in flight finish for up
     to ``shutdown_timeout`` seconds before closing. With ``alt_svc`` every
     response advertises this port with an ``alt-svc`` header.
+    ``qpack_encoder_table_capacity``: how many bytes of the dynamic table a
+    client offers our QPACK encoder may use; 0 (the default) sends every
+    response's fields without it (see :class:`aiopquic.h3.H3Settings`).
 
     ``config.alpn`` should offer ``"h3"``. With ``webtransport`` (a
     :class:`aiopquic.webtransport.WebTransportApp`) the same port also serves
@@ -278,6 +284,7 @@ async def serve_h3(
     """
     if not isinstance(config, QuicConfig):
         raise TypeError("config must be a QuicConfig")
+    settings = H3Settings(qpack_encoder_table_capacity=qpack_encoder_table_capacity)
     extension: WebTransportServer | None = None
     if webtransport is not None:
         from ..webtransport.server import WebTransportServer
@@ -293,7 +300,7 @@ async def serve_h3(
     # not wrapped in an ExceptionGroup.
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        server = _Server(app, config, root_path, lifespan.state, extension)
+        server = _Server(app, config, root_path, lifespan.state, extension, settings)
         shield = anyio.CancelScope(shield=True)
         try:
             await lifespan.startup(tg)
