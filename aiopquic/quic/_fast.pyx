@@ -384,7 +384,18 @@ def asyncio_checkpoint_if_cancelled_for(loop):
         return None
     if not isinstance(states, dict) or not _scopes_readable:
         return None
-    return AsyncioCheckpointIfCancelled(loop, asyncio.current_task, states)
+    return AsyncioCheckpointIfCancelled(loop, _current_task_lookup(), states)
+
+
+def _current_task_lookup():
+    """``asyncio.current_task`` as a call of one argument, the loop.  Python 3.11's
+    is a Python function around a dictionary lookup (3.12 made it C): there the
+    dictionary's own ``get`` saves a Python frame per call."""
+    current = asyncio.current_task
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if getattr(current, "__code__", None) is not None and isinstance(tasks, dict):
+        return tasks.get
+    return current
 
 
 # -- stream halves ----------------------------------------------------------------
