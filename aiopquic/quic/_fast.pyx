@@ -27,6 +27,8 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from aiopquic._core._core cimport ConnHandle, Endpoint, StreamHandle
 
 import asyncio
+import collections
+import functools
 import weakref
 
 import anyio
@@ -68,7 +70,7 @@ cdef class AsyncioSpot(SpotBase):
 
     def __cinit__(self, loop=None):
         if loop is not None:
-            self._create_future = loop.create_future
+            self._create_future = future_maker(loop)
 
     cdef bint c_occupied(self):
         return self._future is not None
@@ -89,6 +91,15 @@ cdef class AsyncioSpot(SpotBase):
 
 
 # trio's scheduling functions, imported by the first TrioSpot (trio is optional).
+def future_maker(loop):
+    """``loop.create_future``; for asyncio's own loops, which make a plain
+    ``asyncio.Future``, that class called with the loop directly: the same
+    future without a Python frame per wait."""
+    if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
+        return functools.partial(asyncio.Future, loop=loop)
+    return loop.create_future
+
+
 cdef object _current_task = None
 cdef object _wait_task_rescheduled = None
 cdef object _reschedule = None
@@ -165,6 +176,8 @@ cdef class Flusher:
 
     cdef Endpoint _core
     cdef object _call_soon
+    cdef object _ready_append  # asyncio's own loops: where call_soon puts a handle
+    cdef object _flush_handle  # ... and the one handle that calls flush(), reused
     cdef object _call_later
     cdef object _receive_timer  # asyncio: the pending flush of what a receive left
     cdef unsigned long _loop_thread
@@ -181,6 +194,19 @@ cdef class Flusher:
         self._call_soon = call_soon
         self._call_later = call_later
         self._loop_thread = PyThread_get_thread_ident()
+        loop = getattr(call_soon, "__self__", None)
+        if (
+            getattr(call_soon, "__func__", None) is asyncio.BaseEventLoop.call_soon
+            and not loop.get_debug()
+            and type(getattr(loop, "_ready", None)) is collections.deque
+        ):
+            # asyncio's own loop, whose call_soon is Python (four frames and a new
+            # Handle each time): at most one flush is pending at a time
+            # (_scheduled), so one Handle serves them all, put in the loop's queue
+            # of ready callbacks as call_soon would (the loop's thread only: see
+            # wake_soon).  In debug mode call_soon's checks are kept.
+            self._flush_handle = asyncio.Handle(self.flush, (), loop)
+            self._ready_append = loop._ready.append
 
     def wake_soon(self):
         """Wake the network thread once the event loop's current turn is done, if
@@ -196,7 +222,11 @@ cdef class Flusher:
     cdef void _schedule(self):
         """Have the turn's end flush (trio's hook calls it anyway)."""
         self._scheduled = True
-        if not self.hooked:
+        if self.hooked:
+            return
+        if self._ready_append is not None:
+            self._ready_append(self._flush_handle)
+        else:
             self._call_soon(self.flush)
 
     def wake_now(self):
