@@ -90,7 +90,6 @@ cdef class AsyncioSpot(SpotBase):
             future.set_result(None)
 
 
-# trio's scheduling functions, imported by the first TrioSpot (trio is optional).
 def future_maker(loop):
     """``loop.create_future``; for asyncio's own loops, which make a plain
     ``asyncio.Future``, that class called with the loop directly: the same
@@ -100,6 +99,7 @@ def future_maker(loop):
     return loop.create_future
 
 
+# trio's scheduling functions, imported by the first TrioSpot (trio is optional).
 cdef object _current_task = None
 cdef object _wait_task_rescheduled = None
 cdef object _reschedule = None
