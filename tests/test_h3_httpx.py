@@ -276,3 +276,39 @@ def test_bad_arguments() -> None:
     assert HTTP3Transport().config.verify is True
     assert HTTP3Transport(verify=False).config.verify is False
     assert HTTP3Transport().config.alpn == ("h3",)
+
+
+async def test_the_qpack_dynamic_table_is_opt_in(
+    h3_server_config: QuicConfig, h3_client_config: QuicConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default the transport's requests insert nothing into the server's QPACK
+    table; with ``qpack_encoder_table_capacity`` a repeated token goes in once."""
+    from aiopquic.h3._frames import StreamType
+    from aiopquic.h3._protocol import H3Protocol
+
+    inserted: list[int] = []  # bytes the server got on the client's QPACK encoder stream
+    receive_uni_data = H3Protocol.receive_uni_data
+
+    def spy(self: H3Protocol, stream_id: int, data: bytes, fin: bool) -> list[object]:
+        if not self.is_client and self._critical.get(StreamType.QPACK_ENCODER) == stream_id:
+            inserted.append(len(data))
+        return receive_uni_data(self, stream_id, data, fin)  # type: ignore[return-value]
+
+    monkeypatch.setattr(H3Protocol, "receive_uni_data", spy)
+    headers = {"authorization": "Bearer a long token that repeats on every request"}
+    with anyio.fail_after(10):
+        async with serving(h3_server_config) as listener:
+            async with h3_client(h3_client_config, listener.port) as (client, _):
+                for _ in range(3):
+                    assert (await client.get("/", headers=headers)).status_code == 200
+            assert sum(inserted) == 0
+            transport = HTTP3Transport(h3_client_config, qpack_encoder_table_capacity=4096)
+            async with httpx.AsyncClient(transport=transport, base_url=f"https://127.0.0.1:{listener.port}") as client:
+                for _ in range(3):
+                    assert (await client.get("/", headers=headers)).status_code == 200
+            assert sum(inserted) > len(headers["authorization"]) // 2  # the token, Huffman-coded, once
+
+
+def test_a_bad_qpack_encoder_table_capacity_is_refused(h3_client_config: QuicConfig) -> None:
+    with pytest.raises(ValueError, match="qpack_encoder_table_capacity"):
+        HTTP3Transport(h3_client_config, qpack_encoder_table_capacity=-4096)

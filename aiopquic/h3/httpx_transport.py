@@ -30,6 +30,7 @@ from ..quic.client import QuicClient, enter_with_task_group
 from ..quic.config import QuicConfig
 from ..quic.errors import ConnectionClosed, HandshakeError, StreamReset
 from ._frames import ErrorCode
+from ._protocol import H3Settings
 from .client import Content, H3Connection, H3StreamResponse, _authority
 from .errors import H3ProtocolError, RequestRejected
 
@@ -131,6 +132,10 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
     verification off, a path names a CA bundle (PEM) to trust instead of the
     default ones. ``local_host`` and ``local_port`` bind the
     :class:`~aiopquic.QuicClient` every connection goes through.
+    ``qpack_encoder_table_capacity``: how many bytes of the dynamic table a
+    server offers our QPACK encoder may use; 0 (the default) sends every
+    request's fields without it (see :class:`aiopquic.h3.H3Settings`).  Set it
+    (4096, say) when the requests repeat long fields, such as a token.
 
     Use it inside ``async with httpx.AsyncClient(transport=...)``: its
     connections need a task group, which that block holds. Failures come out
@@ -150,7 +155,9 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         verify: bool | str | os.PathLike[str] = True,
         local_host: str | None = None,
         local_port: int = 0,
+        qpack_encoder_table_capacity: int = 0,
     ) -> None:
+        self._settings = H3Settings(qpack_encoder_table_capacity=qpack_encoder_table_capacity)
         if config is None:
             config = QuicConfig(alpn=["h3"])
         elif not isinstance(config, QuicConfig):
@@ -262,7 +269,7 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         quic = await self._client.connect(host, port)
         try:
             await quic.__aenter__()
-            conn = H3Connection(quic, _authority(host, port))
+            conn = H3Connection(quic, _authority(host, port), settings=self._settings)
             await conn._start(task_group)
         except BaseException:
             quic.close(ErrorCode.H3_INTERNAL_ERROR, "")
