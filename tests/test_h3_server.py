@@ -317,7 +317,7 @@ async def test_qpack_dynamic_table_use_is_opt_in_on_each_side(
             for _ in range(4):
                 assert (await conn.request("GET", "/missing", headers=headers)).status == 404
             assert not conn.session.protocol.qpack_data_pending
-            assert not any(qpack_bytes.values()), qpack_bytes  # the streams' type bytes come before the spy sees data
+            assert not any(qpack_bytes.values()), qpack_bytes  # (a stream's type byte is read before it counts)
             async with open_h3_connection(
                 "localhost", port, config=h3_client_config, qpack_encoder_table_capacity=4096
             ) as indexing:
