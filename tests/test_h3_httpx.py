@@ -304,9 +304,10 @@ async def test_the_qpack_dynamic_table_is_opt_in(
             assert sum(inserted) == 0
             transport = HTTP3Transport(h3_client_config, qpack_encoder_table_capacity=4096)
             async with httpx.AsyncClient(transport=transport, base_url=f"https://127.0.0.1:{listener.port}") as client:
-                for _ in range(3):
+                # The encoder inserts when its own heuristics (and the acknowledgements
+                # it has had) say so, not at a set request: ask until it has.
+                while sum(inserted) <= len(headers["authorization"]) // 2:  # the token, Huffman-coded
                     assert (await client.get("/", headers=headers)).status_code == 200
-            assert sum(inserted) > len(headers["authorization"]) // 2  # the token, Huffman-coded, once
 
 
 def test_a_bad_qpack_encoder_table_capacity_is_refused(h3_client_config: QuicConfig) -> None:
