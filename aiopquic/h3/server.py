@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -42,7 +41,6 @@ class _Server:
     def __init__(
         self,
         app: ASGIApp,
-        config: QuicConfig,
         root_path: str,
         state: dict[str, Any] | None,
         webtransport: WebTransportServer | None,
@@ -51,7 +49,7 @@ class _Server:
         self.app = app
         self.root_path = root_path
         self.state = state
-        self.settings = dataclasses.replace(settings, h3_datagram=config.max_datagram_frame_size > 0)
+        self.settings = settings
         #: WebTransport sessions served beside the app (its CONNECTs, streams, datagrams).
         self.webtransport = webtransport
         if webtransport is not None:
@@ -284,7 +282,6 @@ async def serve_h3(
     """
     if not isinstance(config, QuicConfig):
         raise TypeError("config must be a QuicConfig")
-    settings = H3Settings(qpack_encoder_table_capacity=qpack_encoder_table_capacity)
     extension: WebTransportServer | None = None
     if webtransport is not None:
         from ..webtransport.server import WebTransportServer
@@ -295,12 +292,15 @@ async def serve_h3(
         raise ValueError(f"serving HTTP/3 needs 'h3' in QuicConfig.alpn (it is {list(config.alpn)!r})")
     if not (isinstance(shutdown_timeout, (int, float)) and shutdown_timeout >= 0 and not math.isnan(shutdown_timeout)):
         raise ValueError(f"shutdown_timeout must be a number of seconds >= 0, got {shutdown_timeout!r}")
+    settings = H3Settings(
+        h3_datagram=config.max_datagram_frame_size > 0, qpack_encoder_table_capacity=qpack_encoder_table_capacity
+    )
     lifespan = Lifespan(app)
     # Errors are raised after the task group, so they come out as themselves,
     # not wrapped in an ExceptionGroup.
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        server = _Server(app, config, root_path, lifespan.state, extension, settings)
+        server = _Server(app, root_path, lifespan.state, extension, settings)
         shield = anyio.CancelScope(shield=True)
         try:
             await lifespan.startup(tg)

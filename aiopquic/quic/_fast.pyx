@@ -62,15 +62,16 @@ cdef class SpotBase:
 
 
 cdef class AsyncioSpot(SpotBase):
-    """A spot on asyncio: the waiter awaits a future of ``loop`` (by default, the
-    running loop's, looked up at each wait: on Python 3.11 that costs a getpid)."""
+    """A spot on asyncio: the waiter awaits a future made by ``create_future``
+    (one loop's :func:`future_maker`, made once for all its spots; by default
+    the running loop's ``create_future``, looked up at each wait: on Python
+    3.11 that costs a getpid)."""
 
     cdef object _future
     cdef object _create_future
 
-    def __cinit__(self, loop=None):
-        if loop is not None:
-            self._create_future = future_maker(loop)
+    def __cinit__(self, create_future=None):
+        self._create_future = create_future
 
     cdef bint c_occupied(self):
         return self._future is not None

@@ -8,8 +8,8 @@ second, in the cheapest form each backend offers, chosen once per endpoint.
   Cancellation is the backend's own, as with an event: a cancelled wait raises
   where it waited and a later ``wake()`` is a no-op.
   On asyncio the spots of an endpoint make their futures with its loop's
-  ``create_future`` (``Lowlevel.bind``): asking for the running loop at each wait
-  costs a ``getpid`` on Python 3.11.
+  ``future_maker``, chosen once (``Lowlevel.bind``): asking for the running loop
+  at each wait costs a ``getpid`` on Python 3.11.
 - Checkpoints: anyio's ``lowlevel.checkpoint*`` look the backend up on every
   call; these are the backend's own functions, looked up once (asyncio's plain
   checkpoint, a bare yield, is one Cython object: ``_fast.asyncio_checkpoint``).
@@ -42,6 +42,7 @@ from ._fast import (
     TrioSpot,
     asyncio_checkpoint,
     asyncio_checkpoint_if_cancelled_for,
+    future_maker,
 )
 
 __all__ = ["Lowlevel", "Spot", "lowlevel_for"]
@@ -107,7 +108,7 @@ class Lowlevel:
             check = asyncio_checkpoint_if_cancelled_for(loop) or self.checkpoint_if_cancelled
             return dataclasses.replace(
                 self,
-                spot=functools.partial(AsyncioSpot, loop),
+                spot=functools.partial(AsyncioSpot, future_maker(loop)),
                 current_time=loop.time,
                 checkpoint_if_cancelled=check,
             )
