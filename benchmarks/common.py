@@ -84,7 +84,7 @@ class PatternChecker:
         self.offset = 0
         self.ok = True
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes | memoryview) -> bool:
         # bytes.startswith(prefix, start) compares in place: neither side is copied.
         size = len(data)
         if not self.verify:
@@ -111,11 +111,14 @@ class RequestParser:
         self.response_size: int | None = None
         self.checker = PatternChecker()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self.response_size is None:
+            # Through a view: slicing the bytes would copy the payload after the
+            # header (16 KiB a stream in the streams row) only to check it.
+            view = memoryview(data)
             need = HEADER_SIZE - len(self._head)
-            self._head += data[:need]
-            data = data[need:]
+            self._head += view[:need]
+            data = view[need:]
             if len(self._head) == HEADER_SIZE:
                 self.response_size = int.from_bytes(self._head, "big")
         if data:

@@ -3,9 +3,7 @@ process (patch 0006 puts a lock around it)."""
 
 from __future__ import annotations
 
-import ctypes
 import threading
-from collections.abc import Callable
 
 import anyio
 import pytest
@@ -21,41 +19,32 @@ THREADS = 4
 ROUNDS = 8  # a round where the threads happen not to overlap shows nothing
 
 
-def _public_random() -> Callable[[int, int], None]:
-    """picoquic_public_random(buf, len) from the extension (picoquic is linked in statically)."""
-    function = ctypes.CDLL(_core.__file__).picoquic_public_random
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    function.restype = None
-    return function
-
-
 def test_public_random_from_threads_never_repeats() -> None:
     """Threads drawing at once each get values of their own.
 
     Without the lock two threads read the same index and compute the same next
     value (and at -O0 the index overruns the seed array).  xorshift1024 does not
     repeat a 64-bit value within a million draws, so any repeat is the race.
-    ctypes releases the GIL during the call: the threads really run in parallel.
+    The call releases the GIL while it draws: the threads really run in parallel.
     """
-    public_random = _public_random()
     # Until an endpoint seeds it, the generator starts from the words 1..16, and its
     # first outputs do repeat: draw those away first.
-    warm_up = ctypes.create_string_buffer(8 << 20)
-    public_random(ctypes.addressof(warm_up), len(warm_up))
+    warm_up = bytearray(8 << 20)
+    _core._public_random_into(warm_up, 0, len(warm_up))
     for _ in range(ROUNDS):
-        repeats = _draw_in_threads(public_random)
+        repeats = _draw_in_threads()
         assert repeats == 0, f"{repeats} values drawn twice: threads raced the generator"
 
 
-def _draw_in_threads(public_random: Callable[[int, int], None]) -> int:
+def _draw_in_threads() -> int:
     """Draw from THREADS threads at once; how many values came out more than once."""
-    buffers = [ctypes.create_string_buffer(8 * VALUES_PER_CALL * CALLS_PER_THREAD) for _ in range(THREADS)]
+    buffers = [bytearray(8 * VALUES_PER_CALL * CALLS_PER_THREAD) for _ in range(THREADS)]
     start = threading.Barrier(THREADS)
 
-    def draw(buffer: ctypes.Array[ctypes.c_char]) -> None:
+    def draw(buffer: bytearray) -> None:
         start.wait(timeout=10)
         for i in range(CALLS_PER_THREAD):
-            public_random(ctypes.addressof(buffer) + 8 * VALUES_PER_CALL * i, 8 * VALUES_PER_CALL)
+            _core._public_random_into(buffer, 8 * VALUES_PER_CALL * i, 8 * VALUES_PER_CALL)
 
     threads = [threading.Thread(target=draw, args=(buffer,)) for buffer in buffers]
     for thread in threads:
@@ -65,7 +54,7 @@ def _draw_in_threads(public_random: Callable[[int, int], None]) -> int:
         assert not thread.is_alive()
     values: list[int] = []
     for buffer in buffers:
-        values.extend(memoryview(buffer.raw).cast("Q"))
+        values.extend(memoryview(buffer).cast("Q"))
     return len(values) - len(set(values))
 
 

@@ -6,6 +6,7 @@ Nothing here knows about anyio.  The ``quic`` package above waits on
 ``(handle, flags)`` pairs raised since the last call.
 """
 cimport cython
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -135,6 +136,25 @@ def aes_gcm_engine():
     ``"openssl"`` (or ``"minicrypto"``)."""
     return aq_aes_gcm_engine().decode()
 
+
+
+cdef extern from "tls_api.h" nogil:
+    void picoquic_public_random(void* buf, size_t len)
+
+
+def _public_random_into(buffer, size_t offset, size_t length):
+    """Fill ``length`` bytes of the writable ``buffer`` from ``offset`` with picoquic's
+    public random generator, without the GIL (for the test of its lock: picoquic
+    is linked in with hidden symbols, so ctypes cannot reach it)."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        if offset + length > <size_t>view.len:
+            raise ValueError("offset + length runs past the buffer")
+        with nogil:
+            picoquic_public_random(<char*>view.buf + offset, length)
+    finally:
+        PyBuffer_Release(&view)
 
 cdef class TrustStore:
     """A CA bundle, read once and shared by every endpoint that verifies with it."""
