@@ -137,7 +137,6 @@ def aes_gcm_engine():
     return aq_aes_gcm_engine().decode()
 
 
-
 cdef extern from "tls_api.h" nogil:
     void picoquic_public_random(void* buf, size_t len)
 
@@ -155,6 +154,7 @@ def _public_random_into(buffer, size_t offset, size_t length):
             picoquic_public_random(<char*>view.buf + offset, length)
     finally:
         PyBuffer_Release(&view)
+
 
 cdef class TrustStore:
     """A CA bundle, read once and shared by every endpoint that verifies with it."""
