@@ -6,7 +6,6 @@ Nothing here knows about anyio.  The ``quic`` package above waits on
 ``(handle, flags)`` pairs raised since the last call.
 """
 cimport cython
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -141,19 +140,15 @@ cdef extern from "tls_api.h" nogil:
     void picoquic_public_random(void* buf, size_t len)
 
 
-def _public_random_into(buffer, size_t offset, size_t length):
+def _public_random_into(uint8_t[::1] buffer, size_t offset, size_t length):
     """Fill ``length`` bytes of the writable ``buffer`` from ``offset`` with picoquic's
     public random generator, without the GIL (for the test of its lock: picoquic
     is linked in with hidden symbols, so ctypes cannot reach it)."""
-    cdef Py_buffer view
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
-    try:
-        if offset + length > <size_t>view.len:
-            raise ValueError("offset + length runs past the buffer")
+    if offset + length > <size_t>buffer.shape[0]:
+        raise ValueError("offset + length runs past the buffer")
+    if length:
         with nogil:
-            picoquic_public_random(<char*>view.buf + offset, length)
-    finally:
-        PyBuffer_Release(&view)
+            picoquic_public_random(&buffer[offset], length)
 
 
 cdef class TrustStore:
