@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,29 @@ void aq_after_receive(aq_endpoint_t* ep)
     aq_signal_python(ep, AQ_SIGNAL_NOW);
 }
 
+/* Before the network thread waits (not a mere look at the sockets): a wake-up
+ * left for the socket to run dry is due now, unless packets wait there already
+ * (then the wait returns at once and the loop takes them first). */
+void aq_signal_python_if_idle(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait)
+{
+    struct pollfd fds[PICOQUIC_PACKET_LOOP_SOCKETS_MAX];
+    int sockets[PICOQUIC_PACKET_LOOP_SOCKETS_MAX];
+    int n;
+    if (ep->py_signal_needed != AQ_SIGNAL_IDLE || wait->delta_t <= 0) {
+        return;
+    }
+    n = picoquic_packet_loop_socket_fds(wait->thread_ctx, sockets, PICOQUIC_PACKET_LOOP_SOCKETS_MAX);
+    for (int i = 0; i < n; i++) {
+        fds[i].fd = sockets[i];
+        fds[i].events = POLLIN;
+        fds[i].revents = 0;
+    }
+    if (n > 0 && poll(fds, (nfds_t)n, 0) > 0) {
+        return;
+    }
+    aq_signal_python(ep, AQ_SIGNAL_IDLE);
+}
+
 /* After a batch of sends: what waited for packets to go out, then tell Python. */
 void aq_after_send(aq_endpoint_t* ep)
 {
@@ -258,6 +282,16 @@ void aq_after_send(aq_endpoint_t* ep)
     }
     if (ep->close_waiters > 0) {
         aq_check_close_sent(ep);
+    }
+    if (ep->py_signal_needed == AQ_SIGNAL_IDLE) {
+        uint64_t now = picoquic_current_time();
+        if (ep->idle_signal_since == 0) {
+            ep->idle_signal_since = now;
+        }
+        else if (now - ep->idle_signal_since >= AQ_IDLE_SIGNAL_MAX_US) {
+            aq_signal_python(ep, AQ_SIGNAL_IDLE); /* the socket stays busy: no longer */
+            return;
+        }
     }
     aq_signal_python(ep, AQ_SIGNAL_BATCH);
 }
@@ -303,6 +337,7 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
         aq_after_receive(ep);
         break;
     case picoquic_packet_loop_before_wait:
+        aq_signal_python_if_idle(ep, (picoquic_packet_loop_wait_arg_t*)argv);
         if (ep->inline_io) {
             /* From here to after_wait this thread touches neither picoquic nor the
              * bridge's network-thread state: the Python thread may (inline.c). */

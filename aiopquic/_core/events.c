@@ -151,13 +151,14 @@ void aq_push_py(aq_node_t* n, uint32_t flags)
     aq_push_py_when(n, flags, AQ_SIGNAL_NOW);
 }
 
-/* Wake Python if what was raised calls for it by now (AQ_SIGNAL_BATCH: anything). */
+/* Wake Python if what was raised calls for it by now (AQ_SIGNAL_IDLE: anything). */
 void aq_signal_python(aq_endpoint_t* ep, int when)
 {
     if (ep->py_signal_needed < when) {
         return;
     }
     ep->py_signal_needed = 0;
+    ep->idle_signal_since = 0;
     if (aq_python_drains_next) {
         return; /* an inline receive: the event loop's thread drains right after it */
     }

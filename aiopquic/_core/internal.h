@@ -120,6 +120,7 @@ struct aq_endpoint {
     uint32_t desired_version;
     /* network thread only */
     int py_signal_needed;
+    uint64_t idle_signal_since; /* the first batch that left an AQ_SIGNAL_IDLE pending; 0: none */
     aq_conn_t* conns;
     int close_waiters;
     int deferred_closes;
@@ -143,9 +144,13 @@ struct aq_endpoint {
     size_t n_alpns;
 };
 
-/* When to wake Python for what was raised: after this packet, or after the whole
- * batch of packets at hand (stream bytes without FIN: let them pile up). */
-enum { AQ_SIGNAL_BATCH = 1, AQ_SIGNAL_NOW = 2 };
+/* When to wake Python for what was raised: after this packet; after the whole
+ * batch of packets at hand (stream bytes without FIN that have piled up); or once
+ * the socket runs dry, when the network thread is about to sleep (fewer stream
+ * bytes than that: more may follow at once), but no later than
+ * AQ_IDLE_SIGNAL_MAX_US after the first batch that left it pending. */
+enum { AQ_SIGNAL_IDLE = 1, AQ_SIGNAL_BATCH = 2, AQ_SIGNAL_NOW = 3 };
+#define AQ_IDLE_SIGNAL_MAX_US 500
 
 /* Set on the network thread: there the bridge acts on picoquic directly instead
  * of queueing commands for itself. */
@@ -166,6 +171,7 @@ void aq_push_py(aq_node_t* n, uint32_t flags);
 void aq_push_py_when(aq_node_t* n, uint32_t flags, int when);
 void aq_release_list(_Atomic(aq_node_t*)* head, int for_py);
 void aq_signal_python(aq_endpoint_t* ep, int when);
+void aq_signal_python_if_idle(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait);
 /* Write the wake fd unless a wake-up is already pending (any thread). */
 void aq_wake_python(aq_endpoint_t* ep);
 aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int has_tx);

@@ -7,6 +7,9 @@
  */
 #include "internal.h"
 
+/* Most stream bytes that wait for the socket to run dry before Python is woken. */
+#define AQ_RX_PILE_MAX (256 * 1024)
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -496,6 +499,19 @@ static void aq_receive_datagram(aq_conn_t* c, const uint8_t* bytes, size_t lengt
     }
 }
 
+/* Bytes for a reader that waits: wake it after this batch once they make a pile
+ * (a quarter of the stream's window, at most AQ_RX_PILE_MAX), else when the
+ * socket runs dry.  A transfer's reader then takes its bytes in fewer, larger
+ * reads: each wake-up costs the event loop a turn or two. */
+static int aq_rx_signal(aq_stream_t* s)
+{
+    uint64_t pile = atomic_load(&s->rx_window) / 4;
+    if (pile > AQ_RX_PILE_MAX) {
+        pile = AQ_RX_PILE_MAX;
+    }
+    return aq_ring_used(&s->rx) >= pile ? AQ_SIGNAL_BATCH : AQ_SIGNAL_IDLE;
+}
+
 static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, uint64_t stream_id,
     const uint8_t* bytes, size_t length, int fin)
 {
@@ -532,10 +548,14 @@ static int aq_stream_bytes(aq_conn_t* c, picoquic_cnx_t* cnx, aq_stream_t* s, ui
     }
     if (atomic_exchange(&s->rx_armed, 0)) {
         s->tune_waited = 1;
-        aq_push_py_when(&s->node, AQ_EV_RX, fin ? AQ_SIGNAL_NOW : AQ_SIGNAL_BATCH);
+        aq_push_py_when(&s->node, AQ_EV_RX, fin ? AQ_SIGNAL_NOW : aq_rx_signal(s));
     }
     else if (fin && c->node.ep->py_signal_needed != 0) {
         c->node.ep->py_signal_needed = AQ_SIGNAL_NOW; /* the pending wake-up ends a message */
+    }
+    else if (c->node.ep->py_signal_needed == AQ_SIGNAL_IDLE && (atomic_load(&s->node.py_flags) & AQ_EV_RX) &&
+             aq_rx_signal(s) == AQ_SIGNAL_BATCH) {
+        c->node.ep->py_signal_needed = AQ_SIGNAL_BATCH; /* this stream's pending wake-up has its pile */
     }
     return 0;
 }
