@@ -164,6 +164,7 @@ cdef extern from "bridge.h" nogil:
     size_t aq_stream_writable(aq_stream_t* s)
     Py_ssize_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t length, int all, int fin)
     size_t aq_stream_tx_arm(aq_stream_t* s)
+    size_t aq_stream_tx_wake_room(const aq_stream_t* s)
     size_t aq_stream_unsent(aq_stream_t* s)
     void aq_stream_send_fin(aq_stream_t* s)
     void aq_stream_reset(aq_stream_t* s, uint64_t code)

@@ -499,7 +499,7 @@ cdef StreamHandle _wrap_stream(Endpoint endpoint, aq_stream_t* s):
     h.conn = <ConnHandle>c.node.py_obj if c.node.py_obj != NULL else _wrap_conn(endpoint, c)
     h.s = s
     h.stream_id = s.stream_id
-    h.tx_threshold = s.tx.cap // 2
+    h.tx_threshold = aq_stream_tx_wake_room(s)
     aq_node_ref(&s.node)
     s.node.py_obj = <void*>h
     return h

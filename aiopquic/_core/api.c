@@ -194,6 +194,11 @@ size_t aq_stream_tx_arm(aq_stream_t* s)
     return aq_stream_writable(s);
 }
 
+size_t aq_stream_tx_wake_room(const aq_stream_t* s)
+{
+    return s->tx.cap / 2;
+}
+
 size_t aq_stream_unsent(aq_stream_t* s)
 {
     return s->tx.cap ? aq_ring_used(&s->tx) : 0;

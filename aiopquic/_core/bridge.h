@@ -331,6 +331,9 @@ size_t aq_stream_writable(aq_stream_t* s);
  * the FIN follows if every byte went in (one hand-off for both). */
 ptrdiff_t aq_stream_write(aq_stream_t* s, const uint8_t* src, size_t len, int all, int fin);
 size_t aq_stream_tx_arm(aq_stream_t* s); /* arm AQ_EV_TX (and the connection's AQ_EV_TX_ROOM), return the room now */
+/* The room a waiting writer is woken for (AQ_EV_TX): half the ring, so that a
+ * transfer's writer fills it in a few large writes a wake-up. */
+size_t aq_stream_tx_wake_room(const aq_stream_t* s);
 size_t aq_stream_unsent(aq_stream_t* s);
 void aq_stream_send_fin(aq_stream_t* s);
 void aq_stream_reset(aq_stream_t* s, uint64_t code);

@@ -239,7 +239,7 @@ static void aq_check_close_sent(aq_endpoint_t* ep)
 
 /* After packets came in: what waited for them, then tell Python now, not after
  * the sends (an immediate ACK, say) that follow; plain stream bytes wait for the
- * end of the batch. */
+ * end of the batch, or for the socket to run dry (AQ_SIGNAL_IDLE). */
 void aq_after_receive(aq_endpoint_t* ep)
 {
     if (ep->deferred_stops > 0) {

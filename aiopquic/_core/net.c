@@ -427,7 +427,7 @@ static int aq_prepare_stream(aq_stream_t* s, void* ctx, size_t room)
     if (n > 0) {
         aq_ring_read(&s->tx, dst, n);
         aq_conn_tx_done(s->conn, n);
-        if (atomic_load(&s->tx_waiting) && aq_ring_free(&s->tx) >= s->tx.cap / 4 &&
+        if (atomic_load(&s->tx_waiting) && aq_ring_free(&s->tx) >= aq_stream_tx_wake_room(s) &&
             atomic_exchange(&s->tx_waiting, 0)) {
             aq_push_py(&s->node, AQ_EV_TX);
         }
