@@ -251,7 +251,7 @@ void aq_after_receive(aq_endpoint_t* ep)
 /* Before the network thread waits (not a mere look at the sockets): a wake-up
  * left for the socket to run dry is due now, unless packets wait there already
  * (then the wait returns at once and the loop takes them first). */
-void aq_signal_python_if_idle(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait)
+static void aq_signal_python_if_idle(aq_endpoint_t* ep, picoquic_packet_loop_wait_arg_t* wait)
 {
     struct pollfd fds[PICOQUIC_PACKET_LOOP_SOCKETS_MAX];
     int sockets[PICOQUIC_PACKET_LOOP_SOCKETS_MAX];

@@ -7,12 +7,12 @@
  */
 #include "internal.h"
 
-/* Most stream bytes that wait for the socket to run dry before Python is woken. */
-#define AQ_RX_PILE_MAX (256 * 1024)
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Most stream bytes that wait for the socket to run dry before Python is woken. */
+#define AQ_RX_PILE_MAX (256 * 1024)
 
 static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx);
 
