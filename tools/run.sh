@@ -5,6 +5,8 @@
 #   bash tools/run.sh bench  - benchmarks against aioquic, qh3 and picoquic's own tool
 #   bash tools/run.sh bench h3 - the HTTP/3 benchmark (gtlsclient against hypercorn and ours)
 #   bash tools/run.sh bench wt - the WebTransport benchmark (against raw QUIC and pywebtransport)
+#   bash tools/run.sh sanitize asan|tsan - the in-process tests under AddressSanitizer
+#                                      or ThreadSanitizer (see tools/sanitize.sh)
 # Everything Python goes into .venv/ (git-ignored); picoquic/picotls sources are
 # fetched by the build into subprojects/ (git-ignored) and reused after that.
 set -euo pipefail
@@ -12,8 +14,8 @@ cd "$(dirname "$0")/.."
 
 command=${1:-}
 case "$command" in
-  demo|test|bench) shift ;;
-  *) echo "usage: bash tools/run.sh demo|test|bench [args...]" >&2; exit 2 ;;
+  demo|test|bench|sanitize) shift ;;
+  *) echo "usage: bash tools/run.sh demo|test|bench|sanitize [args...]" >&2; exit 2 ;;
 esac
 
 # System packages: a C compiler, OpenSSL headers, pkg-config; iproute2 (ip, tc)
@@ -76,6 +78,7 @@ fi
 case "$command" in
   demo) exec $py -m aiopquic demo "$@" ;;
   test) exec $py -m pytest "$@" ;;
+  sanitize) exec bash tools/sanitize.sh "$@" ;;
   bench)
     if [ "${1:-}" = h3 ]; then shift; exec $py benchmarks/h3.py "$@"; fi
     if [ "${1:-}" = wt ]; then shift; exec $py benchmarks/wt.py "$@"; fi
