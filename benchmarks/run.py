@@ -364,6 +364,12 @@ class PythonPeer:
                 outcome.notes.append(problem)
             if final and final.get("bad_streams"):
                 outcome.error = outcome.error or f"server found wrong bytes on {final['bad_streams']} stream(s)"
+            if final and outcome.error and "streams" in final:
+                # Which side stopped: did the server see the stream, did it answer?
+                outcome.notes.append(
+                    f"the server's count at its stop: {final.get('connections')} connections, "
+                    f"{final.get('streams')} streams answered, {final.get('broken_streams')} broken"
+                )
         return outcome
 
 

@@ -218,10 +218,25 @@ async def client_rr(args, config) -> dict:
         return await request_response(conn, args)
 
 
-async def sequential_handshakes(args, config, client=None) -> tuple[float, list[float]]:
+class ConnectionFailed(Exception):
+    """One connection of a handshake run failed: which one, and what it saw."""
+
+
+def _seen(conn: aiopquic.QuicConnection | None) -> str:
+    if conn is None:
+        return "it never opened"
+    st = conn.stats
+    return (
+        f"it sent {st.packets_sent} packets ({st.packets_lost} lost) and {st.bytes_sent} stream bytes, "
+        f"received {st.bytes_received} stream bytes, rtt {st.rtt * 1e6:.0f} us"
+    )
+
+
+async def sequential_handshakes(args, config, client=None, label: str = "") -> tuple[float, list[float]]:
     """Connections one after the other for ``args.duration`` s: (per second, durations).
 
-    Each from an endpoint of its own (``open_quic_connection``), or all through ``client``."""
+    Each from an endpoint of its own (``open_quic_connection``), or all through
+    ``client``.  A failure names the run (``label``), the connection and what it saw."""
     payload = header(HEADER_SIZE)
     times: list[float] = []
     start = time.perf_counter()
@@ -232,8 +247,15 @@ async def sequential_handshakes(args, config, client=None) -> tuple[float, list[
             opening = aiopquic.open_quic_connection(args.host, args.port, config=config)
         else:
             opening = client.connect(args.host, args.port)
-        async with opening as conn:
-            await exchange(conn, payload, HEADER_SIZE)
+        conn = None
+        try:
+            async with opening as conn:
+                await exchange(conn, payload, HEADER_SIZE)
+        except aiopquic.QuicError as exc:
+            raise ConnectionFailed(
+                f"{label} connection {len(times) + 1}, after {time.perf_counter() - t0:.1f} s: "
+                f"{type(exc).__name__}: {exc}; {_seen(conn)}"
+            ) from exc
         times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     times.sort()
@@ -245,10 +267,10 @@ async def client_handshake(args, config) -> dict:
     # config that connects again: no certificate to send or verify), then full
     # ones again, all through one QuicClient (no endpoint and thread per connection).
     full_config = dataclasses.replace(config, resume_sessions=False)
-    full, times = await sequential_handshakes(args, full_config)
-    resumed, _ = await sequential_handshakes(args, config)
+    full, times = await sequential_handshakes(args, full_config, label="full handshakes:")
+    resumed, _ = await sequential_handshakes(args, config, label="resumed handshakes:")
     async with aiopquic.QuicClient(full_config) as client:
-        shared, _ = await sequential_handshakes(args, full_config, client)
+        shared, _ = await sequential_handshakes(args, full_config, client, label="one QuicClient:")
     return {
         "per_second": full,
         "per_second_resumed": resumed,
