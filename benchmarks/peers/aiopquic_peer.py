@@ -225,7 +225,10 @@ class ConnectionFailed(Exception):
 def _seen(conn: aiopquic.QuicConnection | None) -> str:
     if conn is None:
         return "it never opened"
-    st = conn.stats
+    try:
+        st = conn.stats
+    except Exception as exc:  # the report must not hide the failure it describes
+        return f"its figures are gone ({type(exc).__name__})"
     return (
         f"it sent {st.packets_sent} packets ({st.packets_lost} lost) and {st.bytes_sent} stream bytes, "
         f"received {st.bytes_received} stream bytes, rtt {st.rtt * 1e6:.0f} us"
