@@ -164,14 +164,22 @@ int aq_inline_receive(aq_endpoint_t* ep, int readable)
             return 0; /* only a look */
         }
         if (++ep->busy_in_a_row >= AQ_BUSY_IN_A_ROW) {
-            /* Always awake: a transfer.  It keeps the sockets until they are quiet. */
-            atomic_store(&ep->sockets_to_python, 0);
+            /* Always awake: a transfer.  It keeps the sockets until they are quiet
+             * (woken, in case it is just going to sleep without them in its poll). */
+            aq_sockets_to_network_thread(ep);
             ep->busy_in_a_row = 0;
             return 3;
         }
         /* Awake: it takes them before it sleeps, and then tells Python to wait on
-         * the socket again (no spinning on a readable socket meanwhile). */
+         * the socket again (no spinning on a readable socket meanwhile).  It may
+         * have looked at python_paused already and be about to sleep: it looks
+         * again after it stores net_sleeping (before_wait, commands.c), and if it
+         * stored that before our store here, we see it and wake it, as one of
+         * two sequentially consistent store-then-load pairs must. */
         atomic_store(&ep->python_paused, 1);
+        if (atomic_load(&ep->net_sleeping)) {
+            aq_wake_net(ep);
+        }
         return 3;
     }
     ep->busy_in_a_row = 0;
