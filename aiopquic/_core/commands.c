@@ -343,15 +343,15 @@ int aq_loop_cb(picoquic_quic_t* quic, picoquic_packet_loop_cb_enum mode, void* c
              * bridge's network-thread state: the Python thread may (inline.c). */
             picoquic_packet_loop_wait_arg_t* wait = (picoquic_packet_loop_wait_arg_t*)argv;
             wait->sockets_elsewhere = aq_sockets_elsewhere(ep, wait);
-            ep->wait_deadline = picoquic_current_time() + (uint64_t)(wait->delta_t > 0 ? wait->delta_t : 0);
             atomic_store(&ep->net_sleeping, 1);
             if (atomic_load(&ep->python_paused)) {
                 /* Python found us awake and stopped waiting on a socket it holds
                  * after aq_sockets_elsewhere looked (see aq_inline_receive): look
                  * again at once rather than leave its datagrams until our timer. */
                 wait->delta_t = 0;
-                ep->wait_deadline = picoquic_current_time();
             }
+            /* Read by Python only under work_lock, which it gets after this. */
+            ep->wait_deadline = picoquic_current_time() + (uint64_t)(wait->delta_t > 0 ? wait->delta_t : 0);
             pthread_mutex_unlock(&ep->work_lock);
         }
         break;
