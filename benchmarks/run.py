@@ -40,6 +40,7 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -693,6 +694,48 @@ def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_name
         print(line(row))
 
 
+def _round_medians(outcome: Outcome | None, metric: Metric) -> dict[int, float]:
+    """The median of ``metric`` in each round of --rounds that measured it."""
+    by_round: dict[int, list[float]] = {}
+    for r in outcome.results if outcome is not None else []:
+        v = metric.extract(r)
+        if v is not None and math.isfinite(v) and "round" in r:
+            by_round.setdefault(r["round"], []).append(v)
+    return {k: statistics.median(vs) for k, vs in by_round.items()}
+
+
+def print_round_ratios(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str]) -> None:
+    """With --rounds: each round's ratio of medians (ours / theirs, measured minutes
+    apart at most), their median and range.  The table's ratios compare medians of
+    all rounds; these show how far one round can swing, which is what a ratio
+    near a target must be read against."""
+    ours = [p for p in ("aiopquic/asyncio", "aiopquic/trio") if p in peer_names]
+    wanted = {"bulk-down": "picoquicdemo", "bulk-up": "picoquicdemo", "rr-p50": "qh3", "streams": "picoquicdemo"}
+    rows = []
+    for m in metrics(s):
+        ref = wanted.get(m.key)
+        if ref is None or ref not in peer_names or m.workload not in s.workloads:
+            continue
+        theirs = _round_medians(outcomes.get((ref, m.workload)), m)
+        row = [f"{m.label} vs {ref}"]
+        for mine in ours:
+            mine_rounds = _round_medians(outcomes.get((mine, m.workload)), m)
+            ratios = sorted(mine_rounds[k] / theirs[k] for k in mine_rounds if theirs.get(k))
+            if not ratios:
+                row.append("-")
+                continue
+            row.append(f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        rows.append(row)
+    if not rows:
+        return
+    print()
+    print("the same ratios paired by round: the median of the rounds' ratios (lowest-highest)")
+    headers = ["workload"] + ours
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for cells in [headers, ["-" * w for w in widths]] + rows:
+        print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)))
+
+
 def print_rss(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str]) -> None:
     print()
     print("peak RSS in MiB, client / server (VmHWM)")
@@ -876,6 +919,8 @@ def main() -> int:
                         continue
                     log(f"  {prefix}{w:<10} {p:<17} ...")
                     outcome = peers[p].run(w, certdir, workdir, s)
+                    for result in outcome.results:
+                        result["round"] = round_no  # for the ratios paired by round
                     merge(outcomes, (p, w), outcome)
                     status = f"{len(outcome.results)} run(s), {outcome.seconds:.1f} s"
                     figures = [r.get("mbps") for r in outcome.results if r.get("mbps") is not None]
@@ -903,6 +948,8 @@ def main() -> int:
     print(calibrate.describe(machine))
     print()
     print_table(s, outcomes, peer_names, skipped)
+    if s.rounds > 1:
+        print_round_ratios(s, outcomes, peer_names)
     print_rss(s, outcomes, [p for p in peer_names if p not in skipped])
     print()
     print(NOTES)
