@@ -736,6 +736,41 @@ def print_round_ratios(s: Settings, outcomes: dict[tuple[str, str], Outcome], pe
         print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)))
 
 
+def print_pooled(paths: list[Path]) -> int:
+    """--pool: the tables of several runs together, from their --json files.
+
+    One run's medians swing with the machine (picoquicdemo's bulk rate moves by
+    half from one round to the next here); the rounds of several runs, pooled,
+    say more about a ratio near its target than any one of them."""
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    skipped: dict[str, str] = {}
+    pooled: Settings | None = None
+    rounds = 0
+    for path in paths:
+        data = json.loads(path.read_text())
+        s = Settings(**data["settings"])
+        same = ("bulk_bytes", "streams", "stream_size", "cc", "rtt_ms", "fixed_window", "no_inline_io", "workloads", "peers")
+        if pooled is not None and any(getattr(s, k) != getattr(pooled, k) for k in same):
+            raise SystemExit(f"--pool: {path} was run with other settings than {paths[0]} (compare their --only and sizes)")
+        pooled = pooled or s
+        for entry in data["outcomes"]:
+            key = (entry.pop("peer"), entry.pop("workload"))
+            outcome = Outcome(**entry)
+            for result in outcome.results:
+                result["round"] = rounds + result.get("round", 0)
+            merge(outcomes, key, outcome)
+        rounds += s.rounds
+        skipped.update(data.get("skipped", {}))
+    assert pooled is not None
+    pooled.rounds = rounds
+    print(f"{len(paths)} runs pooled ({', '.join(p.name for p in paths)}): medians of {rounds} rounds in all")
+    print()
+    print_table(pooled, outcomes, pooled.peers, skipped)
+    print_round_ratios(pooled, outcomes, pooled.peers)
+    print_rss(pooled, outcomes, [p for p in pooled.peers if p not in skipped])
+    return 0
+
+
 def print_rss(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names: list[str]) -> None:
     print()
     print("peak RSS in MiB, client / server (VmHWM)")
@@ -831,7 +866,12 @@ def main() -> int:
                         help="aiopquic peers with all I/O on the network thread (QuicConfig.inline_io=False)")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build", help="Meson build directory")
     parser.add_argument("--json", type=Path, default=None, help="also write every raw result here")
+    parser.add_argument("--pool", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="measure nothing: print the tables of these --json files of earlier runs "
+                        "(same --only and sizes) together, every round of each counted")
     args = parser.parse_args()
+    if args.pool:
+        return print_pooled(args.pool)
 
     all_peers = ["aiopquic/asyncio", "aiopquic/trio", "aiopquic/uvloop", "aioquic", "qh3", "qh3-streams", "picoquicdemo"]
     workloads = list(WORKLOADS)
