@@ -219,6 +219,13 @@ class Server:
             if obj.get("event") == event:
                 return obj
 
+    def state(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """An aiopquic peer server's ``state`` report (SIGUSR1), or None."""
+        if self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGUSR1)
+        return self.wait_json("state", timeout)
+
     def stderr_tail(self, n: int = 5) -> str:
         try:
             lines = self.errpath.read_text(errors="replace").strip().splitlines()
@@ -358,6 +365,10 @@ class PythonPeer:
             outcome.error = str(exc)
         finally:
             stack.close()
+            if outcome.error and self.name.startswith("aiopquic"):
+                state = server.state()  # before the stop: where the server stands
+                if state is not None:
+                    outcome.notes.append(f"the server's state after the failure: {json.dumps(state)}")
             final, rss, problem = server.stop(expect_json=True)
             outcome.server = final
             outcome.server_rss_kib = rss
@@ -371,6 +382,9 @@ class PythonPeer:
                     f"the server's count at its stop: {final.get('connections')} connections, "
                     f"{final.get('streams')} streams answered, {final.get('broken_streams')} broken"
                 )
+            tail = server.stderr_tail(20) if outcome.error and not problem else ""
+            if tail:
+                outcome.notes.append(f"the server's stderr ended with: {tail}")
         return outcome
 
 

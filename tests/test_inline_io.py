@@ -72,3 +72,26 @@ async def test_what_comes_while_the_event_loop_is_blocked_is_taken_meanwhile(
                 while True:
                     received += stream.receive_nowait()  # WouldBlock: nobody took it
             assert received == answer
+
+
+async def test_the_endpoint_describes_its_hand_over_flags(server_config: QuicConfig, client_config: QuicConfig) -> None:
+    # The diagnosis of a stall (benchmarks/peers/aiopquic_peer.py prints it when a
+    # client fails): every flag, a number each, the thread's exit among them.
+    names = (
+        "events_waiting py_wake_pending py_signal_needed net_idle net_sleeping net_wake_pending "
+        "commands_waiting wake_owed python_wants sockets_to_python python_paused handshaking "
+        "handback_us thread_exited"
+    ).split()
+    with anyio.fail_after(30):
+        async with running_server(echo_handler, server_config) as listener:
+            async with open_quic_connection("127.0.0.1", listener.port, config=client_config) as conn:
+                stream = await conn.open_stream()
+                await stream.send(b"ping", eof=True)
+                assert await read_all(stream) == b"ping"
+                core = conn._endpoint.core
+                pairs = dict(pair.split("=") for pair in core.describe().split())
+                assert list(pairs) == names
+                assert all(value.isdigit() for value in pairs.values())
+                assert pairs["thread_exited"] == "0"
+                assert pairs["python_wants"] == "1"  # inline I/O is on: Python asked for the socket
+    assert "thread_exited=1" in core.describe().split()

@@ -138,6 +138,7 @@ cdef extern from "bridge.h" nogil:
     void aq_endpoint_close_fd(aq_endpoint_t* ep)
     void aq_endpoint_free(aq_endpoint_t* ep)
     int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep)
+    void aq_endpoint_describe(aq_endpoint_t* ep, char* buf, size_t size)
     const char* aq_aes_gcm_engine()
 
     size_t aq_drain_begin(aq_endpoint_t* ep)

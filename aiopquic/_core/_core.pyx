@@ -349,6 +349,16 @@ cdef class Endpoint:
         """True while the wake fd has been written and no :meth:`drain` took it."""
         return self.c_signalled()
 
+    def describe(self):
+        """The hand-over flags between the network thread and Python, as
+        ``name=value`` pairs: for diagnosing a stall, not for decisions (the
+        network thread moves on while they are read)."""
+        cdef char buf[512]
+        if self.ep == NULL:
+            return "closed"
+        aq_endpoint_describe(self.ep, buf, sizeof(buf))
+        return buf.decode()
+
     cdef bint c_signalled(self) noexcept:
         return self.ep != NULL and aq_endpoint_signalled(self.ep) != 0
 

@@ -285,6 +285,9 @@ void aq_endpoint_stop(aq_endpoint_t* ep); /* joins the thread, frees picoquic; i
 void aq_endpoint_close_fd(aq_endpoint_t* ep);
 void aq_endpoint_free(aq_endpoint_t* ep);
 int64_t aq_endpoint_buffer_chunks(aq_endpoint_t* ep); /* stream buffer chunks allocated now */
+/* Python thread, for diagnosis: the hand-over flags between the two threads, as
+ * "name=value" pairs in `buf` (a snapshot: the network thread may move on). */
+void aq_endpoint_describe(aq_endpoint_t* ep, char* buf, size_t size);
 
 /* Drain: detach the whole event list, then iterate it. */
 size_t aq_drain_begin(aq_endpoint_t* ep);

@@ -355,6 +355,20 @@ int aq_endpoint_wake_owed(aq_endpoint_t* ep)
     return atomic_load(&ep->wake_owed);
 }
 
+void aq_endpoint_describe(aq_endpoint_t* ep, char* buf, size_t size)
+{
+    /* Fields of the network thread read without its lock: a diagnosis only. */
+    snprintf(buf, size,
+        "events_waiting=%d py_wake_pending=%d py_signal_needed=%d net_idle=%d net_sleeping=%d "
+        "net_wake_pending=%d commands_waiting=%d wake_owed=%d python_wants=%d sockets_to_python=%d "
+        "python_paused=%d handshaking=%u handback_us=%llu thread_exited=%d",
+        atomic_load(&ep->py_head) != NULL || ep->drain_cur != NULL, atomic_load(&ep->py_wake_pending),
+        ep->py_signal_needed, atomic_load(&ep->net_idle), atomic_load(&ep->net_sleeping),
+        atomic_load(&ep->net_wake_pending), atomic_load(&ep->net_head) != NULL, atomic_load(&ep->wake_owed),
+        atomic_load(&ep->python_wants), atomic_load(&ep->sockets_to_python), atomic_load(&ep->python_paused),
+        ep->handshaking, (unsigned long long)ep->handback_us, atomic_load(&ep->thread_exited));
+}
+
 void aq_endpoint_exit_when_closed(aq_endpoint_t* ep)
 {
     if (!ep->stopped && ep->thread != NULL) {

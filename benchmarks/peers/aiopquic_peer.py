@@ -5,7 +5,9 @@ asyncio on uvloop (``--backend uvloop``: anyio's ``use_uvloop``).
     python benchmarks/peers/aiopquic_peer.py client rr --certs DIR --port N [--backend trio]
 
 The server prints ``{"event": "listening", "port": N}`` once it serves, runs
-until SIGTERM/SIGINT, then prints its counters and peak RSS.  The client runs
+until SIGTERM/SIGINT, then prints its counters and peak RSS; on SIGUSR1 it
+prints ``{"event": "state", ...}``, where its endpoint stands (run.py asks for
+it when a client fails).  The client runs
 the workload ``--repeat`` times and prints one JSON line of results.  Protocol
 and byte pattern: see ``benchmarks/common.py``.
 """
@@ -115,21 +117,50 @@ async def serve_stream(stream, stats: ServerStats) -> None:
         stats.broken_streams += 1
 
 
+def endpoint_state(stats: ServerStats, conn: aiopquic.QuicConnection | None) -> dict:
+    """Where the server stands, for a client's failure report: its counts and,
+    through ``conn`` (any connection it served), its endpoint's internals: the
+    connections whose handshake it has not seen complete, those not yet handed
+    to the handler, and who waits on the UDP socket."""
+    state: dict = {"event": "state", "connections": stats.connections, "streams": stats.streams}
+    if conn is None:
+        return state
+    endpoint = conn._endpoint  # a benchmark's diagnosis may look inside
+    core = endpoint.core
+    state.update(
+        open=len(endpoint._connections),
+        handshaking=[f"{c.remote_address}: closed={c.closed}, {_seen(c)}" for c in endpoint._handshaking],
+        not_yet_handed_over=len(endpoint._adopted),
+        signalled=core.signalled(),
+        thread_error=core.thread_error(),
+        socket_wanted=endpoint._socket_wanted,
+        socket_paused=endpoint._socket_paused,
+        socket_held=core.sockets_held(),
+        bridge=core.describe(),
+    )
+    return state
+
+
 async def run_server(args) -> None:
     config = make_config(args, server=True)
     stats = ServerStats()
+    last_conn: aiopquic.QuicConnection | None = None
 
     async def handler(conn: aiopquic.QuicConnection) -> None:
+        nonlocal last_conn
+        last_conn = conn
         stats.connections += 1
         async with conn:
             await conn.serve_streams(functools.partial(serve_stream, stats=stats))
 
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
         async with anyio.create_task_group() as tg:
             listener = await tg.start(aiopquic.serve_quic, handler, args.host, args.port, config)
             emit({"event": "listening", "port": listener.port})
-            async for _ in signals:
-                break
+            async for signum in signals:
+                if signum != signal.SIGUSR1:
+                    break
+                emit(endpoint_state(stats, last_conn))
             tg.cancel_scope.cancel()
     emit(
         {
