@@ -7,6 +7,8 @@ test_idle_recovery.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import select
+import threading
 import time
 
 import anyio
@@ -14,6 +16,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 
 from aiopquic import QuicConfig, open_quic_connection
+from aiopquic._core import Endpoint
 
 from .aioquic_peer import AioquicPeer
 from .helpers import echo_handler, read_all, running_server
@@ -95,3 +98,45 @@ async def test_the_endpoint_describes_its_hand_over_flags(server_config: QuicCon
                 assert pairs["thread_exited"] == "0"
                 assert pairs["python_wants"] == "1"  # inline I/O is on: Python asked for the socket
     assert "thread_exited=1" in core.describe().split()
+
+
+def test_a_signal_racing_the_drain_after_an_inline_receive_keeps_the_wake_fd_readable(
+    client_config: QuicConfig,
+) -> None:
+    # The drain that follows an inline receive takes the network thread's signal
+    # if one is pending.  A new signal raised meanwhile must leave the wake fd
+    # readable whenever its flag stays set: if the drain's read took its write,
+    # no later signal writes the fd again (the flag says one is on its way) and
+    # the event loop, waiting on the fd, never drains again.  That stalled a
+    # benchmark server once in ~100,000 connections.  Here the race is run many
+    # times: a signal pending (the fd readable), then the drain while another
+    # thread raises signals in a loop without the GIL, as the network thread
+    # would; once both are done, a signal left pending must have the fd readable.
+    core = Endpoint(**client_config.endpoint_options(is_server=False))
+    core.start("127.0.0.1", 0)
+    start = threading.Barrier(2)
+    rounds = 3000
+    broken = 0
+
+    def signal_rounds() -> None:
+        for _ in range(rounds):
+            start.wait()
+            core._signal_python(20000)  # tens of microseconds, the drain among them
+            start.wait()
+
+    racer = threading.Thread(target=signal_rounds)
+    racer.start()
+    try:
+        for _ in range(rounds):
+            core.drain()  # a clean start: nothing pending, the fd read
+            core._signal_python()  # one signal pending
+            start.wait()
+            core.drain(after_receive=True)  # ... taken while the racer raises more
+            start.wait()  # the racer is done with this round
+            readable = bool(select.select([core.fileno()], [], [], 0)[0])
+            if core.signalled() and not readable:
+                broken += 1
+    finally:
+        racer.join(30)
+        core.close()
+    assert broken == 0, f"{broken} of {rounds} rounds left a signal pending with nothing to wake the event loop"

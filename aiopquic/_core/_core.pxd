@@ -144,6 +144,7 @@ cdef extern from "bridge.h" nogil:
     size_t aq_drain_begin(aq_endpoint_t* ep)
     size_t aq_drain_if_signalled(aq_endpoint_t* ep)
     int aq_endpoint_signalled(aq_endpoint_t* ep)
+    void aq_wake_python(aq_endpoint_t* ep)
     size_t aq_drain_collect(aq_endpoint_t* ep)
     aq_node_t* aq_drain_next(aq_endpoint_t* ep, uint32_t* flags)
     void aq_node_ref(aq_node_t* n)

@@ -349,6 +349,16 @@ cdef class Endpoint:
         """True while the wake fd has been written and no :meth:`drain` took it."""
         return self.c_signalled()
 
+    def _signal_python(self, int repeat=1):
+        """Tests only: raise the network thread's signal to Python (the wake fd
+        written unless a signal is pending) ``repeat`` times in a row, from this
+        thread, without the GIL."""
+        cdef int i
+        if self.ep != NULL:
+            with nogil:
+                for i in range(repeat):
+                    aq_wake_python(self.ep)
+
     def describe(self):
         """The hand-over flags between the network thread and Python, as
         ``name=value`` pairs: for diagnosing a stall, not for decisions (the

@@ -294,6 +294,9 @@ size_t aq_drain_begin(aq_endpoint_t* ep);
 /* Python thread: true from the network thread's signal (the wake fd written)
  * until the next aq_drain_begin takes it. */
 int aq_endpoint_signalled(aq_endpoint_t* ep);
+/* Write the wake fd unless a wake-up is already pending (any thread: the
+ * network thread's signal; the tests race it against the drains). */
+void aq_wake_python(aq_endpoint_t* ep);
 /* Python thread: what aq_drain_begin does, but the wake fd is read only if the
  * network thread signalled (after an inline receive, which signals nothing: no
  * read system call that would fail); a signal whose write is still on its way

@@ -308,9 +308,19 @@ size_t aq_drain_begin(aq_endpoint_t* ep)
 
 size_t aq_drain_if_signalled(aq_endpoint_t* ep)
 {
-    /* A signal whose write is still to come is read by the fd's own reader. */
-    if (atomic_exchange(&ep->py_wake_pending, 0)) {
+    /* As aq_drain_begin: the read first, then the flag.  Clearing the flag first
+     * (as this did until stop 33) let a signal raised between the two (the
+     * network thread's exchange and write) have its write consumed by our read
+     * while its flag stayed set: no signal wrote the fd again, the fd's reader
+     * never woke, and the endpoint's events waited for ever (a server stalled
+     * once in ~100,000 connections of the handshake benchmark).  In this order a
+     * signal raised after the read keeps the fd readable (its write comes after
+     * our read) or finds the flag set and writes nothing, and the collect below
+     * takes its events; a write still to come leaves the fd readable for the
+     * fd's own reader. */
+    if (atomic_load(&ep->py_wake_pending)) {
         aq_read_wake_fd(ep);
+        atomic_store(&ep->py_wake_pending, 0);
     }
     return aq_drain_collect(ep);
 }

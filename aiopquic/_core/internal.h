@@ -171,8 +171,6 @@ void aq_push_py(aq_node_t* n, uint32_t flags);
 void aq_push_py_when(aq_node_t* n, uint32_t flags, int when);
 void aq_release_list(_Atomic(aq_node_t*)* head, int for_py);
 void aq_signal_python(aq_endpoint_t* ep, int when);
-/* Write the wake fd unless a wake-up is already pending (any thread). */
-void aq_wake_python(aq_endpoint_t* ep);
 aq_stream_t* aq_stream_alloc(aq_conn_t* c, uint64_t stream_id, int has_rx, int has_tx);
 
 /* net.c: the network thread's picoquic callbacks */
