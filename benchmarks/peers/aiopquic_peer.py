@@ -7,9 +7,9 @@ asyncio on uvloop (``--backend uvloop``: anyio's ``use_uvloop``).
 The server prints ``{"event": "listening", "port": N}`` once it serves, runs
 until SIGTERM/SIGINT, then prints its counters and peak RSS; on SIGUSR1 it
 prints ``{"event": "state", ...}``, where its endpoint stands (run.py asks for
-it when a client fails).  The client runs
-the workload ``--repeat`` times and prints one JSON line of results.  Protocol
-and byte pattern: see ``benchmarks/common.py``.
+it when a client fails).  The client runs the workload ``--repeat`` times and
+prints one JSON line of results.  Protocol and byte pattern: see
+``benchmarks/common.py``.
 """
 
 from __future__ import annotations
