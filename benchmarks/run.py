@@ -642,9 +642,7 @@ def best(outcome: Outcome | None, metric: Metric, median: bool = False) -> float
     if not values:
         return None
     if median:
-        values.sort()
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        return statistics.median(values)
     return max(values) if metric.higher_is_better else min(values)
 
 
@@ -708,6 +706,13 @@ def print_table(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_name
         print(line(row))
 
 
+def _print_rows(headers: list[str], rows: list[list[str]]) -> None:
+    """A small table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for cells in [headers, ["-" * w for w in widths]] + rows:
+        print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)))
+
+
 def _round_medians(outcome: Outcome | None, metric: Metric) -> dict[int, float]:
     """The median of ``metric`` in each round of --rounds that measured it."""
     by_round: dict[int, list[float]] = {}
@@ -745,9 +750,7 @@ def print_round_ratios(s: Settings, outcomes: dict[tuple[str, str], Outcome], pe
     print()
     print("the same ratios paired by round: the median of the rounds' ratios (lowest-highest)")
     headers = ["workload"] + ours
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for cells in [headers, ["-" * w for w in widths]] + rows:
-        print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)))
+    _print_rows(headers, rows)
 
 
 def print_pooled(paths: list[Path]) -> int:
@@ -801,9 +804,7 @@ def print_rss(s: Settings, outcomes: dict[tuple[str, str], Outcome], peer_names:
             sv = f"{o.server_rss_kib / 1024:.0f}" if o.server_rss_kib else "-"
             row.append(f"{c} / {sv}")
         rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for cells in [headers, ["-" * w for w in widths]] + rows:
-        print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)))
+    _print_rows(headers, rows)
 
 
 NOTES = """\
