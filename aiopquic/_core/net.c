@@ -11,8 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Most stream bytes that wait for the socket to run dry before Python is woken. */
-#define AQ_RX_PILE_MAX (256 * 1024)
+/* Most stream bytes that wait for the socket to run dry before Python is woken.
+ * 512 KiB rather than 256: half the wake-ups of a transfer whose window has
+ * grown past 2 MiB.  A trio reader's wake-up costs two task steps (its own and
+ * the dispatcher's) and trio's loop pass; 256 MiB downloads gained 3-6 % on
+ * trio and were level on asyncio (benchmarks/README, issue 11, stop 34); 1 MiB
+ * made asyncio's swing both ways. */
+#define AQ_RX_PILE_MAX (512 * 1024)
 
 static void aq_snapshot_path(aq_conn_t* c, picoquic_cnx_t* cnx);
 
